@@ -1,0 +1,70 @@
+"""Registry of augmentation levels: a per-image transforms.v2 pipeline plus an optional per-batch MixUp."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+from harness.config import AugmentParams
+
+
+@dataclass(frozen=True)
+class Level:
+    """An augmentation level is data: whether the usual geometric/erasing pipeline and MixUp apply."""
+
+    name: str
+    usual: bool
+    mixup: bool
+    description: str
+
+
+LEVELS: dict[str, Level] = {
+    lvl.name: lvl
+    for lvl in (
+        Level("none", usual=False, mixup=False, description="no augmentation"),
+        Level("usual", usual=True, mixup=False, description="flips, rotation, zoom, random erasing"),
+        Level("mixup", usual=False, mixup=True, description="MixUp per batch"),
+        Level("all", usual=True, mixup=True, description="usual + MixUp"),
+    )
+}
+
+
+def image_transform(level: Level, params: AugmentParams, size: int) -> v2.Compose:
+    """Per-image pipeline: uint8 3 x size x size in, float32 in [0, 1] out (normalisation lives in the model)."""
+    steps: list[v2.Transform] = []
+    if level.usual:
+        if params.hflip:
+            steps.append(v2.RandomHorizontalFlip())
+        if params.vflip:
+            steps.append(v2.RandomVerticalFlip())
+        low = min(1.0 - params.zoom, 1.0 / params.zoom_out)
+        steps.append(v2.RandomAffine(degrees=params.rotation, scale=(low, 1.0 + params.zoom), fill=params.fill))
+        if params.crop_scale != (1.0, 1.0):
+            steps.append(v2.RandomResizedCrop(size, scale=params.crop_scale, antialias=True))
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    if level.usual and params.erase_p > 0:
+        steps.append(v2.RandomErasing(p=params.erase_p, scale=params.erase_scale, ratio=params.erase_ratio, value="random"))
+    return v2.Compose(steps)
+
+
+BatchFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def batch_transform(level: Level, params: AugmentParams, num_classes: int) -> BatchFn:
+    """Per-batch step: (images, int labels) -> (images, probability targets). MixUp where the level has it."""
+    if level.mixup:
+        mixup = v2.MixUp(alpha=params.mixup_alpha, num_classes=num_classes)
+
+        def mix(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return mixup(images, labels)
+
+        return mix
+
+    def one_hot(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return images, F.one_hot(labels, num_classes).to(images.dtype)
+
+    return one_hot

