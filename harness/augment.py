@@ -47,8 +47,18 @@ def image_transform(level: Level, params: AugmentParams, size: int) -> v2.Compos
             steps.append(v2.RandomResizedCrop(size, scale=params.crop_scale, antialias=True))
     steps.append(v2.ToDtype(torch.float32, scale=True))
     if level.usual and params.erase_p > 0:
-        steps.append(v2.RandomErasing(p=params.erase_p, scale=params.erase_scale, ratio=params.erase_ratio, value="random"))
+        steps.append(UniformRandomErasing(p=params.erase_p, scale=params.erase_scale, ratio=params.erase_ratio, value="random"))
     return v2.Compose(steps)
+
+
+class UniformRandomErasing(v2.RandomErasing):
+    """RandomErasing whose random fill is uniform in the data range [0, 1] (the reference's erasing), not N(0, 1)."""
+
+    def make_params(self, flat_inputs):
+        params = super().make_params(flat_inputs)
+        if params.get("v") is not None and self.value is None:
+            params["v"] = torch.rand_like(params["v"])
+        return params
 
 
 BatchFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

@@ -41,6 +41,44 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cam(args: argparse.Namespace) -> int:
+    from harness.camcheck import cam_run
+
+    splits = [x.strip() for x in args.splits.split(",") if x.strip()] if args.splits else None
+    for name, result in cam_run(args.run_dir, args.force, splits).items():
+        parts = []
+        for split, s in result["summary"].items():
+            if s["images_scored"]:
+                parts.append(f"{split}: {s['images_scored']} scored, {s['images_skipped']} skipped, "
+                             f"pointing {s['pointing_hit_rate']:.2f}, energy {s['energy_share_mean']:.2f}, "
+                             f"loc {s['localization_correct_rate']:.2f}")
+            else:
+                parts.append(f"{split}: localization skipped ({s['images_skipped']} images)")
+        print(f"{name}: " + "; ".join(parts))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.export import export_run
+
+    for rec in export_run(args.run_dir, args.force, args.exporter):
+        cpu = rec["parity"]["cpu"]
+        print(f"{rec['variant']}: {rec['model']} ({rec['exporter']['name']}, opset {rec['opset']}) parity "
+              f"{'passed' if rec['parity']['passed'] else 'FAILED'}: cpu max_abs {cpu['max_abs']:.2e} "
+              f"max_rel {cpu['max_rel']:.2e}" + (" (already exported)" if rec.get("skipped") else ""))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from harness.evaluate import evaluate_run
+
+    for m in evaluate_run(args.run_dir, args.provider, args.repeats):
+        sets = "; ".join(f"{k}: soft {v['soft']['value']:.3f} strict {v['strict']['value']:.3f} (n={v['n']})"
+                         for k, v in m["test_sets"].items())
+        print(f"{m['variant']} [{', '.join(m['runtime']['providers'])}]: {sets}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--force", action="store_true", help="retrain even if model.pt exists")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("cam", help="Grad-CAM maps, localization scores and overlays for every variant of RUN_DIR")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory holding <backbone>-<variant>-s<seed>/")
+    p.add_argument("--force", action="store_true", help="redo variants that already have a cam.json")
+    p.add_argument("--splits", help="comma-separated test sets (default: the profile's test_sets), e.g. test_difficult")
+    p.set_defaults(func=cmd_cam)
+
+    p = sub.add_parser("export", help="export every trained variant of RUN_DIR to model.onnx, with checker and parity")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory holding <backbone>-<variant>-s<seed>/")
+    p.add_argument("--force", action="store_true", help="re-export variants whose model.onnx already passed parity")
+    p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
+                   help="torch.onnx exporter (default dynamo; torchscript is the legacy fallback)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("evaluate", help="evaluate every exported variant of RUN_DIR with onnxruntime -> metrics.json")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory holding <backbone>-<variant>-s<seed>/")
+    p.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
+                   help="onnxruntime provider: auto = CUDA when a GPU is usable, else CPU")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per batch size for latency (median reported)")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

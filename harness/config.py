@@ -61,6 +61,7 @@ class Profile:
     levels: tuple[str, ...]
     phases: Mapping[str, tuple[Phase, ...]]
     augment: AugmentParams = field(default_factory=AugmentParams)
+    test_sets: tuple[str, ...] = ("test_easy", "test_difficult")
     val_fraction: float = 0.2
     split_seed: int = 42
     oversample: bool = True
@@ -214,6 +215,7 @@ def validate(raw: Mapping[str, Any], source: str = "<profile>") -> Profile:
         levels=tuple(raw["levels"]),
         phases=phases,
         augment=aug,
+        test_sets=tuple(raw.get("test_sets", ("test_easy", "test_difficult"))),
         val_fraction=float(raw.get("val_fraction", 0.2)),
         split_seed=int(raw.get("split_seed", 42)),
         oversample=bool(raw.get("oversample", True)),

@@ -87,13 +87,15 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.
 
 
 def fit(model: Classifier, data: TrainData, level: Level, profile: Profile, phases: tuple[Phase, ...],
-        device: torch.device, seed: int, label: str = "", progress: bool | None = None) -> list[dict[str, Any]]:
-    """Train through the phases; after each phase the weights with the best validation loss are restored."""
+        device: torch.device, seed: int, label: str = "", progress: bool | None = None,
+        freeze_bn: bool = False) -> list[dict[str, Any]]:
+    """Train through the phases; after each phase the weights with the best validation loss are restored.
+
+    freeze_bn keeps the backbone's batch-norm statistics fixed while it fine-tunes (for pretrained backbones).
+    """
     torch.manual_seed(seed)
     order_rng = np.random.default_rng(seed)
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    model.to(device).to(memory_format=torch.channels_last)  # faster on GPU and ~2x on CPU (depthwise convs)
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)  # the whole set fits on the device
     per_image = image_transform(level, profile.augment, profile.image_size)
     per_batch = batch_transform(level, profile.augment, len(data.classes))
@@ -110,7 +112,7 @@ def fit(model: Classifier, data: TrainData, level: Level, profile: Profile, phas
         best_loss, best_state = float("inf"), None
         for epoch in range(1, phase.epochs + 1):
             t0 = time.perf_counter()
-            _set_train_mode(model, phase, profile.freeze_bn)
+            _set_train_mode(model, phase, freeze_bn)
             order = order_rng.permutation(np.asarray(data.epoch_index))
             loss_sum, correct, seen = 0.0, 0, 0
             batches = range(0, len(order) - 1, bs)  # a last batch of one image is dropped (mixup needs pairs)
@@ -119,8 +121,7 @@ def fit(model: Classifier, data: TrainData, level: Level, profile: Profile, phas
                 idx = torch.as_tensor(order[start:start + bs], device=device)
                 xb = torch.stack([per_image(img) for img in train_x[idx]])
                 xb, target = per_batch(xb, train_y[idx])
-                if device.type == "cuda":
-                    xb = xb.contiguous(memory_format=torch.channels_last)
+                xb = xb.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     logits = model(xb).float()
                 loss = F.cross_entropy(logits, target, label_smoothing=profile.label_smoothing)
@@ -181,6 +182,7 @@ def train_variant(run_dir: Path, profile: Profile, ds: Dataset, data_root: Path,
         return vdir
     device = pick_device(profile.device)
     data = prepare_data(ds, profile)
+    torch.manual_seed(seed)  # scratch initialisation is part of what the seed fixes
     model = build_classifier(profile.backbone, init, len(ds.classes), profile.hidden, profile.dropout, weights_file)
     config = {"variant": variant, "init": init, "level": level_name, "seed": seed, "backbone": profile.backbone,
               "classes": list(ds.classes), "data_root": str(Path(data_root).resolve()),
@@ -189,7 +191,8 @@ def train_variant(run_dir: Path, profile: Profile, ds: Dataset, data_root: Path,
               "profile": profile.to_dict()}
     artifacts.write_json(vdir / "config.json", config)
     t0 = time.perf_counter()
-    history = fit(model, data, LEVELS[level_name], profile, profile.phases[init], device, seed, vdir.name, progress)
+    history = fit(model, data, LEVELS[level_name], profile, profile.phases[init], device, seed, vdir.name, progress,
+                  freeze_bn=profile.freeze_bn and init == "imagenet")  # scratch BN statistics must learn
     seconds = time.perf_counter() - t0
     artifacts.write_csv(vdir / "history.csv", history)
     artifacts.write_json(vdir / "history.json", {"seconds": seconds, "epochs": history})

@@ -1,0 +1,196 @@
+"""The cam step: Grad-CAM maps, localization scores and overlays of every test image, per variant -> cam.json."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from harness import artifacts, localization
+from harness.backbones import get_backbone
+from harness.cam import gradcam_maps, save_overlay
+from harness.config import profile_from_dict
+from harness.data import Dataset, Region, Sample, load_test, resize_batch
+from harness.export import variant_dirs
+from harness.train import load_checkpoint, pick_device
+
+# Protocol parameters, recorded in every cam.json.
+POINTING_TOLERANCE_PX = 15.0  # Zhang et al. 2016
+CAM_BOX_THRESHOLD = 0.15  # Selvaraju et al. 2017: the CAM box keeps pixels >= 15% of the map's maximum
+IOU_THRESHOLD = 0.5  # ILSVRC localization criterion
+BACKGROUND = "background"
+OVERLAY_DPI = 72
+
+
+def _rate(values: Sequence[Any]) -> float | None:
+    return float(np.mean([float(v) for v in values])) if values else None
+
+
+def _scores(cam: np.ndarray, regions: Sequence[Region]) -> dict[str, Any]:
+    """Localization of one map against the regions of one class (their union; polygons, else boxes)."""
+    h, w = cam.shape
+    mask = np.zeros((h, w), dtype=bool)
+    shapes = []
+    for r in regions:
+        m = localization.polygon_mask(r.polygon, h, w) if len(r.polygon) >= 3 else np.zeros((h, w), bool)
+        if not m.any():  # no polygon (or one that rasterises to nothing): the box stands in
+            m = localization.box_mask(r.bbox, h, w)
+            shapes.append("box")
+        else:
+            shapes.append("polygon")
+        mask |= m
+    correct, iou = localization.gradcam_localization(cam, [r.bbox for r in regions], CAM_BOX_THRESHOLD, IOU_THRESHOLD)
+    box = localization.cam_bbox(cam, CAM_BOX_THRESHOLD)
+    peak_r, peak_c = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    return {
+        "regions": len(regions),
+        "shape": "polygon" if set(shapes) == {"polygon"} else ("box" if set(shapes) == {"box"} else "mixed"),
+        # an all-zero map points nowhere (np.argmax would say pixel (0, 0))
+        "pointing_hit": bool(cam.max() > 0) and localization.pointing_game(cam, mask, POINTING_TOLERANCE_PX),
+        "energy_share": localization.energy_share(cam, mask),
+        "iou": float(iou),
+        "localization_correct": bool(correct),
+        "cam_box": list(box) if box is not None else None,
+        "peak_xy": [int(peak_c), int(peak_r)],
+        "map_empty": not bool(cam.max() > 0),
+    }
+
+
+def _overlay_path(split: str, name: str) -> Path:
+    """cam/<split>/<image>.png; an ImageFolder sample keeps its class folder so names cannot collide."""
+    rel = Path(name)
+    if rel.parts and rel.parts[0] == split:
+        rel = Path(*rel.parts[1:])
+    return Path("cam") / split / rel.with_suffix(".png")
+
+
+def cam_image(model: torch.nn.Module, layer: str, image_size: int, classes: Sequence[str], sample: Sample,
+              has_regions: bool) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+    """Maps and localization scores of one test image: (record, {class: map}, probabilities)."""
+    by_class: dict[str, list[Region]] = {}
+    for r in sample.regions:
+        by_class.setdefault(r.label, []).append(r)
+    x = resize_batch([sample.image], image_size)[0].float().div_(255)
+    h, w = sample.image.shape[1:]
+    probs, maps_idx = gradcam_maps(model, layer, x, [classes.index(c) for c in by_class], (h, w), predicted=True)
+    pred = classes[int(probs.argmax())]
+    maps = {classes[i]: m for i, m in maps_idx.items()}
+    rec: dict[str, Any] = {
+        "image": sample.name, "label": sample.label, "acceptable": sorted(sample.acceptable),
+        "predicted": pred, "probability": float(probs.max()), "correct": pred in sample.acceptable,
+        "labelled_classes": sorted(by_class),
+    }
+    if not has_regions:
+        rec["status"], rec["skip_reason"] = "skipped", "no_annotations"
+    elif sample.label == BACKGROUND:
+        rec["status"], rec["skip_reason"] = "skipped", "background"
+    elif not by_class:
+        rec["status"], rec["skip_reason"] = "skipped", "no_regions"
+    else:
+        rec["status"] = "scored"
+        rec["classes"] = {c: _scores(maps[c], regs) for c, regs in sorted(by_class.items())}
+        if sample.label in by_class:  # the prediction's map against the primary label's region
+            rec["predicted_map"] = {"class": pred, "against": sample.label,
+                                    **_scores(maps[pred], by_class[sample.label])}
+    return rec, maps, probs
+
+
+def _summary(records: list[dict[str, Any]], ds: Dataset) -> dict[str, Any]:
+    scored = [r for r in records if r["status"] == "scored"]
+    reasons: dict[str, int] = {}
+    for r in records:
+        if r["status"] == "skipped":
+            reasons[r["skip_reason"]] = reasons.get(r["skip_reason"], 0) + 1
+    per_class = [s for r in scored for s in r["classes"].values()]
+    pred = [r["predicted_map"] for r in scored if "predicted_map" in r]
+
+    def block(scores: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"n": len(scores), "energy_share_mean": _rate([s["energy_share"] for s in scores]),
+                "pointing_hit_rate": _rate([s["pointing_hit"] for s in scores]),
+                "localization_correct_rate": _rate([s["localization_correct"] for s in scores]),
+                "iou_mean": _rate([s["iou"] for s in scores])}
+
+    out = {
+        "has_regions": ds.has_regions,
+        "localization": "scored" if ds.has_regions else "skipped: the test set has no region annotations",
+        "images": len(records), "images_scored": len(scored), "images_skipped": len(records) - len(scored),
+        "skipped": reasons,
+        "regions_scored": len(per_class),
+        **{k: v for k, v in block(per_class).items() if k != "n"},
+        "predicted_map": block(pred),
+    }
+    return out
+
+
+def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = None,
+                overlays: bool = True) -> dict[str, Any]:
+    """Run the cam step for one variant folder; returns the cam.json content (read back when already done)."""
+    vdir = Path(vdir)
+    out_json = vdir / "cam.json"
+    if out_json.exists() and not force:
+        print(f"[{vdir.name}] cam.json exists, skipping (--force to redo)", file=sys.stderr)
+        return artifacts.read_json(out_json)
+    out_json.unlink(missing_ok=True)  # overlays are rewritten below; cam.json only ever describes complete ones
+    config = artifacts.read_json(vdir / "config.json")
+    profile = profile_from_dict(config["profile"])
+    model, meta = load_checkpoint(vdir / "model.pt")
+    device = pick_device(profile.device)
+    model.to(device)
+    backbone = get_backbone(meta["backbone"])
+    classes = list(meta["classes"])
+    splits = list(splits) if splits else list(profile.test_sets)
+    t_start = time.perf_counter()
+    result: dict[str, Any] = {
+        "variant": vdir.name, "backbone": meta["backbone"], "layer": backbone.cam_layer,
+        "image_size": int(meta["image_size"]), "classes": classes, "device": device.type,
+        "protocol": {
+            "method": "Grad-CAM (Selvaraju et al. 2017): channel weights = mean gradient of the class logit, "
+                      "ReLU, bilinear upsampling to the original image, divided by the maximum",
+            "maps": "predicted class and every labelled class present; localization of a class uses its own map",
+            "regions": "union of the class's polygons (box where a region has no polygon)",
+            "pointing_tolerance_px": POINTING_TOLERANCE_PX, "cam_box_threshold": CAM_BOX_THRESHOLD,
+            "iou_threshold": IOU_THRESHOLD,
+            "skipped": "images whose primary label is background, with no regions, or from a test set without "
+                       "region annotations",
+            "overlays": "predicted-class map, plus the primary label's map when the prediction differs",
+        },
+        "summary": {}, "images": {},
+    }
+    n_images, overlay_seconds = 0, 0.0
+    for split in splits:
+        ds = load_test(Path(config["data_root"]), split, classes)
+        records = []
+        for sample in ds.samples:
+            rec, maps, _ = cam_image(model, backbone.cam_layer, int(meta["image_size"]), classes, sample,
+                                     ds.has_regions)
+            if overlays:
+                t_overlay = time.perf_counter()
+                rel = _overlay_path(split, sample.name)
+                rows = [(f"predicted {rec['predicted']}", maps[rec["predicted"]])]
+                if sample.label in maps and sample.label != rec["predicted"]:
+                    rows.append((f"label {sample.label}", maps[sample.label]))
+                verdict = "correct" if rec["correct"] else "wrong"
+                title = (f"{Path(sample.name).name}: predicted {rec['predicted']} ({rec['probability']:.2f}), "
+                         f"label {sample.label} - {verdict}")
+                save_overlay(vdir / rel, sample.image, rows, sample.regions, title, dpi=OVERLAY_DPI)
+                rec["overlay"] = rel.as_posix()
+                overlay_seconds += time.perf_counter() - t_overlay
+            records.append(rec)
+        n_images += len(records)
+        result["summary"][split] = _summary(records, ds)
+        result["images"][split] = records
+    seconds = time.perf_counter() - t_start
+    result["seconds"] = seconds
+    result["seconds_per_image"] = seconds / max(n_images, 1)
+    result["seconds_per_image_overlays"] = overlay_seconds / max(n_images, 1)  # part of seconds_per_image
+    artifacts.write_json(out_json, result)
+    return result
+
+
+def cam_run(run_dir: Path, force: bool = False, splits: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The cam step for every trained variant of a run directory: {variant folder name: cam.json content}."""
+    return {v.name: cam_variant(v, force, splits) for v in variant_dirs(run_dir)}

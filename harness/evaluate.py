@@ -1,0 +1,146 @@
+"""Evaluate exported models with onnxruntime: accuracy metrics with intervals and baselines, per-image predictions,
+latency / throughput per provider. Writes <variant>/metrics.json (atomically, as the variant's last file)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from harness import artifacts, runtime
+from harness.export import load_test_inputs, read_variant_config, sha256_file, variant_dirs
+from harness.metrics import accuracy_summary
+
+DEFAULT_REPEATS = 10
+DEFAULT_WARMUP = 2
+LATENCY_BATCHES = (1, 8)
+EVAL_BATCH = 8
+
+
+class EvaluateError(ValueError):
+    """The variant cannot be evaluated as it stands; the message names the file and the step to rerun."""
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def split_metrics(ds, logits: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """accuracy_summary + baselines beside each accuracy + per-image predictions with all class probabilities."""
+    classes = list(classes)
+    probs = softmax(logits)
+    preds = [classes[i] for i in probs.argmax(1)]
+    acceptable = [sorted(s.acceptable) for s in ds.samples]
+    primary = [s.label for s in ds.samples]
+    summary = accuracy_summary(preds, acceptable, primary, classes)
+    base = summary["baselines"]
+    for kind in ("soft", "strict"):  # the chance references right next to the number they qualify
+        summary[kind]["baselines"] = {"uniform": base[f"uniform_{kind}"], "constant": base[f"constant_{kind}"]}
+    summary["predictions"] = [
+        {"image": s.name, "primary": s.label, "acceptable": acc, "predicted": p,
+         "soft_correct": p in acc, "strict_correct": p == s.label,
+         "probabilities": {c: float(v) for c, v in zip(classes, row)}}
+        for s, acc, p, row in zip(ds.samples, acceptable, preds, probs)
+    ]
+    return summary
+
+
+def _check_export(vdir: Path) -> dict[str, Any]:
+    onnx_path, rec_path = vdir / "model.onnx", vdir / "export.json"
+    if not onnx_path.is_file():
+        raise EvaluateError(f"{onnx_path} is missing; run `harness export {vdir.parent}` first")
+    if not rec_path.is_file():
+        raise EvaluateError(f"{rec_path} is missing, so {onnx_path} has no recorded parity; "
+                            f"run `harness export --force {vdir.parent}`")
+    rec = artifacts.read_json(rec_path)
+    if not rec.get("parity", {}).get("passed"):
+        raise EvaluateError(f"{rec_path}: the last export of this variant failed parity; fix it and rerun "
+                            f"`harness export --force {vdir.parent}`")
+    return rec
+
+
+def evaluate_variant(vdir: Path, providers: str | None = None, repeats: int = DEFAULT_REPEATS,
+                     warmup: int = DEFAULT_WARMUP, batch_sizes: Sequence[int] = LATENCY_BATCHES,
+                     log=None) -> dict[str, Any]:
+    """Evaluate vdir/model.onnx on the profile's test sets and write vdir/metrics.json; returns its content.
+
+    `providers` is a request: None/'auto', 'cpu', 'cuda' or 'tensorrt' (see harness.runtime). Predictions come from
+    the first provider of that selection; latency is measured for it and, when that is a GPU provider, for the CPU
+    too. Everything is read and checked before anything is written; metrics.json is the only file written.
+    """
+    vdir = Path(vdir)
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    onnx_path = vdir / "model.onnx"
+    t0 = time.perf_counter()
+    config, profile = read_variant_config(vdir)
+    record = _check_export(vdir)
+    classes, size = list(config["classes"]), profile.image_size
+    request = providers or "auto"
+    selected = runtime.select_providers(request)
+
+    session = runtime.create_session(onnx_path, selected)  # corrupt / truncated file -> ModelLoadError naming it
+    runtime.check_io(session, onnx_path, size, len(classes))
+    sha = sha256_file(onnx_path)
+    if sha != record.get("sha256"):
+        raise EvaluateError(f"{onnx_path}: sha256 {sha[:12]}... differs from the file that passed parity "
+                            f"({vdir / 'export.json'}: {str(record.get('sha256'))[:12]}...); it was replaced or "
+                            f"damaged; rerun `harness export --force {vdir.parent}`")
+    inputs = load_test_inputs(config["data_root"], profile.test_sets, classes, size)
+
+    test_sets = {}
+    for split, (ds, x) in inputs.items():
+        logits = runtime.run_batches(session, x, EVAL_BATCH)
+        test_sets[split] = split_metrics(ds, logits, classes)
+        s = test_sets[split]
+        log(f"[{vdir.name}] {split}: soft {s['soft']['value']:.3f} {_ci(s['soft'])} strict {s['strict']['value']:.3f} "
+            f"{_ci(s['strict'])} (n={s['n']}, uniform {s['baselines']['uniform_soft']:.3f}/"
+            f"{s['baselines']['uniform_strict']:.3f})")
+
+    latency = {}
+    sessions = [session] if selected == [runtime.CPU] else [session, runtime.create_session(onnx_path, [runtime.CPU])]
+    for sess in sessions:
+        name = sess.get_providers()[0]
+        latency[name] = runtime.measure_latency(sess, size, batch_sizes, repeats, warmup)
+        log(f"[{vdir.name}] latency {name}: " + ", ".join(
+            f"batch {b} {v['median_ms']:.1f} ms ({v['throughput_ips']:.1f} img/s)" for b, v in latency[name].items()))
+
+    import onnxruntime
+
+    metrics = {
+        "schema": 1,
+        "variant": vdir.name,
+        "backbone": config.get("backbone", record.get("backbone")),
+        "classes": classes,
+        "image_size": size,
+        "tta_hflip": bool(record.get("tta_hflip")),
+        "model": {"file": onnx_path.name, "sha256": sha, "exporter": record.get("exporter", {}).get("name"),
+                  "opset": record.get("opset"), "parity_passed": True,
+                  "parity_max_abs": record["parity"]["cpu"].get("max_abs")},
+        "runtime": {"requested": request, "providers": session.get_providers(), "gpu_usable": runtime.gpu_usable(),
+                    "onnxruntime": onnxruntime.__version__, "cpu_count": os.cpu_count()},
+        "test_sets": test_sets,
+        "latency": {"batch_sizes": list(batch_sizes), "repeats": repeats, "warmup": warmup,
+                    "input": "uniform random float32", "by_provider": latency},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": time.perf_counter() - t0,
+    }
+    artifacts.write_json(vdir / "metrics.json", metrics)
+    return metrics
+
+
+def _ci(acc: dict[str, Any]) -> str:
+    lo, hi = acc["wilson"]
+    return f"[{lo:.2f}, {hi:.2f}]"
+
+
+def evaluate_run(run_dir: Path, providers: str | None = None, repeats: int = DEFAULT_REPEATS,
+                 warmup: int = DEFAULT_WARMUP, log=None) -> list[dict[str, Any]]:
+    """evaluate_variant for every trained variant of the run (each must have been exported)."""
+    return [evaluate_variant(v, providers, repeats, warmup, log=log) for v in variant_dirs(run_dir)]
