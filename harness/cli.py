@@ -79,6 +79,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _thresholds(profile, user_file):
+    from harness.thresholds import parse_thresholds
+
+    return parse_thresholds(profile.thresholds, profile.source, user_file)
+
+
+def _print_verdicts(report: dict) -> None:
+    for v in report["verdicts"]:
+        kind = "GATE" if v["gated"] else "info"
+        value = "-" if v["value"] is None else f"{v['value']:.4g}"
+        thr = "-" if v["threshold"] is None else f"{v['threshold']:.4g}"
+        print(f"{v['status']:5} {kind} {v['criterion']}[{v['id']}] {value} {v['comparison']} {thr}  {v['detail']}")
+    print(f"verdict: {report['verdict']}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.run import default_run_dir, run_matrix
+
+    profile = _load_profile(args)
+    variants = args.variants.split(",") if args.variants else None
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    out = args.out or default_run_dir(profile)
+    report = run_matrix(profile, _thresholds(profile, args.thresholds), args.data, out, variants, seeds,
+                        args.weights_file, args.force)
+    _print_verdicts(report)
+    print(f"report: {out / 'report.html'}")
+    return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report.build import build_report, thresholds_of_run, write_reports
+
+    report = build_report(args.run_dir, thresholds_of_run(args.run_dir, args.thresholds))
+    write_reports(args.run_dir, report)
+    _print_verdicts(report)
+    print(f"report: {args.run_dir / 'report.html'}")
+    return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnxruntime provider: auto = CUDA when a GPU is usable, else CPU")
     p.add_argument("--repeats", type=int, default=10, help="timed runs per batch size for latency (median reported)")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("run", help="the whole matrix: train, export, evaluate, cam, verdicts, report (resumable)")
+    _add_profile_args(p)
+    p.add_argument("--variants", help="comma-separated subset, e.g. imagenet-all,scratch-all (default: the profile's)")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the profile's)")
+    p.add_argument("--out", type=Path, help="run directory (default reports/runs/<time>-<profile>-<backbone>)")
+    p.add_argument("--thresholds", type=Path, help="TOML file overriding the profile's thresholds")
+    p.add_argument("--force", action="store_true", help="redo every step even where its artifacts exist")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="recompute verdicts and rewrite report.json / report.html of RUN_DIR")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--thresholds", type=Path, help="TOML file overriding the thresholds recorded in run.json")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

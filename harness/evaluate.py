@@ -19,6 +19,7 @@ from harness.metrics import accuracy_summary
 DEFAULT_REPEATS = 10
 DEFAULT_WARMUP = 2
 LATENCY_BATCHES = (1, 8)
+LATENCY_BUDGET_S = 30.0  # per provider and batch size: timing stops after this long (at least 3 runs)
 EVAL_BATCH = 8
 
 
@@ -107,7 +108,7 @@ def evaluate_variant(vdir: Path, providers: str | None = None, repeats: int = DE
     sessions = [session] if selected == [runtime.CPU] else [session, runtime.create_session(onnx_path, [runtime.CPU])]
     for sess in sessions:
         name = sess.get_providers()[0]
-        latency[name] = runtime.measure_latency(sess, size, batch_sizes, repeats, warmup)
+        latency[name] = runtime.measure_latency(sess, size, batch_sizes, repeats, warmup, budget_s=LATENCY_BUDGET_S)
         log(f"[{vdir.name}] latency {name}: " + ", ".join(
             f"batch {b} {v['median_ms']:.1f} ms ({v['throughput_ips']:.1f} img/s)" for b, v in latency[name].items()))
 
@@ -127,6 +128,7 @@ def evaluate_variant(vdir: Path, providers: str | None = None, repeats: int = DE
                     "onnxruntime": onnxruntime.__version__, "cpu_count": os.cpu_count()},
         "test_sets": test_sets,
         "latency": {"batch_sizes": list(batch_sizes), "repeats": repeats, "warmup": warmup,
+                    "budget_s": LATENCY_BUDGET_S, "statistic": "median wall time of session.run per batch",
                     "input": "uniform random float32", "by_provider": latency},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "seconds": time.perf_counter() - t0,

@@ -108,7 +108,7 @@ def test_parity_passed_and_differences_are_recorded(exported):
     cpu = rec["parity"]["cpu"]
     assert rec["parity"]["passed"] and cpu["passed"] and cpu["providers"] == [runtime.CPU]
     assert (cpu["atol"], cpu["rtol"]) == (1e-4, 1e-3)
-    assert 0 <= cpu["max_abs"] <= 1e-4 and 0 <= cpu["max_rel"] < 1e-3
+    assert 0 <= cpu["max_abs"] <= 1e-4 and 0 <= cpu["max_tolerance_used"] <= 1
     assert {k: v["images"] for k, v in cpu["test_sets"].items()} == {"test_easy": 4, "test_difficult": 5}
     assert all(v["top1_mismatches"] == [] for v in cpu["test_sets"].values())
     if not runtime.gpu_usable():
@@ -204,6 +204,19 @@ def test_torchscript_exporter_with_external_data_beside_the_model(tmp_path, data
     assert out.shape == (2, len(CLASSES))
 
 
+def test_failed_parity_is_recorded_and_installs_no_model(tmp_path, data_root, monkeypatch):
+    vdir = make_variant(tmp_path, data_root)
+    real = export.torch_logits
+    monkeypatch.setattr(export, "torch_logits", lambda module, x, batch=8: real(module, x, batch) + 1e-2)
+    with pytest.raises(export.ExportError, match="parity failed") as info:
+        export.export_variant(vdir, exporter="torchscript")
+    assert str(vdir / "model.onnx") in str(info.value)
+    assert sorted(os.listdir(vdir)) == ["config.json", "export.json", "model.pt"]  # no model.onnx, no temp file
+    rec = artifacts.read_json(vdir / "export.json")
+    assert rec["parity"]["passed"] is False and rec["parity"]["cpu"]["max_abs"] == pytest.approx(1e-2, rel=1e-3)
+    assert not export.export_is_current(vdir)
+
+
 # --- graph contract and parity arithmetic (no export needed) ---------------------------------------------------------
 
 
@@ -236,8 +249,10 @@ def test_compare_tolerance_and_top1():
     ref = np.array([[1.0, 0.0, -1.0], [0.0, 2.0, 1.0]], dtype=np.float32)
     ok = export.compare(ref, ref + 5e-5, 1e-4, 1e-3)
     assert ok["passed"] and ok["max_abs"] == pytest.approx(5e-5, rel=1e-2)
+    assert ok["max_tolerance_used"] == pytest.approx(5e-5 / (1e-4 + 1e-3 * 0.0), rel=1e-2)  # worst at ref == 0
     bad = export.compare(ref, ref + np.array([[0, 0, 0], [0, 3e-3, 0]]), 1e-4, 1e-3)
     assert not bad["passed"] and not bad["within_tolerance"]  # 3e-3 > 1e-4 + 1e-3 * 2
+    assert bad["max_tolerance_used"] == pytest.approx(3e-3 / (1e-4 + 2e-3), rel=1e-3)
     near = np.array([[1.0, 0.999, 0.0]])
     flipped = np.array([[0.999, 1.0, 0.0]])
     strict = export.compare(near, flipped, 1e-2, 1e-2, names=["a.jpg"])

@@ -138,3 +138,9 @@ def test_measure_latency_reports_median_and_throughput(tmp_path):
         assert rec["throughput_ips"] == pytest.approx(int(b) / (rec["median_ms"] / 1e3))
     with pytest.raises(ValueError, match="repeats"):
         runtime.measure_latency(session, 8, repeats=0)
+
+
+def test_measure_latency_stops_at_its_time_budget_after_three_runs(tmp_path):
+    session = runtime.create_session(tiny_onnx(tmp_path / "m.onnx"), [runtime.CPU])
+    lat = runtime.measure_latency(session, 8, batch_sizes=(2,), repeats=50, warmup=0, budget_s=0.0)
+    assert lat["2"]["repeats"] == 3
