@@ -143,6 +143,9 @@ def _aggregate(values: Sequence[float], lower_is_better: bool, how: str) -> floa
 def _judge(criterion: str, variant: str, subject: str, runs: Sequence[SeedRun], reader: Callable[[SeedRun, str], Reading],
            arg: str, comparison: str, threshold: float | None, gated: bool, how: str, run_dir: Path,
            shown_threshold: float | None = None, detail: str = "") -> Verdict:
+    if not runs:
+        return Verdict(criterion, variant, subject, comparison, threshold if shown_threshold is None else shown_threshold,
+                       None, ERROR, gated, (), "no trained seed of this variant in the run directory")
     readings = {f"s{r.seed}": reader(r, arg) for r in runs}
     evidence = tuple(sorted({str((r.folder / readings[f's{r.seed}'][1]).relative_to(run_dir)) for r in runs}))
     per_seed = {k: v[0] for k, v in readings.items()}
@@ -161,20 +164,26 @@ def _judge(criterion: str, variant: str, subject: str, runs: Sequence[SeedRun], 
                    "; ".join(filter(None, [detail, agg])), per_seed)
 
 
-def judge(run_dir: Path, thresholds: Thresholds, test_sets: Iterable[str]) -> list[Verdict]:
-    """Every criterion for every variant of the run. Gated variants come first."""
+def judge(run_dir: Path, thresholds: Thresholds, test_sets: Iterable[str],
+          variants: Iterable[str] = ()) -> list[Verdict]:
+    """Every criterion for every variant found in the run, every gated variant and every variant named.
+
+    A gated (or named) variant with no trained seed in the run yields ERROR verdicts: it can never pass by absence.
+    Gated variants come first.
+    """
     run_dir = Path(run_dir)
-    groups = collect(run_dir)
+    groups = collect(run_dir) if run_dir.is_dir() else {}
     how = thresholds.seed_aggregate
-    order = sorted(groups, key=lambda v: (v not in thresholds.gated, v))
+    test_sets = list(test_sets)
+    order = sorted(set(groups) | set(thresholds.gated) | set(variants), key=lambda v: (v not in thresholds.gated, v))
     out: list[Verdict] = []
     for variant in order:
-        runs, gated = groups[variant], variant in thresholds.gated
+        runs, gated = groups.get(variant, []), variant in thresholds.gated
         for split in test_sets:
             rule = thresholds.accuracy.get(split)
             if rule is None:
                 continue
-            const = _split(runs[0], split)
+            const = _split(runs[0], split) if runs else None
             const_soft = const["baselines"]["constant_soft"]["value"] if const else None
             soft_thr = rule.soft_min
             if rule.soft_margin is not None and const_soft is not None:

@@ -1,0 +1,50 @@
+"""One training step (forward, backward, optimizer step) per backbone and training phase, as harness.train.fit runs it.
+
+The step is fit()'s inner loop without the augmentation (benchmarked on its own in test_augment.py): channels_last
+input already on the device, bf16 autocast on CUDA, cross-entropy on probability targets with the profile's label
+smoothing, the phase's optimizer over its trainable parameters, and fit()'s `loss.item()` (a device sync) at the end.
+Image and batch size come from the backbone's benchmark profile (--bench-vgg16-profile / --bench-lite0-profile).
+"""
+
+from __future__ import annotations
+
+
+def test_train_step(benchmark, timer, make_model, sync_device, train_case, device):
+    import torch
+    import torch.nn.functional as F
+
+    from harness.backbones import set_trainable
+    from harness.train import _optimizer, _set_train_mode  # fit()'s own helpers, so the step cannot drift from it
+
+    backbone, profile, init, phase = train_case
+    size, bs, classes = profile.image_size, profile.batch_size, 6
+    model = make_model(backbone, profile)  # init does not change the cost; the phase's trainable set does
+    trainable = set_trainable(model, backbone, phase.train_from)
+    model.to(device).to(memory_format=torch.channels_last)
+    opt = _optimizer(phase, [p for p in model.parameters() if p.requires_grad])
+    _set_train_mode(model, phase, freeze_bn=profile.freeze_bn and init == "imagenet")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(bs, 3, size, size, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+    target = F.one_hot(torch.randint(0, classes, (bs,), generator=g), classes).float().to(device)
+    dev = torch.device(device)
+
+    def step():
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            logits = model(x).float()
+        loss = F.cross_entropy(logits, target, label_smoothing=profile.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = loss.item()
+        sync_device(device)
+        return value
+
+    benchmark.group = f"train step {backbone} {size}px batch {bs}"
+    benchmark.extra_info.update(backbone=backbone, profile=profile.name, image_size=size, batch=bs, init=init,
+                                phase=phase.name, train_from=phase.train_from, optimizer=phase.optimizer,
+                                trainable_params=trainable, device=device,
+                                autocast="bfloat16" if device == "cuda" else None,
+                                torch_threads=torch.get_num_threads())
+    median = timer(benchmark, step)
+    if median is not None:
+        benchmark.extra_info["images_per_s"] = bs / median

@@ -1,0 +1,626 @@
+"""report.json -> one self-contained report.html (inline CSS, every image a base64 data URI, no external URL).
+
+`render_html(report, run_dir)` turns the report dict of `harness.report.build` into a view model of plain strings
+and lists (this module: every number is formatted here, every missing piece becomes "not available") and renders
+it with the jinja2 template `templates/report.html`. Derived figures (confusion matrices summed over seeds, the
+training-curve plots) are computed here; report.json stays the single source of the numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import io
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import jinja2
+
+__all__ = ["render_html", "MAX_EMBEDDED_OVERLAYS"]
+
+# Above this many CAM overlays (first seed of every variant, CAM test set), only the gated variants' are embedded
+# and the others are listed as file paths, to keep the HTML file a reasonable size.
+MAX_EMBEDDED_OVERLAYS = 60
+
+NA = "not available"
+
+INIT_ORDER = ("scratch", "imagenet")
+INIT_LABELS = {"scratch": "scratch", "imagenet": "ImageNet"}
+LEVEL_ORDER = ("none", "mixup", "usual", "all")
+LEVEL_LABELS = {"none": "no augmentation", "mixup": "mixup only", "usual": "usual augmentation", "all": "usual + mixup"}
+LEVEL_MEANING = {
+    "none": "no augmentation",
+    "mixup": "mixup of pairs of training images and their labels only",
+    "usual": "flips, rotation, zoom and random erasing",
+    "all": "the usual augmentation plus mixup",
+}
+
+# The reference experiment's single runs (Keras VGG16, 224 px, 2018; REFERENCE.md), soft accuracy easy / difficult.
+REFERENCE_2018 = {
+    ("scratch", "none"): (0.33, 0.10), ("scratch", "mixup"): (0.33, 0.25),
+    ("scratch", "usual"): (0.83, 0.60), ("scratch", "all"): (1.00, 0.65),
+    ("imagenet", "none"): (0.83, 0.35), ("imagenet", "mixup"): (1.00, 0.35),
+    ("imagenet", "usual"): (1.00, 0.85), ("imagenet", "all"): (1.00, 0.95),
+}
+
+CRITERIA = {
+    "accuracy": "soft accuracy: share of photos where the model names one of the books in the photo",
+    "soft_above_constant": "soft accuracy minus that of always giving the best single answer (must be above 0)",
+    "strict_above_constant": "strict accuracy (the photo's main book) minus that of the best single answer",
+    "wilson_lower": "lower end of the 95% Wilson interval of soft accuracy (few test photos: wide intervals)",
+    "cam_energy": "share of the Grad-CAM heat that falls inside the labelled book covers",
+    "cam_pointing": "share of labelled covers whose Grad-CAM peak lies on (within 15 px of) the cover",
+    "onnx_parity": "largest difference between the PyTorch model and the exported ONNX model (logits)",
+    "latency": "median time of one onnxruntime CPU call (milliseconds)",
+}
+
+VERDICT_TEXT = {
+    "PASS": "Every gated criterion passed: the gated model meets the acceptance thresholds.",
+    "FAIL": "At least one gated criterion failed: the gated model does not meet the acceptance thresholds.",
+    "ERROR": "Some evidence is missing, so the gate could not decide: rerun the steps that write it.",
+    "UNGATED": "No variant is gated in this profile: every figure below is for information only.",
+}
+
+
+# --- formatting ------------------------------------------------------------------------------------------------
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def fmt_num(v: Any, signed: bool = False) -> str:
+    """Compact human number: 2-3 decimals for rates, scientific for tiny values, 'n/a' for None."""
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if not _is_num(v):
+        return str(v)
+    v = float(v)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return ("+" if signed and v > 0 else "-" if v < 0 else "") + "inf"
+    sign = "+" if signed and v > 0 else ""
+    a = abs(v)
+    if a == 0:
+        s = "0.00"
+    elif a < 1e-3:
+        s = f"{v:.1e}"
+    elif a >= 100:
+        s = f"{v:.0f}"
+    elif a >= 10:
+        s = f"{v:.1f}"
+    else:
+        s = f"{v:.3f}".rstrip("0")
+        decimals = len(s.split(".")[1]) if "." in s else 0
+        s += "0" * max(0, 2 - decimals)
+    return sign + s
+
+
+def fmt_acc(v: Any) -> str:
+    return "n/a" if v is None else fmt_num(v)
+
+
+def fmt_ms(v: Any) -> str:
+    return "n/a" if not _is_num(v) else (f"{v:.1f} ms" if v < 1000 else f"{v / 1000:.2f} s")
+
+
+def fmt_value(criterion: str, v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if criterion == "onnx_parity":
+        return "inf" if _is_num(v) and math.isinf(v) else (f"{v:.1e}" if _is_num(v) else str(v))
+    if criterion == "latency":
+        return fmt_ms(v)
+    return fmt_num(v, signed=criterion.endswith("_above_constant"))
+
+
+def fmt_any(v: Any) -> str:
+    """Protocol values: lists joined, dicts as k=v, None as a dash."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if _is_num(v):
+        return fmt_num(v) if isinstance(v, float) and (abs(v) < 1e-3 or v != round(v, 3)) else str(v)
+    if isinstance(v, (list, tuple)):
+        return ", ".join(fmt_any(x) for x in v) if v else "-"
+    if isinstance(v, Mapping):
+        return "; ".join(f"{k}={fmt_any(x)}" for k, x in v.items()) if v else "-"
+    return str(v)
+
+
+def split_label(split: str) -> str:
+    return split[5:] if split.startswith("test_") else split
+
+
+def _date(iso: Any) -> str:
+    try:
+        d = _dt.datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso) if iso else NA
+    if d.tzinfo is not None:
+        d = d.astimezone(_dt.timezone.utc)
+        return d.strftime("%Y-%m-%d %H:%M UTC")
+    return d.strftime("%Y-%m-%d %H:%M")
+
+
+def _d(obj: Any, *keys: Any, default: Any = None) -> Any:
+    """Nested .get that tolerates None and non-dicts anywhere on the way."""
+    for k in keys:
+        if not isinstance(obj, Mapping) or k not in obj:
+            return default
+        obj = obj[k]
+    return default if obj is None else obj
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+# --- variants --------------------------------------------------------------------------------------------------
+
+def _order_index(name: str, order: Sequence[str]) -> tuple[int, str]:
+    return (order.index(name), "") if name in order else (len(order), name)
+
+
+def _variant_parts(report: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """variant name -> (init, level), from the variant folders, else parsed from the name '<init>-<level>'."""
+    parts: dict[str, tuple[str, str]] = {}
+    for entry in (report.get("variants") or {}).values():
+        if isinstance(entry, Mapping) and entry.get("variant"):
+            parts.setdefault(entry["variant"], (str(entry.get("init") or ""), str(entry.get("level") or "")))
+    names = list(report.get("matrix") or {}) + list(_d(report, "protocol", "variants", default=[]))
+    names += [v.get("variant") for v in report.get("verdicts") or [] if isinstance(v, Mapping)]
+    for name in names:
+        if name and name not in parts:
+            init, _, level = str(name).partition("-")
+            parts[name] = (init, level)
+    return parts
+
+
+def _variant_key(gated: Sequence[str], parts: Mapping[str, tuple[str, str]]):
+    def key(name: str) -> tuple:
+        init, level = parts.get(name, ("", ""))
+        return (name not in gated, _order_index(init, INIT_ORDER), _order_index(level, LEVEL_ORDER), name)
+    return key
+
+
+def _seed_runs(report: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """variant name -> its seed folders' entries, lowest seed first."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for folder, entry in (report.get("variants") or {}).items():
+        if isinstance(entry, Mapping):
+            out.setdefault(entry.get("variant") or folder, []).append(dict(entry) | {"folder": entry.get("folder") or folder})
+    for runs in out.values():
+        runs.sort(key=lambda e: (e.get("seed") if isinstance(e.get("seed"), int) else 1 << 30, e["folder"]))
+    return out
+
+
+# --- sections --------------------------------------------------------------------------------------------------
+
+def _banner(report: Mapping[str, Any], verdicts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    verdict = str(report.get("verdict") or "ERROR").upper()
+    proto = report.get("protocol") or {}
+    profile = proto.get("profile") or {}
+    gated = [v for v in verdicts if v.get("gated")]
+    count = {s: sum(1 for v in gated if v.get("status") == s) for s in ("PASS", "FAIL", "ERROR", "SKIP")}
+    seeds = proto.get("seeds") if proto.get("seeds") is not None else profile.get("seeds")
+    return {
+        "verdict": verdict,
+        "css": {"PASS": "pass", "FAIL": "fail"}.get(verdict, "grey"),
+        "text": VERDICT_TEXT.get(verdict, "Unknown verdict."),
+        "profile": profile.get("name") or NA,
+        "backbone": profile.get("backbone") or NA,
+        "image_size": profile.get("image_size"),
+        "seeds": fmt_any(seeds) if seeds is not None else NA,
+        "created": _date(report.get("created")),
+        "gated_variants": ", ".join(report.get("gated_variants") or []) or "none",
+        "n_gated": len(gated), "passed": count["PASS"], "failed": count["FAIL"], "errors": count["ERROR"],
+        "skipped": count["SKIP"],
+        "failed_list": [f"{v.get('criterion')} ({v.get('id')})" for v in gated if v.get("status") in ("FAIL", "ERROR")],
+    }
+
+
+def _verdict_rows(verdicts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for v in verdicts:
+        crit, status, gated = str(v.get("criterion", "")), str(v.get("status", "ERROR")), bool(v.get("gated"))
+        per_seed = v.get("per_seed") or {}
+        vid = v.get("id") or (f"{v.get('variant')}-{v.get('subject')}" if v.get("subject") else v.get("variant"))
+        rows.append({
+            "criterion": crit, "meaning": CRITERIA.get(crit, ""), "id": str(vid), "status": status, "gated": gated,
+            "value": fmt_value(crit, v.get("value")), "comparison": v.get("comparison") or "",
+            "threshold": fmt_value(crit, v.get("threshold")) if v.get("threshold") is not None else "none set",
+            "per_seed": " · ".join(f"{k} {fmt_value(crit, x)}" for k, x in per_seed.items()) if len(per_seed) > 1 else "",
+            "evidence": list(v.get("evidence") or []), "detail": v.get("detail") or "",
+            "css": ("row-fail" if status == "FAIL" else "row-error" if status == "ERROR" else "") if gated else "row-ablation",
+        })
+    return rows
+
+
+def _range_str(stats: Mapping[str, Any]) -> str:
+    return f"{fmt_acc(stats.get('min'))}–{fmt_acc(stats.get('max'))}"
+
+
+def _ci_str(stats: Mapping[str, Any]) -> str:
+    w = stats.get("wilson_worst")
+    return f"{fmt_acc(w[0])}–{fmt_acc(w[1])}" if isinstance(w, (list, tuple)) and len(w) == 2 else "n/a"
+
+
+def _matrix(report: Mapping[str, Any], splits: Sequence[str], parts: Mapping[str, tuple[str, str]],
+            gated: Sequence[str], runs: Mapping[str, list]) -> dict[str, Any]:
+    matrix = report.get("matrix") or {}
+    baselines = report.get("baselines") or {}
+    profile = _d(report, "protocol", "profile", default={})
+    in_run = set(_d(report, "protocol", "variants", default=[])) | set(matrix) | set(runs)
+    inits = {p[0] for n, p in parts.items() if n in in_run} | set(profile.get("inits") or [])
+    levels = {p[1] for n, p in parts.items() if n in in_run} | set(profile.get("levels") or [])
+    inits_o = sorted(inits, key=lambda x: _order_index(x, INIT_ORDER))
+    levels_o = sorted(levels, key=lambda x: _order_index(x, LEVEL_ORDER))
+    by_parts = {p: n for n, p in parts.items()}
+    show_ref = {"test_easy", "test_difficult"} <= set(splits)
+    rows = []
+    for init in inits_o:
+        cells = []
+        for level in levels_o:
+            name = by_parts.get((init, level))
+            cell: dict[str, Any] = {"variant": name or f"{init}-{level}", "gated": name in gated, "state": "absent",
+                                    "css": "cell-absent", "note": "not in this run", "seeds": 0, "lines": []}
+            ref = REFERENCE_2018.get((init, level))
+            cell["reference"] = (" / ".join(fmt_acc(ref[0] if s == "test_easy" else ref[1])
+                                            for s in splits if s in ("test_easy", "test_difficult"))
+                                 if ref and show_ref else "")
+            if name is not None and name in in_run:
+                per_split = matrix.get(name) or {}
+                if not any(per_split.get(s) for s in splits):
+                    cell.update(state="missing", css="cell-missing", note=f"{NA} (no metrics yet)")
+                else:
+                    lines, beats = [], True
+                    seeds = 0
+                    for kind in ("soft", "strict"):
+                        stats = [(per_split.get(s) or {}).get(kind) or {} for s in splits]
+                        seeds = max([seeds] + [len(st.get("per_seed") or {}) for st in stats])
+                        lines.append({"kind": kind,
+                                      "mean": " / ".join(fmt_acc(st.get("mean")) if st else "n/a" for st in stats),
+                                      "range": " / ".join(_range_str(st) if st else "n/a" for st in stats),
+                                      "ci": " / ".join(_ci_str(st) if st else "n/a" for st in stats)})
+                        for s, st in zip(splits, stats):
+                            const = _d(baselines, s, f"constant_{kind}", "value")
+                            if kind == "soft" and st and const is not None and st.get("min") is not None:
+                                beats = beats and st["min"] > const + 1e-12
+                    cell.update(state="ok", seeds=seeds, lines=lines,
+                                css="cell-good" if beats else "cell-bad",
+                                note="" if beats else "does not beat the constant answer (worst seed)")
+            cells.append(cell)
+        rows.append({"init": init, "label": INIT_LABELS.get(init, init), "cells": cells})
+    base_rows, lines = [], []
+    for s in splits:
+        b = baselines.get(s)
+        n = None
+        for name in matrix:
+            n = n or _d(matrix, name, s, "soft", "n")
+        if not isinstance(b, Mapping):
+            base_rows.append({"split": split_label(s), "n": fmt_any(n) if n else "n/a", "available": False})
+            continue
+        cs, ct = b.get("constant_soft") or {}, b.get("constant_strict") or {}
+        base_rows.append({"split": split_label(s), "n": str(n) if n else "n/a", "available": True,
+                          "uniform_soft": fmt_acc(b.get("uniform_soft")), "uniform_strict": fmt_acc(b.get("uniform_strict")),
+                          "constant_soft": fmt_acc(cs.get("value")), "constant_soft_label": cs.get("label") or "?",
+                          "constant_strict": fmt_acc(ct.get("value")), "constant_strict_label": ct.get("label") or "?"})
+        if cs.get("value") is not None:
+            lines.append(f"always answering “{cs.get('label')}” already scores {fmt_acc(cs.get('value'))} "
+                         f"(soft) on the {split_label(s)} set")
+    return {"columns": [{"level": lv, "label": LEVEL_LABELS.get(lv, lv)} for lv in levels_o], "rows": rows,
+            "splits": [split_label(s) for s in splits], "baselines": base_rows, "constant_lines": lines,
+            "show_reference": show_ref and any(c["reference"] for r in rows for c in r["cells"]),
+            "multi_seed": any(c["seeds"] > 1 for r in rows for c in r["cells"])}
+
+
+def _curves_png(variant: str, runs: Sequence[Mapping[str, Any]]) -> bytes | None:
+    """Loss and accuracy per epoch, seeds overlaid (solid train, dashed validation), phase boundaries marked."""
+    histories = [(r.get("seed"), [h for h in (r.get("history") or []) if isinstance(h, Mapping)]) for r in runs]
+    histories = [(s, h) for s, h in histories if h]
+    if not histories:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.0), dpi=80)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+    for ax, (train_key, val_key, title) in zip(axes, (("loss", "val_loss", "loss"),
+                                                      ("accuracy", "val_accuracy", "accuracy"))):
+        for i, (seed, hist) in enumerate(histories):
+            c = colours[i % len(colours)]
+            marker = "o" if len(hist) <= 30 else None
+            for key, style, what in ((train_key, "-", "train"), (val_key, "--", "validation")):
+                pts = [(x, h.get(key)) for x, h in enumerate(hist, 1) if _is_num(h.get(key))]
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=c, marker=marker, markersize=3,
+                            linewidth=1.2, label=f"s{seed} {what}")
+        # phase boundaries of the first seed (the same for every seed unless a phase stopped early)
+        _, hist = histories[0]
+        start, phase = 1, hist[0].get("phase")
+        spans = []
+        for x, h in enumerate(hist[1:], 2):
+            if h.get("phase") != phase:
+                spans.append((start, x - 1, phase))
+                start, phase = x, h.get("phase")
+        spans.append((start, len(hist), phase))
+        for j, (a, b, name) in enumerate(spans):
+            if j:
+                ax.axvline(a - 0.5, color="#555", linestyle=":", linewidth=1)
+            if name:
+                ax.text((a + b) / 2, 1.0, str(name), transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                        fontsize=8, color="#333")
+        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=10, pad=14)
+        if title == "accuracy":
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_xlim(0.5, max(len(h) for _, h in histories) + 0.5)
+        ax.grid(True, alpha=0.3)
+        ax.tick_params(labelsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+    fig.subplots_adjust(left=0.06, right=0.84, bottom=0.17, top=0.84, wspace=0.22)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _curves(order: Sequence[str], runs: Mapping[str, list], gated: Sequence[str]) -> list[dict[str, Any]]:
+    out = []
+    for name in order:
+        rs = runs.get(name) or []
+        png = _curves_png(name, rs) if rs else None
+        secs = [r.get("train_seconds") for r in rs if _is_num(r.get("train_seconds"))]
+        out.append({"variant": name, "gated": name in gated, "src": _data_uri(png) if png else None,
+                    "note": "" if png else f"training history {NA}",
+                    "seconds": ", ".join(f"s{r.get('seed')} {r.get('train_seconds'):.0f} s" for r in rs
+                                         if _is_num(r.get("train_seconds"))) if secs else ""})
+    return out
+
+
+def _confusion(order: Sequence[str], runs: Mapping[str, list], gated: Sequence[str], splits: Sequence[str],
+               primary_split: str) -> list[dict[str, Any]]:
+    out = []
+    for name in order:
+        tables = []
+        for split in [primary_split] + [s for s in splits if s != primary_split]:
+            mats = [(r.get("seed"), _d(r, "test_sets", split)) for r in runs.get(name) or []]
+            mats = [(s, m) for s, m in mats if isinstance(m, Mapping) and m.get("confusion_matrix") and m.get("classes")]
+            if not mats:
+                tables.append({"split": split_label(split), "primary": split == primary_split, "available": False})
+                continue
+            classes = list(mats[0][1]["classes"])
+            k = len(classes)
+            total = [[0] * k for _ in range(k)]
+            for _, m in mats:
+                cm = m["confusion_matrix"]
+                if list(m["classes"]) != classes or len(cm) != k:
+                    continue
+                for i in range(k):
+                    for j in range(k):
+                        total[i][j] += int(cm[i][j])
+            peak = max(max(r) for r in total) or 1
+            rows = []
+            for i, c in enumerate(classes):
+                cells = []
+                for j in range(k):
+                    n = total[i][j]
+                    alpha = 0.0 if n == 0 else 0.15 + 0.75 * n / peak
+                    rgb = "26,127,55" if i == j else "207,34,46"
+                    cells.append({"n": n, "diag": i == j,
+                                  "style": f"background: rgba({rgb},{alpha:.2f}); color: {'#fff' if alpha > 0.6 else '#111'}"})
+                rows.append({"label": c, "cells": cells, "total": sum(total[i])})
+            diag, n_all = sum(total[i][i] for i in range(k)), sum(map(sum, total))
+            tables.append({"split": split_label(split), "primary": split == primary_split, "available": True,
+                           "classes": classes, "rows": rows, "seeds": len(mats),
+                           "strict": fmt_acc(diag / n_all) if n_all else "n/a",
+                           "col_totals": [sum(total[i][j] for i in range(k)) for j in range(k)]})
+        out.append({"variant": name, "gated": name in gated, "tables": tables})
+    return out
+
+
+def _overlay(run_dir: Path, rel: str | None, embed: bool) -> tuple[str | None, str]:
+    """(data URI or None, note) for one overlay file."""
+    if not rel:
+        return None, "no overlay"
+    path = run_dir / rel
+    if not embed:
+        return None, ""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None, f"overlay file missing: {rel}"
+    if not data.startswith(b"\x89PNG"):
+        return None, f"not a PNG: {rel}"
+    return _data_uri(data), ""
+
+
+def _cam(report: Mapping[str, Any], run_dir: Path, order: Sequence[str], runs: Mapping[str, list],
+         gated: Sequence[str], split: str) -> dict[str, Any]:
+    thr = _d(report, "protocol", "thresholds", "cam", default={})
+    firsts = {name: (runs.get(name) or [None])[0] for name in order}
+    n_overlays = sum(1 for r in firsts.values() if r for im in (_d(r, "cam", "images", split, default=[]) or [])
+                     if isinstance(im, Mapping) and im.get("overlay_path"))
+    embed_all = n_overlays <= MAX_EMBEDDED_OVERLAYS
+    groups = []
+    for name in order:
+        first = firsts[name]
+        is_gated = name in gated
+        group: dict[str, Any] = {"variant": name, "gated": is_gated, "open": is_gated or (not gated and name == order[0]),
+                                 "folder": first.get("folder") if first else None, "seed": first.get("seed") if first else None,
+                                 "available": False, "images": [], "embedded": embed_all or is_gated, "summary": [],
+                                 "other_seeds": [f"{r['folder']}/cam/{split}/" for r in (runs.get(name) or [])[1:]
+                                                 if _d(r, "cam", "images", split)]}
+        images = _d(first, "cam", "images", split, default=None) if first else None
+        if images:
+            group["available"] = True
+            summ = _d(first, "cam", "summary", split, default={})
+            if summ.get("has_regions", True) is False:
+                group["summary"].append("this test set has no labelled cover regions: localization not scored")
+            else:
+                group["summary"].append(f"energy inside the labelled covers {fmt_acc(summ.get('energy_share_mean'))}"
+                                        + (f" (threshold ≥ {fmt_acc(thr.get('energy_share_min'))})"
+                                           if thr.get("energy_share_min") is not None else ""))
+                group["summary"].append(f"pointing-game hit rate {fmt_acc(summ.get('pointing_hit_rate'))}"
+                                        + (f" (threshold ≥ {fmt_acc(thr.get('pointing_rate_min'))})"
+                                           if thr.get("pointing_rate_min") is not None else ""))
+            for im in images:
+                if not isinstance(im, Mapping):
+                    continue
+                src, note = _overlay(run_dir, im.get("overlay_path"), group["embedded"])
+                correct = im.get("correct")
+                group["images"].append({
+                    "name": Path(str(im.get("image") or "?")).name, "label": im.get("label") or "?",
+                    "predicted": im.get("predicted") or "?",
+                    "probability": fmt_acc(im.get("probability")) if _is_num(im.get("probability")) else "",
+                    "correct": correct, "correct_text": "correct" if correct else "wrong" if correct is False else "?",
+                    "status": im.get("status") or "", "src": src, "note": note, "path": im.get("overlay_path") or ""})
+            group["n_correct"] = sum(1 for im in group["images"] if im["correct"])
+        groups.append(group)
+    return {"split": split_label(split), "groups": groups, "embed_all": embed_all, "n_overlays": n_overlays,
+            "limit": MAX_EMBEDDED_OVERLAYS, "method": _d(next((r for r in firsts.values() if r and r.get("cam")), {}),
+                                                       "cam", "protocol", "method", default="")}
+
+
+def _export(order: Sequence[str], runs: Mapping[str, list]) -> dict[str, Any]:
+    parity, latency, batches = [], [], []
+    for name in order:
+        for r in runs.get(name) or []:
+            ex = r.get("export")
+            if isinstance(ex, Mapping):
+                cuda = ex.get("cuda")
+                cuda_txt = ("skipped: " + str(cuda["skipped"]) if isinstance(cuda, Mapping) and cuda.get("skipped")
+                            else ("passed" if cuda.get("passed") else "FAILED") if isinstance(cuda, Mapping) and "passed" in cuda
+                            else "-" if not cuda else fmt_any(cuda))
+                parity.append({"folder": r["folder"], "available": True, "exporter": ex.get("exporter") or "?",
+                               "opset": ex.get("opset") if ex.get("opset") is not None else "?",
+                               "size": f"{ex['bytes'] / 1e6:.1f} MB" if _is_num(ex.get("bytes")) else "n/a",
+                               "max_abs": f"{ex['max_abs']:.1e}" if _is_num(ex.get("max_abs")) else "n/a",
+                               "max_rel": f"{ex['max_rel']:.1e}" if _is_num(ex.get("max_rel")) else "n/a",
+                               "tolerance": f"atol {fmt_any(ex.get('atol'))}, rtol {fmt_any(ex.get('rtol'))}",
+                               "passed": ex.get("parity_passed"), "cuda": cuda_txt})
+            else:
+                parity.append({"folder": r["folder"], "available": False})
+            by = _d(r, "latency", "by_provider", default={})
+            if not by:
+                latency.append({"folder": r["folder"], "available": False})
+                continue
+            for provider, per_batch in by.items():
+                cells = {}
+                for b, rec in (per_batch or {}).items():
+                    if isinstance(rec, Mapping) and _is_num(rec.get("median_ms")):
+                        if str(b) not in batches:
+                            batches.append(str(b))
+                        p90 = f", p90 {rec['p90_ms']:.1f}" if _is_num(rec.get("p90_ms")) else ""
+                        ips = f"; {rec['throughput_ips']:.0f} img/s" if _is_num(rec.get("throughput_ips")) else ""
+                        cells[str(b)] = f"{fmt_ms(rec['median_ms'])} (median{p90}{ips})"
+                latency.append({"folder": r["folder"], "available": True, "provider": provider, "cells": cells})
+    batches.sort(key=lambda b: (not b.isdigit(), int(b) if b.isdigit() else 0, b))
+    return {"parity": parity, "latency": latency, "batches": batches}
+
+
+def _protocol(report: Mapping[str, Any]) -> dict[str, Any]:
+    proto = report.get("protocol") or {}
+    profile = proto.get("profile") or {}
+    thr = proto.get("thresholds") or {}
+    phases = []
+    for init, plist in (profile.get("phases") or {}).items():
+        for p in plist or []:
+            if isinstance(p, Mapping):
+                phases.append({"init": init, "name": p.get("name", "?"), "epochs": fmt_any(p.get("epochs")),
+                               "optimizer": fmt_any(p.get("optimizer")), "lr": fmt_any(p.get("lr")),
+                               "weight_decay": fmt_any(p.get("weight_decay")), "schedule": fmt_any(p.get("schedule")),
+                               "train_from": fmt_any(p.get("train_from"))})
+    skip = {"phases", "augment", "thresholds", "name", "seeds", "source"}
+    settings = [(k, fmt_any(v)) for k, v in profile.items() if k not in skip]
+    acc_rows = []
+    for split, rule in (thr.get("accuracy") or {}).items():
+        rule = rule or {}
+        acc_rows.append({"split": split_label(split), "soft_min": fmt_any(rule.get("soft_min")),
+                         "soft_margin": fmt_any(rule.get("soft_margin")),
+                         "wilson_lower_min": fmt_any(rule.get("wilson_lower_min")),
+                         "strict_above_constant": fmt_any(rule.get("strict_above_constant"))})
+    cam = thr.get("cam") or {}
+    other_thr = [
+        ("gated variants", fmt_any(thr.get("gated"))),
+        ("seed aggregate", fmt_any(thr.get("seed_aggregate")) + (" (the worst seed must pass)"
+                                                                   if thr.get("seed_aggregate") == "worst" else "")),
+        ("CAM test set", split_label(str(cam.get("split") or "-"))),
+        ("CAM energy share ≥", fmt_any(cam.get("energy_share_min"))),
+        ("CAM pointing rate ≥", fmt_any(cam.get("pointing_rate_min"))),
+        ("ONNX parity", f"atol {fmt_any(thr.get('parity_atol'))}, rtol {fmt_any(thr.get('parity_rtol'))}"),
+        (f"latency at batch {fmt_any(thr.get('latency_batch'))} ≤",
+         fmt_ms(thr.get("latency_max_ms")) if thr.get("latency_max_ms") is not None else "none set"),
+        ("source", fmt_any(thr.get("source"))),
+    ]
+    exporter = proto.get("exporter") or {}
+    return {
+        "profile": profile.get("name") or NA, "source": profile.get("source") or "",
+        "image_size": fmt_any(profile.get("image_size")), "batch_size": fmt_any(profile.get("batch_size")),
+        "settings": settings, "phases": phases,
+        "augment": [(k, fmt_any(v)) for k, v in (profile.get("augment") or {}).items()],
+        "levels": [(lv, LEVEL_MEANING.get(lv, "")) for lv in profile.get("levels") or []],
+        "seeds": fmt_any(proto.get("seeds") if proto.get("seeds") is not None else profile.get("seeds")),
+        "variants": fmt_any(proto.get("variants")),
+        "accuracy_rules": acc_rows, "thresholds": other_thr,
+        "calibration": thr.get("calibration") or "",
+        "exporter": (f"{exporter.get('default', '?')} (available: {fmt_any(exporter.get('available'))}), "
+                     f"opset {fmt_any(exporter.get('opset'))}") if exporter else NA,
+        "providers": fmt_any(proto.get("onnxruntime_providers")),
+        "versions": [(k, fmt_any(v)) for k, v in (proto.get("versions") or {}).items()],
+        "device": fmt_any(proto.get("device")),
+        "data_root": fmt_any(proto.get("data_root")), "weights_file": fmt_any(proto.get("weights_file")),
+        "run_dir": fmt_any(report.get("run_dir")), "argv": " ".join(str(a) for a in proto.get("argv") or []) or "-",
+    }
+
+
+# --- entry point -----------------------------------------------------------------------------------------------
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"),
+                              autoescape=jinja2.select_autoescape(["html"], default_for_string=True, default=True),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The template's view model: every string formatted, every missing piece marked."""
+    run_dir = Path(run_dir)
+    verdicts = [v for v in report.get("verdicts") or [] if isinstance(v, Mapping)]
+    gated = list(report.get("gated_variants") or [])
+    parts = _variant_parts(report)
+    runs = _seed_runs(report)
+    names = set(runs) | set(report.get("matrix") or {}) | set(_d(report, "protocol", "variants", default=[]))
+    names |= {v.get("variant") for v in verdicts if v.get("variant")}
+    order = sorted(names, key=_variant_key(gated, parts))
+    splits = list(_d(report, "protocol", "profile", "test_sets", default=[]) or [])
+    for name in report.get("matrix") or {}:
+        splits += [s for s in (report["matrix"][name] or {}) if s not in splits]
+    cam_split = _d(report, "protocol", "thresholds", "cam", "split", default=None) or (
+        "test_difficult" if "test_difficult" in splits else (splits[-1] if splits else "test_difficult"))
+    primary = "test_difficult" if "test_difficult" in splits else (splits[-1] if splits else "test_difficult")
+    return {
+        "banner": _banner(report, verdicts),
+        "verdicts": _verdict_rows(verdicts),
+        "criteria": [(k, v) for k, v in CRITERIA.items() if any(r.get("criterion") == k for r in verdicts)],
+        "matrix": _matrix(report, splits, parts, gated, runs),
+        "curves": _curves(order, runs, gated),
+        "confusion": _confusion(order, runs, gated, splits, primary),
+        "confusion_split": split_label(primary),
+        "cam": _cam(report, run_dir, order, runs, gated, cam_split),
+        "export": _export(order, runs),
+        "protocol": _protocol(report),
+        "NA": NA,
+    }
+
+
+def render_html(report: Mapping[str, Any], run_dir: Path) -> str:
+    """One self-contained HTML page for the business owner: verdict first, then the evidence, then the protocol."""
+    return _env().get_template("report.html").render(**context(report, Path(run_dir)))

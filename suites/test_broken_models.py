@@ -1,0 +1,72 @@
+"""The gate must fail deliberately broken models: a random-weight checkpoint and a model that always answers 'bayes'.
+
+Both go through the real pipeline (run_matrix: export, onnxruntime evaluation, CAM, verdicts) with the cpu profile's
+real thresholds; only the model is broken. The profile is shrunk (VGG16 at 32 px, no training) to keep this fast.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness import artifacts
+from harness.config import load_profile
+from harness.data import load_train
+from harness.run import run_matrix
+from harness.thresholds import parse_thresholds
+from harness.train import train_variant
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data" / "small-book-images"
+SHRINK = ["backbone=vgg16", "image_size=32", "tta_hflip=false", "inits=['scratch']", "levels=['all']",
+          'phases.scratch=[{name="all", epochs=0}]', "thresholds.gated=['scratch-all']"]
+
+
+@pytest.fixture(scope="module")
+def cpu_gate():
+    profile = load_profile("cpu", SHRINK)
+    return profile, parse_thresholds(profile.thresholds, profile.source)
+
+
+def _by_id(report: dict) -> dict[str, dict]:
+    return {f"{v['criterion']}[{v['id']}]": v for v in report["verdicts"]}
+
+
+def test_random_weights_fail_the_gate(cpu_gate, tmp_path):
+    profile, thresholds = cpu_gate
+    report = run_matrix(profile, thresholds, DATA, tmp_path / "random", progress=False)
+    verdicts = _by_id(report)
+    assert report["verdict"] == "FAIL"
+    assert verdicts["accuracy[scratch-all-test_easy]"]["status"] == "FAIL"
+    assert verdicts["onnx_parity[scratch-all]"]["status"] == "PASS"  # the pipeline worked; the model is what failed
+    # and the pytest gate itself exits non-zero, naming the failing criteria
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "suites" / "test_gate.py"), "-q", "-p",
+                           "no:cacheprovider", "--run-dir", str(tmp_path / "random")],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "FAILED" in proc.stdout and "test_accuracy[scratch-all-test_easy]" in proc.stdout
+
+
+def test_constant_answer_fails_the_gate(cpu_gate, tmp_path):
+    profile, thresholds = cpu_gate
+    run_dir = tmp_path / "constant"
+    ds = load_train(DATA)
+    vdir = train_variant(run_dir, profile, ds, DATA, "scratch-all", 0, progress=False)
+    ckpt = torch.load(vdir / "model.pt", weights_only=True)
+    bayes = ckpt["classes"].index("bayes")
+    ckpt["state_dict"]["head.4.weight"].zero_()
+    ckpt["state_dict"]["head.4.bias"].copy_(torch.nn.functional.one_hot(torch.tensor(bayes), len(ckpt["classes"])) * 10.0)
+    artifacts.save_torch(vdir / "model.pt", ckpt)
+    report = run_matrix(profile, thresholds, DATA, run_dir, progress=False)  # resumes: keeps the broken checkpoint
+    difficult = report["variants"][vdir.name]["test_sets"]["test_difficult"]
+    assert {p["predicted"] for p in difficult["predictions"]} == {"bayes"}
+    assert difficult["soft"]["value"] == pytest.approx(0.70)  # the constant answer's well-known score
+    verdicts = _by_id(report)
+    assert report["verdict"] == "FAIL"
+    assert verdicts["soft_above_constant[scratch-all-test_difficult]"]["status"] == "FAIL"
+    assert verdicts["strict_above_constant[scratch-all-test_difficult]"]["status"] == "FAIL"
+    assert verdicts["accuracy[scratch-all-test_difficult]"]["status"] == "FAIL"
