@@ -13,8 +13,8 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="smoke", help="built-in profile name (smoke, cpu, full) or a .toml path")
     p.add_argument("--backbone", help="override the profile's backbone (vgg16, efficientnet_lite0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any profile field, e.g. --set image_size=96 --set phases.scratch[0].epochs=2 is not "
-                        "supported; use dotted keys for tables: --set augment.zoom_out=2.5 (repeatable)")
+                   help="override a profile field (repeatable); values are TOML literals, tables use dotted keys: "
+                        "--set image_size=160 --set augment.zoom_out=2.0 --set seeds=[0,1]")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"dataset root (default {DEFAULT_DATA})")
     p.add_argument("--weights-file", type=Path, help="explicit ImageNet weights file for the backbone (VGG16)")
 

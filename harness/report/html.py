@@ -220,8 +220,18 @@ def _banner(report: Mapping[str, Any], verdicts: Sequence[Mapping[str, Any]]) ->
         "gated_variants": ", ".join(report.get("gated_variants") or []) or "none",
         "n_gated": len(gated), "passed": count["PASS"], "failed": count["FAIL"], "errors": count["ERROR"],
         "skipped": count["SKIP"],
-        "failed_list": [f"{v.get('criterion')} ({v.get('id')})" for v in gated if v.get("status") in ("FAIL", "ERROR")],
+        "failed_list": _failed_by_subject(gated),
     }
+
+
+def _failed_by_subject(gated: Sequence[Mapping[str, Any]]) -> list[str]:
+    """'imagenet-all-test_easy: accuracy, soft_above_constant (evidence missing)' lines, in verdict order."""
+    by: dict[str, list[str]] = {}
+    for v in gated:
+        if v.get("status") in ("FAIL", "ERROR"):
+            by.setdefault(str(v.get("id") or v.get("variant")), []).append(
+                str(v.get("criterion")) + (" (evidence missing)" if v.get("status") == "ERROR" else ""))
+    return [f"{k}: {', '.join(c)}" for k, c in by.items()]
 
 
 def _verdict_rows(verdicts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -247,7 +257,8 @@ def _range_str(stats: Mapping[str, Any]) -> str:
 
 def _ci_str(stats: Mapping[str, Any]) -> str:
     w = stats.get("wilson_worst")
-    return f"{fmt_acc(w[0])}–{fmt_acc(w[1])}" if isinstance(w, (list, tuple)) and len(w) == 2 else "n/a"
+    ok = isinstance(w, (list, tuple)) and len(w) == 2 and all(_is_num(x) for x in w)
+    return f"{w[0]:.2f}–{w[1]:.2f}" if ok else "n/a"
 
 
 def _matrix(report: Mapping[str, Any], splits: Sequence[str], parts: Mapping[str, tuple[str, str]],
@@ -293,7 +304,7 @@ def _matrix(report: Mapping[str, Any], splits: Sequence[str], parts: Mapping[str
                                 beats = beats and st["min"] > const + 1e-12
                     cell.update(state="ok", seeds=seeds, lines=lines,
                                 css="cell-good" if beats else "cell-bad",
-                                note="" if beats else "does not beat the constant answer (worst seed)")
+                                note="" if beats else "not above the constant answer")
             cells.append(cell)
         rows.append({"init": init, "label": INIT_LABELS.get(init, init), "cells": cells})
     base_rows, lines = [], []
@@ -316,7 +327,15 @@ def _matrix(report: Mapping[str, Any], splits: Sequence[str], parts: Mapping[str
     return {"columns": [{"level": lv, "label": LEVEL_LABELS.get(lv, lv)} for lv in levels_o], "rows": rows,
             "splits": [split_label(s) for s in splits], "baselines": base_rows, "constant_lines": lines,
             "show_reference": show_ref and any(c["reference"] for r in rows for c in r["cells"]),
-            "multi_seed": any(c["seeds"] > 1 for r in rows for c in r["cells"])}
+            "multi_seed": any(c["seeds"] > 1 for r in rows for c in r["cells"]),
+            "seeds_text": _seeds_text([c["seeds"] for r in rows for c in r["cells"] if c["seeds"]])}
+
+
+def _seeds_text(counts: Sequence[int]) -> str:
+    distinct = sorted(set(counts))
+    if not distinct:
+        return "seeds"
+    return f"{distinct[0]} seeds" if len(distinct) == 1 else f"{distinct[0]}-{distinct[-1]} seeds (by variant)"
 
 
 def _curves_png(variant: str, runs: Sequence[Mapping[str, Any]]) -> bytes | None:
@@ -327,8 +346,10 @@ def _curves_png(variant: str, runs: Sequence[Mapping[str, Any]]) -> bytes | None
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(10, 3.0), dpi=80)
+    fig = Figure(figsize=(7.4, 3.0), dpi=80)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -357,17 +378,25 @@ def _curves_png(variant: str, runs: Sequence[Mapping[str, Any]]) -> bytes | None
             if name:
                 ax.text((a + b) / 2, 1.0, str(name), transform=ax.get_xaxis_transform(), ha="center", va="bottom",
                         fontsize=8, color="#333")
+        n_epochs = max(len(h) for _, h in histories)
+        if n_epochs <= 10:
+            ax.set_xticks(range(1, n_epochs + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=10, pad=14)
         if title == "accuracy":
             ax.set_ylim(-0.02, 1.02)
-        ax.set_xlim(0.5, max(len(h) for _, h in histories) + 0.5)
+        ax.set_xlim(0.5, n_epochs + 0.5)
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=8)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
-    fig.subplots_adjust(left=0.06, right=0.84, bottom=0.17, top=0.84, wspace=0.22)
+    # compact legend: one colour per seed, solid = training split, dashed = validation split
+    handles = [Line2D([], [], color=colours[i % len(colours)], linewidth=2, label=f"seed {seed}")
+               for i, (seed, _) in enumerate(histories)]
+    handles += [Line2D([], [], color="#444", linestyle="-", label="train"),
+                Line2D([], [], color="#444", linestyle="--", label="validation")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.27, top=0.85, wspace=0.25)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -490,16 +519,24 @@ def _cam(report: Mapping[str, Any], run_dir: Path, order: Sequence[str], runs: M
                                                        "cam", "protocol", "method", default="")}
 
 
+def _cuda_parity(cuda: Any) -> str:
+    if not isinstance(cuda, Mapping) or not cuda:
+        return "-"
+    if cuda.get("skipped"):
+        return f"skipped: {cuda['skipped']}"
+    if "passed" in cuda:
+        diff = f" (max abs {cuda['max_abs']:.1e})" if _is_num(cuda.get("max_abs")) else ""
+        return ("passed" if cuda["passed"] else "FAILED") + diff
+    return fmt_any(cuda)
+
+
 def _export(order: Sequence[str], runs: Mapping[str, list]) -> dict[str, Any]:
     parity, latency, batches = [], [], []
     for name in order:
         for r in runs.get(name) or []:
             ex = r.get("export")
             if isinstance(ex, Mapping):
-                cuda = ex.get("cuda")
-                cuda_txt = ("skipped: " + str(cuda["skipped"]) if isinstance(cuda, Mapping) and cuda.get("skipped")
-                            else ("passed" if cuda.get("passed") else "FAILED") if isinstance(cuda, Mapping) and "passed" in cuda
-                            else "-" if not cuda else fmt_any(cuda))
+                cuda_txt = _cuda_parity(ex.get("cuda"))
                 parity.append({"folder": r["folder"], "available": True, "exporter": ex.get("exporter") or "?",
                                "opset": ex.get("opset") if ex.get("opset") is not None else "?",
                                "size": f"{ex['bytes'] / 1e6:.1f} MB" if _is_num(ex.get("bytes")) else "n/a",
