@@ -4,11 +4,11 @@ Benchmarks are not tests: run them by naming this folder (`pytest benchmarks/ ..
 tests/ only. Timings are noisy, so every benchmark records medians and the inference benchmarks record the
 onnxruntime/PyTorch ratio measured in the same session (see README.md here).
 
-Baselines live in benchmarks/baselines/<fingerprint>/ where the fingerprint hashes the CPU model, the core count,
-the GPU name(s) and the torch version: a run on another machine (or another torch) finds no baseline and compares
-against nothing rather than raising false alarms. `--bench-compare` compares against the latest saved baseline of
-this fingerprint and fails on regressions beyond `--bench-fail` (default median:25%) only when such a baseline
-exists; otherwise it says so and compares nothing.
+Baselines live in benchmarks/baselines/<fingerprint>/ (BENCH_BASELINES moves the root) where the fingerprint hashes
+the CPU model, the core count, the GPU name(s) and the torch version: a run on another machine (or with another
+torch) finds no baseline and compares against nothing rather than raising false alarms. `--bench-compare` compares
+against the latest saved baseline of this fingerprint and fails on regressions beyond `--bench-fail` (default
+median:25%) only when such a baseline exists; otherwise it says so and compares nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from typing import Any, Callable
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-BASELINES = REPO / "benchmarks" / "baselines"
+# Root of the per-fingerprint baselines; BENCH_BASELINES moves it (e.g. to a cache that persists on a CI runner).
+BASELINES = Path(os.environ.get("BENCH_BASELINES") or REPO / "benchmarks" / "baselines")
 DATA = REPO / "data" / "small-book-images"
 DEFAULT_STORAGE = "file://./.benchmarks"  # pytest-benchmark's own default: replaced unless the user set one
 DEFAULT_FAIL = "median:25%"
@@ -119,18 +120,22 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.benchmark_save or config.option.benchmark_autosave:
         storage_dir.mkdir(parents=True, exist_ok=True)
         (storage_dir / "MACHINE.json").write_text(json.dumps(fp, indent=2) + "\n", encoding="utf-8")
-    if config.getoption("bench_compare") and not config.option.benchmark_disable:
+    if config.option.benchmark_disable:
+        config._bench_notes.append("--benchmark-disable: every benchmark runs once, nothing is timed or compared")
+    elif config.getoption("bench_compare"):
         runs = _saved_runs(storage_dir)
         if runs:
             from pytest_benchmark.utils import parse_compare_fail
 
             if not config.option.benchmark_compare:
                 config.option.benchmark_compare = True  # the latest saved run of this fingerprint
+            exprs = config.getoption("bench_fail") or [DEFAULT_FAIL]
             if not config.option.benchmark_compare_fail:
-                config.option.benchmark_compare_fail = [parse_compare_fail(e)
-                                                        for e in (config.getoption("bench_fail") or [DEFAULT_FAIL])]
-            config._bench_notes.append(f"comparing against {runs[-1].name}; fail on "
-                                       f"{[str(c) for c in config.option.benchmark_compare_fail]}")
+                config.option.benchmark_compare_fail = [parse_compare_fail(e) for e in exprs]
+            else:
+                exprs = ["as given by --benchmark-compare-fail"]
+            config._bench_notes.append(f"comparing against the latest baseline of this fingerprint ({runs[-1].name}); "
+                                       f"fail on {', '.join(exprs)}")
         else:
             config._bench_notes.append(f"no baseline for fingerprint {fp['fingerprint']} in {storage_dir}: nothing "
                                        f"compared (save one with --benchmark-save=baseline)")
@@ -210,8 +215,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             for init in p.inits:
                 for phase in p.phases[init]:
                     if phase.epochs > 0:
-                        cases.append(pytest.param((bb, p, init, phase),
-                                                  id=f"{bb}-{p.name}-{p.image_size}px-b{p.batch_size}-{init}-{phase.name}"))
+                        tag = f"{bb}-{p.name}-{p.image_size}px-b{p.batch_size}-{init}-{phase.name}"
+                        cases.append(pytest.param((bb, p, init, phase), id=tag))
         metafunc.parametrize("train_case", cases)
     if "device" in metafunc.fixturenames:
         metafunc.parametrize("device", torch_devices())
@@ -229,7 +234,7 @@ def sync(device: str) -> None:
 
 
 class Timer:
-    """Run `fn` under pytest-benchmark with a round count adapted to its speed; returns the median (None if disabled)."""
+    """Time `fn` under pytest-benchmark, rounds adapted to its speed; returns the median (None when disabled)."""
 
     def __init__(self, config: pytest.Config):
         self.budget = config.getoption("bench_budget")
@@ -368,10 +373,15 @@ def ratios() -> Ratios:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    tr = terminalreporter
+    notes = getattr(config, "_bench_notes", [])
+    if notes:  # also in the header, which -q hides
+        tr.section("harness benchmarks")
+        for line in notes:
+            tr.write_line(line)
     rows = [(k, v) for k, v in _RATIOS.medians.items() if "torch" in v and "onnxruntime" in v]
     if not rows:
         return
-    tr = terminalreporter
     tr.section("onnxruntime vs PyTorch (medians of the same session; ratio > 1: onnxruntime faster)")
     tr.write_line(f"{'backbone':20} {'px':>4} {'batch':>5} {'provider':9} {'torch ms':>10} {'ort ms':>10} {'ratio':>6}")
     for (bb, size, batch, prov), v in rows:

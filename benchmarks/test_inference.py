@@ -42,7 +42,8 @@ def test_inference(benchmark, timer, ratios, onnx_model, profile_of, sync_device
     else:
         try:
             providers = runtime.select_providers(provider)
-            session = runtime.create_session(path, providers, threads=torch.get_num_threads() if provider == "cpu" else None)
+            threads = torch.get_num_threads() if provider == "cpu" else None
+            session = runtime.create_session(path, providers, threads=threads)
         except (runtime.RuntimeSetupError, runtime.ModelLoadError) as exc:
             pytest.skip(f"onnxruntime provider {provider!r} unavailable here: {exc}")
         name = session.get_inputs()[0].name

@@ -192,6 +192,11 @@ def validate(raw: Mapping[str, Any], source: str = "<profile>") -> Profile:
         plist = raw["phases"].get(init)
         _check(isinstance(plist, list) and plist, source, f"phases.{init} must be a non-empty list of tables")
         phases[init] = tuple(_phase(p, source, f"phases.{init}[{n}]") for n, p in enumerate(plist))
+        stages = [name for name, _ in BACKBONES[raw["backbone"]].stages]
+        for n, p in enumerate(phases[init]):
+            _check(p.train_from in ("head", "all", *stages), source,
+                   f"phases.{init}[{n}].train_from {p.train_from!r} is not 'head', 'all' or a {raw['backbone']} stage "
+                   f"{stages}; override it, e.g. --set 'phases.{init}=[...]'")
     aug_raw = dict(raw.get("augment", {}))
     unknown = set(aug_raw) - set(AugmentParams.__dataclass_fields__)
     _check(not unknown, source, f"augment: unknown keys {sorted(unknown)}")

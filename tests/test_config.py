@@ -60,3 +60,11 @@ def test_split_variant():
     assert split_variant("imagenet-all") == ("imagenet", "all")
     with pytest.raises(ConfigError):
         split_variant("pretrained-all")
+
+
+def test_train_from_must_be_a_stage_of_the_backbone():
+    with pytest.raises(ConfigError, match="block4_conv1' is not 'head', 'all' or a efficientnet_lite0 stage"):
+        load_profile("full", ["backbone=efficientnet_lite0"])
+    p = load_profile("full", ["backbone=efficientnet_lite0",
+                              'phases.imagenet=[{name="head",epochs=1,train_from="head"},{name="ft",epochs=1,train_from="blocks.3"}]'])
+    assert p.phases["imagenet"][1].train_from == "blocks.3"
