@@ -9,65 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from harness import artifacts, export, runtime
-from harness.backbones import build_classifier
 from harness.cli import main
-from harness.config import load_profile
 from harness.data import DataError, load_test, resize_batch
 from harness.evaluate import EvaluateError, evaluate_run, evaluate_variant, softmax
 
-CLASSES = ("background", "bayes", "geeks")
-SIZE = 32
+from tests.tiny_run import CLASSES, SIZE, make_dataset, make_variant, snapshot
 REPEATS = dict(repeats=2, warmup=1)
-
-
-def make_dataset(root: Path, splits=("test_easy", "test_difficult")) -> Path:
-    """test_easy: ImageFolder, 4 images; test_difficult: COCO with acceptable labels, 5 images (40x30 px)."""
-    rng = np.random.default_rng(0)
-
-    def img(path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(path)
-
-    if "test_easy" in splits:
-        for c in ("bayes", "geeks"):
-            for i in range(2):
-                img(root / "test_easy" / c / f"{c}_{i}.png")
-    if "test_difficult" in splits:
-        labels = [("bayes", ["bayes", "geeks"], False), ("geeks", ["geeks"], False), ("background", [], True),
-                  ("bayes", ["bayes"], False), ("geeks", ["bayes", "geeks"], False)]
-        images = []
-        for i, (primary, acc, bg) in enumerate(labels):
-            img(root / f"test_difficult/img_{i}.png")
-            images.append({"id": i, "file_name": f"test_difficult/img_{i}.png", "width": 40, "height": 30,
-                           "primary_label": primary, "acceptable_labels": acc, "background_acceptable": bg})
-        (root / "annotations").mkdir(parents=True, exist_ok=True)
-        (root / "annotations" / "test_difficult.json").write_text(json.dumps(
-            {"images": images, "annotations": [], "categories": [{"id": i + 1, "name": c} for i, c in enumerate(CLASSES)]}))
-    return root
-
-
-def make_variant(run_dir: Path, data_root: Path, name: str = "vgg16-scratch-none-s0") -> Path:
-    """config.json + model.pt in train_variant's format, for a random VGG16 at 32 px."""
-    profile = load_profile("smoke", [f"image_size={SIZE}"])
-    torch.manual_seed(0)
-    model = build_classifier("vgg16", "scratch", len(CLASSES), profile.hidden, profile.dropout)
-    with torch.no_grad():
-        model.head[-1].weight.mul_(20)  # spread the logits so that top-1 is not a near tie
-    vdir = run_dir / name
-    artifacts.write_json(vdir / "config.json", {"variant": "scratch-none", "backbone": "vgg16", "classes": list(CLASSES),
-                                                "data_root": str(data_root), "profile": profile.to_dict()})
-    artifacts.save_torch(vdir / "model.pt", {
-        "state_dict": model.state_dict(), "backbone": "vgg16", "classes": list(CLASSES), "image_size": SIZE,
-        "hidden": profile.hidden, "dropout": profile.dropout, "variant": "scratch-none", "seed": 0, "tta_hflip": False,
-    })
-    return vdir
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import datetime as _dt
 import io
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jinja2
 
