@@ -114,7 +114,10 @@ def fit(model: Classifier, data: TrainData, level: Level, profile: Profile, phas
             t0 = time.perf_counter()
             _set_train_mode(model, phase, freeze_bn)
             order = order_rng.permutation(np.asarray(data.epoch_index))
-            loss_sum, correct, seen = 0.0, 0, 0
+            # running totals stay on the device: no host sync per step (it would stall a GPU)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
             batches = range(0, len(order) - 1, bs)  # a last batch of one image is dropped (mixup needs pairs)
             bar = tqdm(batches, desc=f"{label} {phase.name} {epoch}/{phase.epochs}", leave=False, disable=not show)
             for start in bar:
@@ -130,10 +133,10 @@ def fit(model: Classifier, data: TrainData, level: Level, profile: Profile, phas
                 opt.step()
                 if sched is not None:
                     sched.step()
-                loss_sum += loss.item() * len(idx)
-                correct += (logits.argmax(1) == target.argmax(1)).sum().item()
+                loss_sum += loss.detach() * len(idx)
+                correct += (logits.argmax(1) == target.argmax(1)).sum()
                 seen += len(idx)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+            loss_sum, correct = loss_sum.item(), int(correct.item())
             val_loss, val_acc = _evaluate(model, data.val_x, data.val_y, device, bs * 2)
             row = {"phase": phase.name, "epoch": epoch, "loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1),
                    "val_loss": val_loss, "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"],
