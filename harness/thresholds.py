@@ -18,6 +18,7 @@ class AccuracyRule:
 
     soft_min: float = 0.0
     soft_margin: float | None = None
+    strict_min: float | None = None
     wilson_lower_min: float | None = None
     strict_above_constant: bool = True
 
@@ -84,7 +85,7 @@ def parse_thresholds(raw: Mapping[str, Any], source: str, user_file: Path | None
     accuracy = {}
     for split, rule in d.pop("accuracy", {}).items():
         r = AccuracyRule(**_fields(AccuracyRule, rule, f"thresholds.accuracy.{split}", source))
-        for name in ("soft_min", "soft_margin", "wilson_lower_min"):
+        for name in ("soft_min", "soft_margin", "strict_min", "wilson_lower_min"):
             _unit(getattr(r, name), f"thresholds.accuracy.{split}.{name}", source)
         accuracy[split] = r
     cam = CamRule(**_fields(CamRule, d.pop("cam", {}), "thresholds.cam", source))

@@ -81,6 +81,11 @@ def read_soft(run: SeedRun, split: str) -> Reading:
     return (s["soft"]["value"] if s else None), "metrics.json", "" if s else f"no {split} in metrics.json"
 
 
+def read_strict(run: SeedRun, split: str) -> Reading:
+    s = _split(run, split)
+    return (s["strict"]["value"] if s else None), "metrics.json", "" if s else f"no {split} in metrics.json"
+
+
 def read_soft_minus_constant(run: SeedRun, split: str) -> Reading:
     s = _split(run, split)
     if not s:
@@ -195,6 +200,9 @@ def judge(run_dir: Path, thresholds: Thresholds, test_sets: Iterable[str],
             if rule.strict_above_constant:
                 out.append(_judge("strict_above_constant", variant, split, runs, read_strict_minus_constant, split, ">",
                                   0.0, gated, how, run_dir, detail="strict accuracy minus the best constant answer's"))
+            if rule.strict_min is not None:
+                out.append(_judge("strict_accuracy", variant, split, runs, read_strict, split, ">=", rule.strict_min,
+                                  gated, how, run_dir, detail="strict (primary-label) accuracy"))
             if rule.wilson_lower_min is not None:
                 out.append(_judge("wilson_lower", variant, split, runs, read_wilson_lower, split, ">=",
                                   rule.wilson_lower_min, gated, how, run_dir, detail="Wilson 95% lower bound of soft accuracy"))

@@ -43,6 +43,10 @@ def test_strict_above_constant(verdict, record_property):
     check(verdict, record_property)
 
 
+def test_strict_accuracy(verdict, record_property):
+    check(verdict, record_property)
+
+
 def test_wilson_lower(verdict, record_property):
     check(verdict, record_property)
 
