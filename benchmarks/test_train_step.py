@@ -2,7 +2,7 @@
 
 The step is fit()'s inner loop without the augmentation (benchmarked on its own in test_augment.py): channels_last
 input already on the device, bf16 autocast on CUDA, cross-entropy on probability targets with the profile's label
-smoothing, the phase's optimizer over its trainable parameters, and fit()'s `loss.item()` (a device sync) at the end.
+smoothing, the phase's optimizer over its trainable parameters (harness.train.train_step), then `loss.item()`.
 Image and batch size come from the backbone's benchmark profile (--bench-vgg16-profile / --bench-lite0-profile).
 """
 
@@ -14,7 +14,7 @@ def test_train_step(benchmark, timer, make_model, sync_device, train_case, devic
     import torch.nn.functional as F
 
     from harness.backbones import set_trainable
-    from harness.train import _optimizer, _set_train_mode  # fit()'s own helpers, so the step cannot drift from it
+    from harness.train import _optimizer, _set_train_mode, train_step  # fit()'s own pieces: the step cannot drift
 
     backbone, profile, init, phase = train_case
     size, bs, classes = profile.image_size, profile.batch_size, 6
@@ -29,13 +29,7 @@ def test_train_step(benchmark, timer, make_model, sync_device, train_case, devic
     dev = torch.device(device)
 
     def step():
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            logits = model(x).float()
-        loss = F.cross_entropy(logits, target, label_smoothing=profile.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        value = loss.item()
+        value = train_step(model, opt, x, target, dev, profile.label_smoothing)[0].item()
         sync_device(device)
         return value
 

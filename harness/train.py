@@ -72,6 +72,18 @@ def _set_train_mode(model: Classifier, phase: Phase, freeze_bn: bool) -> None:
                 m.eval()
 
 
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, target: torch.Tensor,
+               device: torch.device, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a batch (probability targets); returns (loss, logits), both left on the device."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = model(xb).float()
+    loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach(), logits.detach()
+
+
 @torch.no_grad()
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int) -> tuple[float, float]:
     model.eval()
@@ -125,15 +137,10 @@ def fit(model: Classifier, data: TrainData, level: Level, profile: Profile, phas
                 xb = torch.stack([per_image(img) for img in train_x[idx]])
                 xb, target = per_batch(xb, train_y[idx])
                 xb = xb.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    logits = model(xb).float()
-                loss = F.cross_entropy(logits, target, label_smoothing=profile.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                loss, logits = train_step(model, opt, xb, target, device, profile.label_smoothing)
                 if sched is not None:
                     sched.step()
-                loss_sum += loss.detach() * len(idx)
+                loss_sum += loss * len(idx)
                 correct += (logits.argmax(1) == target.argmax(1)).sum()
                 seen += len(idx)
             loss_sum, correct = loss_sum.item(), int(correct.item())
