@@ -23,7 +23,7 @@ def _stats(values: list[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values)} if values else {}
 
 
-def _variant_entry(run_dir: Path, folder: Path, metrics: dict | None, cam: dict | None, export: dict | None) -> dict[str, Any]:
+def _variant_entry(folder: Path, metrics: dict | None, cam: dict | None, export: dict | None) -> dict[str, Any]:
     config = artifacts.read_json(folder / "config.json")
     history_path = folder / "history.json"
     history = artifacts.read_json(history_path) if history_path.exists() else {"epochs": [], "seconds": None}
@@ -75,7 +75,7 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
                 for kind in ("soft", "strict")
             }
         for r in runs:
-            variants[r.folder.name] = _variant_entry(run_dir, r.folder, r.metrics, r.cam, r.export)
+            variants[r.folder.name] = _variant_entry(r.folder, r.metrics, r.cam, r.export)
     return {
         "schema": 1,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

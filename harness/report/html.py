@@ -338,7 +338,7 @@ def _seeds_text(counts: Sequence[int]) -> str:
     return f"{distinct[0]} seeds" if len(distinct) == 1 else f"{distinct[0]}-{distinct[-1]} seeds (by variant)"
 
 
-def _curves_png(variant: str, runs: Sequence[Mapping[str, Any]]) -> bytes | None:
+def _curves_png(runs: Sequence[Mapping[str, Any]]) -> bytes | None:
     """Loss and accuracy per epoch, seeds overlaid (solid train, dashed validation), phase boundaries marked."""
     histories = [(r.get("seed"), [h for h in (r.get("history") or []) if isinstance(h, Mapping)]) for r in runs]
     histories = [(s, h) for s, h in histories if h]
@@ -406,7 +406,7 @@ def _curves(order: Sequence[str], runs: Mapping[str, list], gated: Sequence[str]
     out = []
     for name in order:
         rs = runs.get(name) or []
-        png = _curves_png(name, rs) if rs else None
+        png = _curves_png(rs) if rs else None
         secs = [r.get("train_seconds") for r in rs if _is_num(r.get("train_seconds"))]
         out.append({"variant": name, "gated": name in gated, "src": _data_uri(png) if png else None,
                     "note": "" if png else f"training history {NA}",
