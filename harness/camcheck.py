@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ from harness import artifacts, localization
 from harness.backbones import get_backbone
 from harness.cam import gradcam_maps, save_overlay
 from harness.config import profile_from_dict
-from harness.data import Dataset, Region, Sample, load_test, resize_batch
+from harness.data import DataError, Dataset, Region, Sample, load_test, resize_batch, working_short_side
 from harness.export import variant_dirs
 from harness.train import load_checkpoint, pick_device
 
@@ -30,7 +32,7 @@ def _rate(values: Sequence[Any]) -> float | None:
     return float(np.mean([float(v) for v in values])) if values else None
 
 
-def _scores(cam: np.ndarray, regions: Sequence[Region]) -> dict[str, Any]:
+def _scores(cam: np.ndarray, regions: Sequence[Region], tolerance_px: float = POINTING_TOLERANCE_PX) -> dict[str, Any]:
     """Localization of one map against the regions of one class (their union; polygons, else boxes)."""
     h, w = cam.shape
     mask = np.zeros((h, w), dtype=bool)
@@ -50,7 +52,7 @@ def _scores(cam: np.ndarray, regions: Sequence[Region]) -> dict[str, Any]:
         "regions": len(regions),
         "shape": "polygon" if set(shapes) == {"polygon"} else ("box" if set(shapes) == {"box"} else "mixed"),
         # an all-zero map points nowhere (np.argmax would say pixel (0, 0))
-        "pointing_hit": bool(cam.max() > 0) and localization.pointing_game(cam, mask, POINTING_TOLERANCE_PX),
+        "pointing_hit": bool(cam.max() > 0) and localization.pointing_game(cam, mask, tolerance_px),
         "energy_share": localization.energy_share(cam, mask),
         "iou": float(iou),
         "localization_correct": bool(correct),
@@ -61,9 +63,16 @@ def _scores(cam: np.ndarray, regions: Sequence[Region]) -> dict[str, Any]:
 
 
 def _overlay_path(split: str, name: str) -> Path:
-    """cam/<split>/<image>.png; an ImageFolder sample keeps its class folder so names cannot collide."""
+    """cam/<split>/<image>.png; an ImageFolder sample keeps its class folder so names cannot collide.
+
+    Sample names are relative to the dataset root (the loader refuses any that climbs out); a name that would
+    still place the overlay outside cam/<split>/ is refused here too: nothing is ever written outside the run.
+    """
     rel = Path(name)
-    if rel.parts and rel.parts[0] == split:
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise DataError(f"image name {name!r} of test set {split!r} is not a path inside the dataset root; "
+                        f"refusing to write its overlay")
+    if rel.parts[0] == split and len(rel.parts) > 1:
         rel = Path(*rel.parts[1:])
     return Path("cam") / split / rel.with_suffix(".png")
 
@@ -76,6 +85,8 @@ def cam_image(model: torch.nn.Module, layer: str, image_size: int, classes: Sequ
         by_class.setdefault(r.label, []).append(r)
     x = resize_batch([sample.image], image_size)[0].float().div_(255)
     h, w = sample.image.shape[1:]
+    # the pointing tolerance is 15 px of the stored photo; the image may be kept at a smaller working size
+    tolerance = POINTING_TOLERANCE_PX * float(getattr(sample, "scale", 1.0) or 1.0)
     probs, maps_idx = gradcam_maps(model, layer, x, [classes.index(c) for c in by_class], (h, w), predicted=True)
     pred = classes[int(probs.argmax())]
     maps = {classes[i]: m for i, m in maps_idx.items()}
@@ -92,10 +103,10 @@ def cam_image(model: torch.nn.Module, layer: str, image_size: int, classes: Sequ
         rec["status"], rec["skip_reason"] = "skipped", "no_regions"
     else:
         rec["status"] = "scored"
-        rec["classes"] = {c: _scores(maps[c], regs) for c, regs in sorted(by_class.items())}
+        rec["classes"] = {c: _scores(maps[c], regs, tolerance) for c, regs in sorted(by_class.items())}
         if sample.label in by_class:  # the prediction's map against the primary label's region
             rec["predicted_map"] = {"class": pred, "against": sample.label,
-                                    **_scores(maps[pred], by_class[sample.label])}
+                                    **_scores(maps[pred], by_class[sample.label], tolerance)}
     return rec, maps, probs
 
 
@@ -126,27 +137,59 @@ def _summary(records: list[dict[str, Any]], ds: Dataset) -> dict[str, Any]:
     return out
 
 
+def cam_inputs(vdir: Path, datasets: dict[str, Dataset]) -> dict[str, Any]:
+    """What cam.json is made from: the checkpoint (sha256) and the test images (fingerprints) of each split."""
+    from harness.export import sha256_file
+    from harness.provenance import dataset_fingerprint
+
+    return {"model_sha256": sha256_file(Path(vdir) / "model.pt"),
+            "test_data": {split: dataset_fingerprint(ds) for split, ds in datasets.items()}}
+
+
+def cam_is_current(vdir: Path, inputs: dict[str, Any]) -> bool:
+    try:
+        rec = artifacts.read_json(Path(vdir) / "cam.json")
+    except (FileNotFoundError, ValueError):
+        return False
+    return isinstance(rec, dict) and rec.get("inputs") == inputs
+
+
+def _inside(folder: Path, path: Path) -> Path:
+    resolved = path.resolve()
+    if not resolved.is_relative_to(folder.resolve()):
+        raise DataError(f"refusing to write {path}: it resolves to {resolved}, outside {folder}")
+    return path
+
+
 def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = None,
-                overlays: bool = True) -> dict[str, Any]:
-    """Run the cam step for one variant folder; returns the cam.json content (read back when already done)."""
+                overlays: bool = True, data_root: Path | None = None) -> dict[str, Any]:
+    """Run the cam step for one variant folder; returns the cam.json content (read back when already current).
+
+    Everything that can fail on input (config, checkpoint, test sets) is read first; maps and overlays are computed
+    into a staging folder, and only then do the new cam/ and cam.json replace the old ones. cam.json records what it
+    was made from (checkpoint sha256, test-set fingerprints); a stale one is redone without --force.
+    """
+    from harness.export import read_variant_config
+
     vdir = Path(vdir)
     out_json = vdir / "cam.json"
-    if out_json.exists() and not force:
-        print(f"[{vdir.name}] cam.json exists, skipping (--force to redo)", file=sys.stderr)
-        return artifacts.read_json(out_json)
-    out_json.unlink(missing_ok=True)  # overlays are rewritten below; cam.json only ever describes complete ones
-    config = artifacts.read_json(vdir / "config.json")
-    profile = profile_from_dict(config["profile"])
+    config, profile = read_variant_config(vdir, data_root)
     model, meta = load_checkpoint(vdir / "model.pt")
+    classes = list(meta["classes"])
+    splits = list(splits) if splits else list(profile.test_sets)
+    datasets = {split: load_test(Path(config["data_root"]), split, classes,
+                                 max_short_side=working_short_side(int(meta["image_size"]))) for split in splits}
+    made_from = cam_inputs(vdir, datasets)
+    if not force and cam_is_current(vdir, made_from):
+        print(f"[{vdir.name}] cam.json is current, skipping (--force to redo)", file=sys.stderr)
+        return artifacts.read_json(out_json)
     device = pick_device(profile.device)
     model.to(device)
     backbone = get_backbone(meta["backbone"])
-    classes = list(meta["classes"])
-    splits = list(splits) if splits else list(profile.test_sets)
     t_start = time.perf_counter()
     result: dict[str, Any] = {
         "variant": vdir.name, "backbone": meta["backbone"], "layer": backbone.cam_layer,
-        "image_size": int(meta["image_size"]), "classes": classes, "device": device.type,
+        "image_size": int(meta["image_size"]), "classes": classes, "device": device.type, "inputs": made_from,
         "protocol": {
             "method": "Grad-CAM (Selvaraju et al. 2017): channel weights = mean gradient of the class logit, "
                       "ReLU, bilinear upsampling to the original image, divided by the maximum",
@@ -160,37 +203,52 @@ def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = 
         },
         "summary": {}, "images": {},
     }
-    n_images, overlay_seconds = 0, 0.0
-    for split in splits:
-        ds = load_test(Path(config["data_root"]), split, classes)
-        records = []
-        for sample in ds.samples:
-            rec, maps, _ = cam_image(model, backbone.cam_layer, int(meta["image_size"]), classes, sample,
-                                     ds.has_regions)
-            if overlays:
-                t_overlay = time.perf_counter()
-                rel = _overlay_path(split, sample.name)
-                rows = [(f"predicted {rec['predicted']}", maps[rec["predicted"]])]
-                if sample.label in maps and sample.label != rec["predicted"]:
-                    rows.append((f"label {sample.label}", maps[sample.label]))
-                verdict = "correct" if rec["correct"] else "wrong"
-                title = (f"{Path(sample.name).name}: predicted {rec['predicted']} ({rec['probability']:.2f}), "
-                         f"label {sample.label} - {verdict}")
-                save_overlay(vdir / rel, sample.image, rows, sample.regions, title, dpi=OVERLAY_DPI)
-                rec["overlay"] = rel.as_posix()
-                overlay_seconds += time.perf_counter() - t_overlay
-            records.append(rec)
-        n_images += len(records)
-        result["summary"][split] = _summary(records, ds)
-        result["images"][split] = records
-    seconds = time.perf_counter() - t_start
-    result["seconds"] = seconds
-    result["seconds_per_image"] = seconds / max(n_images, 1)
-    result["seconds_per_image_overlays"] = overlay_seconds / max(n_images, 1)  # part of seconds_per_image
-    artifacts.write_json(out_json, result)
+    staging = vdir / f".cam-staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        n_images, overlay_seconds = 0, 0.0
+        for split, ds in datasets.items():
+            records = []
+            for sample in ds.samples:
+                rec, maps, _ = cam_image(model, backbone.cam_layer, int(meta["image_size"]), classes, sample,
+                                         ds.has_regions)
+                if overlays:
+                    t_overlay = time.perf_counter()
+                    rel = _overlay_path(split, sample.name)
+                    rows = [(f"predicted {rec['predicted']}", maps[rec["predicted"]])]
+                    if sample.label in maps and sample.label != rec["predicted"]:
+                        rows.append((f"label {sample.label}", maps[sample.label]))
+                    verdict = "correct" if rec["correct"] else "wrong"
+                    title = (f"{Path(sample.name).name}: predicted {rec['predicted']} ({rec['probability']:.2f}), "
+                             f"label {sample.label} - {verdict}")
+                    save_overlay(_inside(staging, staging / rel), sample.image, rows, sample.regions, title,
+                                 dpi=OVERLAY_DPI)
+                    rec["overlay"] = rel.as_posix()
+                    overlay_seconds += time.perf_counter() - t_overlay
+                records.append(rec)
+            n_images += len(records)
+            result["summary"][split] = _summary(records, ds)
+            result["images"][split] = records
+        seconds = time.perf_counter() - t_start
+        result["seconds"] = seconds
+        result["seconds_per_image"] = seconds / max(n_images, 1)
+        result["seconds_per_image_overlays"] = overlay_seconds / max(n_images, 1)  # part of seconds_per_image
+        # success: only now does the old evidence go (cam.json first, so a crash in between leaves "not done")
+        out_json.unlink(missing_ok=True)
+        if overlays:
+            old = vdir / f".cam-old-{os.getpid()}"
+            if (vdir / "cam").exists():
+                os.replace(vdir / "cam", old)
+            if (staging / "cam").exists():
+                os.replace(staging / "cam", vdir / "cam")
+            shutil.rmtree(old, ignore_errors=True)
+        artifacts.write_json(out_json, result)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return result
 
 
-def cam_run(run_dir: Path, force: bool = False, splits: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+def cam_run(run_dir: Path, force: bool = False, splits: Sequence[str] | None = None,
+            data_root: Path | None = None) -> dict[str, dict[str, Any]]:
     """The cam step for every trained variant of a run directory: {variant folder name: cam.json content}."""
-    return {v.name: cam_variant(v, force, splits) for v in variant_dirs(run_dir)}
+    return {v.name: cam_variant(v, force, splits, data_root=data_root) for v in variant_dirs(run_dir)}

@@ -19,6 +19,10 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-file", type=Path, help="explicit ImageNet weights file for the backbone (VGG16)")
 
 
+def _add_data_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, help="dataset root, for a run whose dataset moved (default: the recorded one)")
+
+
 def _load_profile(args: argparse.Namespace):
     from harness.config import load_profile
 
@@ -26,26 +30,59 @@ def _load_profile(args: argparse.Namespace):
     return load_profile(args.profile, overrides)
 
 
+def _seeds(text: str | None) -> list[int] | None:
+    from harness.config import ConfigError
+
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r} must be comma-separated integers, e.g. --seeds 0,1,2") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise ConfigError(f"--seeds {text!r} must be one or more integers >= 0, e.g. --seeds 0,1,2")
+    return seeds
+
+
+def _variants(text: str | None) -> list[str] | None:
+    return [v.strip() for v in text.split(",") if v.strip()] if text else None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from harness import runlock
+    from harness.backbones import check_weights_available
     from harness.config import split_variant
-    from harness.data import load_train
-    from harness.train import train_variant
+    from harness.data import load_train, working_short_side
+    from harness.train import pick_device, train_variant
 
     profile = _load_profile(args)
-    split_variant(args.variant)
-    ds = load_train(args.data)
+    init, _ = split_variant(args.variant)
+    pick_device(profile.device)
+    if init == "imagenet":
+        check_weights_available(profile.backbone, args.weights_file)
+    ds = load_train(args.data, max_short_side=working_short_side(profile.image_size))
     seeds = [args.seed] if args.seed is not None else list(profile.seeds)
-    for seed in seeds:
-        vdir = train_variant(args.out, profile, ds, args.data, args.variant, seed, args.weights_file, args.force)
-        print(vdir)
+    with runlock.hold(args.out):
+        for seed in seeds:
+            vdir = train_variant(args.out, profile, ds, args.data, args.variant, seed, args.weights_file, args.force)
+            print(vdir)
     return 0
 
 
+def _existing_run(run_dir: Path) -> Path:
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    return Path(run_dir)
+
+
 def cmd_cam(args: argparse.Namespace) -> int:
+    from harness import runlock
     from harness.camcheck import cam_run
 
     splits = [x.strip() for x in args.splits.split(",") if x.strip()] if args.splits else None
-    for name, result in cam_run(args.run_dir, args.force, splits).items():
+    with runlock.hold(_existing_run(args.run_dir)):
+        results = cam_run(args.run_dir, args.force, splits, data_root=args.data)
+    for name, result in results.items():
         parts = []
         for split, s in result["summary"].items():
             if s["images_scored"]:
@@ -59,9 +96,12 @@ def cmd_cam(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from harness import runlock
     from harness.export import export_run
 
-    for rec in export_run(args.run_dir, args.force, args.exporter):
+    with runlock.hold(_existing_run(args.run_dir)):
+        records = export_run(args.run_dir, args.force, args.exporter, data_root=args.data)
+    for rec in records:
         cpu = rec["parity"]["cpu"]
         print(f"{rec['variant']}: {rec['model']} ({rec['exporter']['name']}, opset {rec['opset']}) parity "
               f"{'passed' if rec['parity']['passed'] else 'FAILED'}: cpu max_abs {cpu['max_abs']:.2e} "
@@ -70,9 +110,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from harness import runlock
     from harness.evaluate import evaluate_run
 
-    for m in evaluate_run(args.run_dir, args.provider, args.repeats):
+    with runlock.hold(_existing_run(args.run_dir)):
+        results = evaluate_run(args.run_dir, args.provider, args.repeats, data_root=args.data)
+    for m in results:
         sets = "; ".join(f"{k}: soft {v['soft']['value']:.3f} strict {v['strict']['value']:.3f} (n={v['n']})"
                          for k, v in m["test_sets"].items())
         print(f"{m['variant']} [{', '.join(m['runtime']['providers'])}]: {sets}")
@@ -98,8 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.run import default_run_dir, run_matrix
 
     profile = _load_profile(args)
-    variants = args.variants.split(",") if args.variants else None
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    variants = _variants(args.variants)
+    seeds = _seeds(args.seeds)
     out = args.out or default_run_dir(profile)
     report = run_matrix(profile, _thresholds(profile, args.thresholds), args.data, out, variants, seeds,
                         args.weights_file, args.force)
@@ -109,10 +152,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from harness import runlock
     from harness.report.build import build_report, thresholds_of_run, write_reports
 
-    report = build_report(args.run_dir, thresholds_of_run(args.run_dir, args.thresholds))
-    write_reports(args.run_dir, report)
+    thresholds = thresholds_of_run(args.run_dir, args.thresholds)
+    with runlock.hold(args.run_dir):
+        report = build_report(args.run_dir, thresholds)
+        write_reports(args.run_dir, report)
     _print_verdicts(report)
     print(f"report: {args.run_dir / 'report.html'}")
     return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
@@ -120,6 +166,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one variant (init-level, e.g. imagenet-all) into OUT/<backbone>-<variant>-s<seed>/")
@@ -134,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory holding <backbone>-<variant>-s<seed>/")
     p.add_argument("--force", action="store_true", help="redo variants that already have a cam.json")
     p.add_argument("--splits", help="comma-separated test sets (default: the profile's test_sets), e.g. test_difficult")
+    _add_data_arg(p)
     p.set_defaults(func=cmd_cam)
 
     p = sub.add_parser("export", help="export every trained variant of RUN_DIR to model.onnx, with checker and parity")
@@ -141,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-export variants whose model.onnx already passed parity")
     p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
                    help="torch.onnx exporter (default dynamo; torchscript is the legacy fallback)")
+    _add_data_arg(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="evaluate every exported variant of RUN_DIR with onnxruntime -> metrics.json")
@@ -148,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
                    help="onnxruntime provider: auto = CUDA when a GPU is usable, else CPU")
     p.add_argument("--repeats", type=int, default=10, help="timed runs per batch size for latency (median reported)")
+    _add_data_arg(p)
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("run", help="the whole matrix: train, export, evaluate, cam, verdicts, report (resumable)")
     _add_profile_args(p)
@@ -165,20 +215,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_dir(args: argparse.Namespace) -> Path:
+    """Where a crash's traceback goes: the run directory when the command has one that exists, else the temp dir."""
+    import tempfile
+
+    for attr in ("run_dir", "out"):
+        d = getattr(args, attr, None)
+        if d is not None and Path(d).is_dir():
+            return Path(d)
+    return Path(tempfile.gettempdir())
+
+
+def _write_traceback(args: argparse.Namespace) -> Path:
+    import datetime as _dt
+    import traceback
+
+    path = _log_dir(args) / f"harness-error-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.log"
+    try:
+        path.write_text(f"harness {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}", encoding="utf-8")
+    except OSError:
+        return Path("<not written>")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     from harness.backbones import WeightsUnavailable
     from harness.config import ConfigError
     from harness.data import DataError
+    from harness.runlock import RunLocked
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     try:
         return args.func(args)
-    except (ConfigError, DataError, WeightsUnavailable, FileNotFoundError, ValueError, KeyError) as exc:
+    except (ConfigError, DataError, WeightsUnavailable, RunLocked, FileNotFoundError, ValueError) as exc:
+        if args.debug:
+            raise
         print(f"harness {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; completed artifacts are kept, rerun to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last line of defence: one line, the traceback in a file
+        if args.debug:
+            raise
+        log = _write_traceback(args)
+        where = exc.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        at = f" at {Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno}" if where is not None else ""
+        print(f"harness {args.command}: unexpected {type(exc).__name__}{at}: {str(exc).splitlines()[0] if str(exc) else ''}"
+              f" (a harness bug; traceback written to {log}; rerun with --debug to see it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

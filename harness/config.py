@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import copy
+import difflib
+import math
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NoReturn, Sequence
 
 INITS = ("scratch", "imagenet")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds
 
 
 class ConfigError(ValueError):
@@ -28,7 +32,8 @@ class Phase:
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: str = "constant"
-    train_from: str = "all"  # "head" (backbone frozen), "all", or a backbone stage name such as "block4_conv1"
+    train_from: str = "all"  # "head" (backbone frozen), "all", a named fine-tuning point of the backbone ("top",
+    # "upper", "middle": see Backbone.finetune_points) or a raw backbone stage name such as "block4_conv1"
 
 
 @dataclass(frozen=True)
@@ -86,10 +91,18 @@ class Profile:
 
 
 def split_variant(variant: str) -> tuple[str, str]:
-    """'imagenet-all' -> ('imagenet', 'all'), with a clear error for anything else."""
+    """'imagenet-all' -> ('imagenet', 'all'), with a clear error for anything else (unknown init or level)."""
+    from harness.augment import LEVELS  # lazily: harness.augment imports this module
+
+    if not isinstance(variant, str):
+        raise ConfigError(f"variant {variant!r} is not a string '<init>-<level>'")
     init, sep, level = variant.partition("-")
     if not sep or init not in INITS or not level:
         raise ConfigError(f"variant {variant!r} is not '<init>-<level>' with init one of {INITS}")
+    if level not in LEVELS:
+        close = difflib.get_close_matches(level, list(LEVELS), n=1)
+        hint = f"; did you mean '{init}-{close[0]}'?" if close else ""
+        raise ConfigError(f"variant {variant!r}: unknown augmentation level {level!r}; known levels: {sorted(LEVELS)}{hint}")
     return init, level
 
 
@@ -103,7 +116,11 @@ def read_profile_toml(name_or_path: str) -> tuple[dict[str, Any], str]:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise ConfigError(f"profile file {path} does not exist")
-        text, source = path.read_text(encoding="utf-8"), str(path.resolve())
+        source = str(path.resolve())
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: cannot read the profile: {exc}") from exc
     else:
         res = resources.files("harness.profiles") / f"{name_or_path}.toml"
         if not res.is_file():
@@ -143,94 +160,250 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return out
 
 
-def _check(cond: bool, source: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{source}: {msg}")
+# --- typed readers: the one validation mechanism for profiles and thresholds ------------------------------------
+# Each reads one raw value (from TOML, JSON or a --set override), checks its type and range, and returns it typed,
+# or raises ConfigError "<where>: <key> = <value!r> must be <expected>". `key` is dotted (phases.imagenet[1].lr).
 
 
-def _phase(raw: Mapping[str, Any], source: str, where: str) -> Phase:
-    known = set(Phase.__dataclass_fields__)
-    unknown = set(raw) - known
-    _check(not unknown, source, f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
-    p = Phase(**raw)
-    _check(isinstance(p.epochs, int) and p.epochs >= 0, source, f"{where}.epochs must be an integer >= 0")
-    _check(p.optimizer in OPTIMIZERS, source, f"{where}.optimizer {p.optimizer!r} not in {OPTIMIZERS}")
-    _check(p.schedule in SCHEDULES, source, f"{where}.schedule {p.schedule!r} not in {SCHEDULES}")
-    _check(float(p.lr) > 0, source, f"{where}.lr must be > 0")
-    return p
+def _fail(where: str, key: str, value: Any, expected: str, note: str = "") -> NoReturn:
+    raise ConfigError(f"{where}: {key} = {value!r} must be {expected}" + (f" ({note})" if note else ""))
 
 
-def _pair(v: Any, source: str, where: str) -> tuple[float, float]:
-    _check(isinstance(v, (list, tuple)) and len(v) == 2, source, f"{where} must be a pair [low, high]")
-    lo, hi = float(v[0]), float(v[1])
-    _check(lo <= hi, source, f"{where} low {lo} > high {hi}")
+def _range_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
+    if lo is not None and hi is not None:
+        return f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f" {'>' if lo_open else '>='} {lo}"
+    if hi is not None:
+        return f" {'<' if hi_open else '<='} {hi}"
+    return ""
+
+
+def _in_range(x: float, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> bool:
+    if lo is not None and (x <= lo if lo_open else x < lo):
+        return False
+    return not (hi is not None and (x >= hi if hi_open else x > hi))
+
+
+def _int(value: Any, key: str, where: str, min: int | None = None, max: int | None = None, note: str = "") -> int:
+    """An integer (not a bool, not a float, not a string) in [min, max]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not _in_range(value, min, max, False, False):
+        _fail(where, key, value, "an integer" + _range_text(min, max, False, False), note)
+    return value
+
+
+def _num(value: Any, key: str, where: str, min: float | None = None, max: float | None = None, *,
+         min_open: bool = False, max_open: bool = False, note: str = "") -> float:
+    """A finite number (int or float, not a bool or string) in the range; returned as float."""
+    expected = "a number" + _range_text(min, max, min_open, max_open)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(where, key, value, expected, note)
+    try:
+        x = float(value)
+    except OverflowError:
+        _fail(where, key, value, expected, note)
+    if not math.isfinite(x) or not _in_range(x, min, max, min_open, max_open):
+        _fail(where, key, value, expected, note)
+    return x
+
+
+def _opt_num(value: Any, key: str, where: str, min: float | None = None, max: float | None = None, *,
+             min_open: bool = False, max_open: bool = False) -> float | None:
+    """Like _num, but None (absent / JSON null) stays None."""
+    return None if value is None else _num(value, key, where, min, max, min_open=min_open, max_open=max_open)
+
+
+def _bool(value: Any, key: str, where: str) -> bool:
+    if not isinstance(value, bool):
+        _fail(where, key, value, "true or false")
+    return value
+
+
+def _str(value: Any, key: str, where: str, nonempty: bool = True) -> str:
+    if not isinstance(value, str) or (nonempty and not value.strip()):
+        _fail(where, key, value, "a non-empty string" if nonempty else "a string")
+    return value
+
+
+def _choice(value: Any, key: str, where: str, choices: Sequence[str], note: str = "") -> str:
+    if not isinstance(value, str) or value not in choices:
+        _fail(where, key, value, f"one of {list(choices)}", note)
+    return value
+
+
+def _no_duplicates(items: Sequence[Any], value: Any, key: str, where: str) -> None:
+    dups = sorted({repr(x) for x in items if items.count(x) > 1})
+    if dups:
+        raise ConfigError(f"{where}: {key} = {value!r} must not repeat entries (repeated: {', '.join(dups)})")
+
+
+def _str_list(value: Any, key: str, where: str, choices: Sequence[str] | None = None,
+              nonempty: bool = True, note: str = "") -> tuple[str, ...]:
+    """A list of distinct strings; a single string is a one-element list (never split into characters)."""
+    if isinstance(value, str):
+        items, keys = [value], [key]
+    elif isinstance(value, (list, tuple)):
+        items, keys = list(value), [f"{key}[{n}]" for n in range(len(value))]
+    else:
+        _fail(where, key, value, "a string or a list of strings", note)
+    if nonempty and not items:
+        _fail(where, key, value, "a non-empty list of strings", note)
+    for item, k in zip(items, keys):
+        if choices is None:
+            _str(item, k, where)
+        else:
+            _choice(item, k, where, choices, note)
+    _no_duplicates(items, value, key, where)
+    return tuple(items)
+
+
+def _int_list(value: Any, key: str, where: str, min: int | None = None, max: int | None = None,
+              nonempty: bool = True) -> tuple[int, ...]:
+    """A list of distinct integers in [min, max]; a single integer is a one-element list."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        items, keys = [value], [key]
+    elif isinstance(value, (list, tuple)):
+        items, keys = list(value), [f"{key}[{n}]" for n in range(len(value))]
+    else:
+        _fail(where, key, value, "an integer or a list of integers" + _range_text(min, max, False, False))
+    if nonempty and not items:
+        _fail(where, key, value, "a non-empty list of integers")
+    out = tuple(_int(item, k, where, min=min, max=max) for item, k in zip(items, keys))
+    _no_duplicates(list(out), value, key, where)
+    return out
+
+
+def _pair(value: Any, key: str, where: str, min: float | None = None, max: float | None = None, *,
+          min_open: bool = False) -> tuple[float, float]:
+    """[low, high] with min <= low <= high <= max (min exclusive when min_open)."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        _fail(where, key, value, "a pair [low, high]" + _range_text(min, max, min_open, False))
+    lo = _num(value[0], f"{key}[0]", where, min, max, min_open=min_open)
+    hi = _num(value[1], f"{key}[1]", where, min, max, min_open=min_open)
+    if lo > hi:
+        _fail(where, key, value, "a pair [low, high] with low <= high")
     return lo, hi
 
 
+def _table(value: Any, key: str, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        _fail(where, key, value, "a table")
+    return dict(value)
+
+
+def _keys(table: Mapping[str, Any], known: Sequence[str], key: str, where: str, required: Sequence[str] = ()) -> None:
+    """Unknown keys and missing required keys of a table are errors naming the table (`key`; '' for top level)."""
+    at = f"{key}: " if key else ""
+    bad = sorted(str(k) for k in set(table) - set(known))
+    if bad:
+        raise ConfigError(f"{where}: {at}unknown keys {bad} (known: {sorted(known)})")
+    for r in required:
+        if r not in table:
+            raise ConfigError(f"{where}: {at}missing required key {r!r}")
+
+
+# --- profile validation -----------------------------------------------------------------------------------------
+
+
+def _train_from(value: Any, key: str, where: str, backbone: str) -> str:
+    """'head', 'all', a named fine-tuning point of the backbone ('upper', ...) or a raw stage name; kept as written."""
+    from harness.backbones import get_backbone, train_from_names
+
+    _str(value, key, where)
+    b = get_backbone(backbone)
+    if value not in train_from_names(backbone):
+        points = ", ".join(f"{k} = {v}" for k, v in b.finetune_points.items())
+        _fail(where, key, value, f"'head', 'all', a named fine-tuning point of {backbone} ({points}) "
+              f"or a {backbone} stage {[s for s, _ in b.stages]}")
+    return value
+
+
+def _phase(raw: Any, where: str, key: str, backbone: str) -> Phase:
+    d = _table(raw, key, where)
+    _keys(d, list(Phase.__dataclass_fields__), key, where, required=("name", "epochs"))
+    dflt = Phase(name="", epochs=0)
+    return Phase(
+        name=_str(d["name"], f"{key}.name", where),
+        epochs=_int(d["epochs"], f"{key}.epochs", where, min=0),
+        optimizer=_choice(d.get("optimizer", dflt.optimizer), f"{key}.optimizer", where, OPTIMIZERS),
+        lr=_num(d.get("lr", dflt.lr), f"{key}.lr", where, min=0, min_open=True),
+        weight_decay=_num(d.get("weight_decay", dflt.weight_decay), f"{key}.weight_decay", where, min=0),
+        schedule=_choice(d.get("schedule", dflt.schedule), f"{key}.schedule", where, SCHEDULES),
+        train_from=_train_from(d.get("train_from", dflt.train_from), f"{key}.train_from", where, backbone),
+    )
+
+
+def _augment(raw: Any, where: str) -> AugmentParams:
+    d = _table(raw, "augment", where)
+    _keys(d, list(AugmentParams.__dataclass_fields__), "augment", where)
+    a = AugmentParams()
+    g = lambda k: d.get(k, getattr(a, k))  # noqa: E731
+    return AugmentParams(
+        hflip=_bool(g("hflip"), "augment.hflip", where),
+        vflip=_bool(g("vflip"), "augment.vflip", where),
+        rotation=_num(g("rotation"), "augment.rotation", where, 0, 180),
+        zoom=_num(g("zoom"), "augment.zoom", where, 0, 1, max_open=True),
+        zoom_out=_num(g("zoom_out"), "augment.zoom_out", where, min=1),
+        fill=_int(g("fill"), "augment.fill", where, 0, 255),
+        crop_scale=_pair(g("crop_scale"), "augment.crop_scale", where, 0, 1, min_open=True),
+        erase_p=_num(g("erase_p"), "augment.erase_p", where, 0, 1),
+        erase_scale=_pair(g("erase_scale"), "augment.erase_scale", where, 0, 1),
+        erase_ratio=_pair(g("erase_ratio"), "augment.erase_ratio", where, 0, min_open=True),
+        mixup_alpha=_num(g("mixup_alpha"), "augment.mixup_alpha", where, min=0, min_open=True),
+    )
+
+
 def validate(raw: Mapping[str, Any], source: str = "<profile>") -> Profile:
-    """Turn a raw profile dict into a Profile, or raise ConfigError naming the field at fault."""
+    """Turn a raw profile dict into a Profile, or raise ConfigError naming the source, the key and the value."""
     from harness.augment import LEVELS  # registries live with their modules
     from harness.backbones import BACKBONES
+    from harness.thresholds import parse_thresholds
 
-    raw = dict(raw)
-    known = set(Profile.__dataclass_fields__)
-    unknown = set(raw) - known
-    _check(not unknown, source, f"unknown keys {sorted(unknown)} (known: {sorted(known)})")
-    for key in ("name", "backbone", "image_size", "batch_size", "seeds", "inits", "levels", "phases"):
-        _check(key in raw, source, f"missing required key {key!r}")
-    _check(raw["backbone"] in BACKBONES, source, f"backbone {raw['backbone']!r} not in {sorted(BACKBONES)}")
-    _check(int(raw["image_size"]) >= 32, source, "image_size must be >= 32")
-    _check(int(raw["batch_size"]) >= 2, source, "batch_size must be >= 2 (mixup mixes pairs)")
-    seeds = raw["seeds"] if isinstance(raw["seeds"], list) else [raw["seeds"]]
-    _check(all(isinstance(s, int) for s in seeds) and seeds, source, "seeds must be a non-empty list of integers")
-    for i in raw["inits"]:
-        _check(i in INITS, source, f"init {i!r} not in {INITS}")
-    for lvl in raw["levels"]:
-        _check(lvl in LEVELS, source, f"augmentation level {lvl!r} not in {sorted(LEVELS)}")
+    where = source
+    raw = _table(raw, "profile", where)
+    raw.pop("source", None)  # where it came from is `source`, never a value in the file
+    _keys(raw, [k for k in Profile.__dataclass_fields__ if k != "source"], "", where,
+          required=("name", "backbone", "image_size", "batch_size", "seeds", "inits", "levels", "phases"))
+    dflt = {k: f.default for k, f in Profile.__dataclass_fields__.items() if f.default is not MISSING}
+    g = lambda k: raw.get(k, dflt.get(k))  # noqa: E731
+    backbone = _choice(raw["backbone"], "backbone", where, sorted(BACKBONES))
+    inits = _str_list(raw["inits"], "inits", where, INITS)
+    phases_raw = _table(raw["phases"], "phases", where)
+    bad = sorted(str(k) for k in set(phases_raw) - set(INITS))
+    if bad:
+        raise ConfigError(f"{where}: phases: unknown keys {bad} (known: {list(INITS)}); phases are lists of tables "
+                          f"per init, override a whole list, e.g. --set 'phases.imagenet=[{{name=\"head\", epochs=1}}]'")
     phases: dict[str, tuple[Phase, ...]] = {}
-    for init in raw["inits"]:
-        plist = raw["phases"].get(init)
-        _check(isinstance(plist, list) and plist, source, f"phases.{init} must be a non-empty list of tables")
-        phases[init] = tuple(_phase(p, source, f"phases.{init}[{n}]") for n, p in enumerate(plist))
-        stages = [name for name, _ in BACKBONES[raw["backbone"]].stages]
-        for n, p in enumerate(phases[init]):
-            _check(p.train_from in ("head", "all", *stages), source,
-                   f"phases.{init}[{n}].train_from {p.train_from!r} is not 'head', 'all' or a {raw['backbone']} stage "
-                   f"{stages}; override it, e.g. --set 'phases.{init}=[...]'")
-    aug_raw = dict(raw.get("augment", {}))
-    unknown = set(aug_raw) - set(AugmentParams.__dataclass_fields__)
-    _check(not unknown, source, f"augment: unknown keys {sorted(unknown)}")
-    for k in ("crop_scale", "erase_scale", "erase_ratio"):
-        if k in aug_raw:
-            aug_raw[k] = _pair(aug_raw[k], source, f"augment.{k}")
-    aug = AugmentParams(**aug_raw)
-    _check(0 <= aug.erase_p <= 1, source, "augment.erase_p must be in [0, 1]")
-    _check(aug.zoom_out >= 1, source, "augment.zoom_out must be >= 1")
-    _check(0 < aug.crop_scale[0] <= aug.crop_scale[1] <= 1, source, "augment.crop_scale must lie in (0, 1]")
-    _check(aug.mixup_alpha > 0, source, "augment.mixup_alpha must be > 0")
-    _check(0 < float(raw.get("val_fraction", 0.2)) < 1, source, "val_fraction must be in (0, 1)")
-    _check(raw.get("device", "auto") in ("auto", "cpu", "cuda"), source, "device must be auto, cpu or cuda")
+    for init in inits:
+        if init not in phases_raw:
+            raise ConfigError(f"{where}: phases: missing required key {init!r} (inits lists it)")
+        plist = phases_raw[init]
+        if not isinstance(plist, list) or not plist:
+            _fail(where, f"phases.{init}", plist, "a non-empty list of tables")
+        phases[init] = tuple(_phase(p, where, f"phases.{init}[{n}]", backbone) for n, p in enumerate(plist))
+    thresholds = _table(raw.get("thresholds", {}), "thresholds", where)
+    parse_thresholds(thresholds, where)  # fail at the edge, not after training; the raw table is what is recorded
     return Profile(
-        name=str(raw["name"]),
-        backbone=raw["backbone"],
-        image_size=int(raw["image_size"]),
-        batch_size=int(raw["batch_size"]),
-        seeds=tuple(seeds),
-        inits=tuple(raw["inits"]),
-        levels=tuple(raw["levels"]),
+        name=_str(raw["name"], "name", where),
+        backbone=backbone,
+        image_size=_int(raw["image_size"], "image_size", where, min=32),
+        batch_size=_int(raw["batch_size"], "batch_size", where, min=2, note="mixup mixes pairs"),
+        seeds=_int_list(raw["seeds"], "seeds", where, min=0, max=MAX_SEED),
+        inits=inits,
+        levels=_str_list(raw["levels"], "levels", where, sorted(LEVELS)),
         phases=phases,
-        augment=aug,
-        test_sets=tuple(raw.get("test_sets", ("test_easy", "test_difficult"))),
-        val_fraction=float(raw.get("val_fraction", 0.2)),
-        split_seed=int(raw.get("split_seed", 42)),
-        oversample=bool(raw.get("oversample", True)),
-        label_smoothing=float(raw.get("label_smoothing", 0.0)),
-        freeze_bn=bool(raw.get("freeze_bn", False)),
-        tta_hflip=bool(raw.get("tta_hflip", False)),
-        hidden=int(raw.get("hidden", 256)),
-        dropout=float(raw.get("dropout", 0.0)),
-        device=raw.get("device", "auto"),
-        thresholds=dict(raw.get("thresholds", {})),
+        augment=_augment(raw.get("augment", {}), where),
+        test_sets=_str_list(raw.get("test_sets", ("test_easy", "test_difficult")), "test_sets", where),
+        val_fraction=_num(g("val_fraction"), "val_fraction", where, 0, 1, min_open=True, max_open=True),
+        split_seed=_int(g("split_seed"), "split_seed", where, min=0, max=MAX_SEED),
+        oversample=_bool(g("oversample"), "oversample", where),
+        label_smoothing=_num(g("label_smoothing"), "label_smoothing", where, 0, 1, max_open=True),
+        freeze_bn=_bool(g("freeze_bn"), "freeze_bn", where),
+        tta_hflip=_bool(g("tta_hflip"), "tta_hflip", where),
+        hidden=_int(g("hidden"), "hidden", where, min=1),
+        dropout=_num(g("dropout"), "dropout", where, 0, 1, max_open=True),
+        device=_choice(g("device"), "device", where, DEVICES),
+        thresholds=thresholds,
         source=source,
     )
 

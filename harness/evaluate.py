@@ -69,7 +69,7 @@ def _check_export(vdir: Path) -> dict[str, Any]:
 
 def evaluate_variant(vdir: Path, providers: str | None = None, repeats: int = DEFAULT_REPEATS,
                      warmup: int = DEFAULT_WARMUP, batch_sizes: Sequence[int] = LATENCY_BATCHES,
-                     log=None) -> dict[str, Any]:
+                     log=None, data_root: Path | None = None) -> dict[str, Any]:
     """Evaluate vdir/model.onnx on the profile's test sets and write vdir/metrics.json; returns its content.
 
     `providers` is a request: None/'auto', 'cpu', 'cuda' or 'tensorrt' (see harness.runtime). Predictions come from
@@ -80,7 +80,7 @@ def evaluate_variant(vdir: Path, providers: str | None = None, repeats: int = DE
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     onnx_path = vdir / "model.onnx"
     t0 = time.perf_counter()
-    config, profile = read_variant_config(vdir)
+    config, profile = read_variant_config(vdir, data_root)
     record = _check_export(vdir)
     classes, size = list(config["classes"]), profile.image_size
     request = providers or "auto"
@@ -94,6 +94,9 @@ def evaluate_variant(vdir: Path, providers: str | None = None, repeats: int = DE
                             f"({vdir / 'export.json'}: {str(record.get('sha256'))[:12]}...); it was replaced or "
                             f"damaged; rerun `harness export --force {vdir.parent}`")
     inputs = load_test_inputs(config["data_root"], profile.test_sets, classes, size)
+    from harness.provenance import dataset_fingerprint
+
+    made_from = {"onnx_sha256": sha, "test_data": {split: dataset_fingerprint(ds) for split, (ds, _) in inputs.items()}}
 
     test_sets = {}
     for split, (ds, x) in inputs.items():
@@ -117,6 +120,7 @@ def evaluate_variant(vdir: Path, providers: str | None = None, repeats: int = DE
     metrics = {
         "schema": 1,
         "variant": vdir.name,
+        "inputs": made_from,
         "backbone": config.get("backbone", record.get("backbone")),
         "classes": classes,
         "image_size": size,
@@ -143,6 +147,6 @@ def _ci(acc: dict[str, Any]) -> str:
 
 
 def evaluate_run(run_dir: Path, providers: str | None = None, repeats: int = DEFAULT_REPEATS,
-                 warmup: int = DEFAULT_WARMUP, log=None) -> list[dict[str, Any]]:
+                 warmup: int = DEFAULT_WARMUP, log=None, data_root: Path | None = None) -> list[dict[str, Any]]:
     """evaluate_variant for every trained variant of the run (each must have been exported)."""
-    return [evaluate_variant(v, providers, repeats, warmup, log=log) for v in variant_dirs(run_dir)]
+    return [evaluate_variant(v, providers, repeats, warmup, log=log, data_root=data_root) for v in variant_dirs(run_dir)]

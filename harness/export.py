@@ -84,24 +84,31 @@ def variant_dirs(run_dir: Path) -> list[Path]:
     return found
 
 
-def read_variant_config(vdir: Path):
-    """(config.json as a dict, the recorded Profile)."""
+def read_variant_config(vdir: Path, data_root: Path | None = None):
+    """(config.json as a dict, the recorded Profile); `data_root` replaces the recorded one (a dataset that moved)."""
     from harness.config import profile_from_dict
 
     config = artifacts.read_json(Path(vdir) / "config.json")
+    if not isinstance(config, dict):
+        raise ValueError(f"{Path(vdir) / 'config.json'}: not a JSON object; retrain this variant")
     for key in ("data_root", "classes", "profile"):
         if key not in config:
             raise ValueError(f"{Path(vdir) / 'config.json'}: missing key {key!r}; retrain this variant")
+    if data_root is not None:
+        config = config | {"data_root": str(Path(data_root).resolve())}
+    elif not Path(config["data_root"]).is_dir():
+        raise FileNotFoundError(f"{Path(vdir) / 'config.json'}: the dataset it was trained on, {config['data_root']}, "
+                                f"is not there any more; pass --data DIR where it is now")
     return config, profile_from_dict(config["profile"])
 
 
 def load_test_inputs(data_root: Path, test_sets: Sequence[str], classes: Sequence[str], image_size: int):
     """{split: (Dataset, float32 N x 3 x S x S array in [0, 1])}; a missing test set raises DataError naming it."""
-    from harness.data import load_test, resize_batch
+    from harness.data import load_test, resize_batch, working_short_side
 
     out = {}
     for split in test_sets:
-        ds = load_test(Path(data_root), split, classes)
+        ds = load_test(Path(data_root), split, classes, max_short_side=working_short_side(image_size))
         x = resize_batch([s.image for s in ds.samples], image_size).float().div_(255).numpy()
         out[split] = (ds, x)
     return out
@@ -293,8 +300,17 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def export_is_current(vdir: Path) -> bool:
-    """model.onnx exists, export.json says parity passed, and the file is the one that passed (sha256)."""
+def export_inputs(vdir: Path, inputs: dict[str, tuple[Any, np.ndarray]]) -> dict[str, Any]:
+    """What an export is made from: the checkpoint (sha256) and the test images its parity was measured on."""
+    from harness.provenance import dataset_fingerprint
+
+    return {"model_sha256": sha256_file(Path(vdir) / "model.pt"),
+            "test_data": {split: dataset_fingerprint(ds) for split, (ds, _) in inputs.items()}}
+
+
+def export_is_current(vdir: Path, inputs: dict[str, Any] | None = None) -> bool:
+    """model.onnx exists, export.json says parity passed, the file is the one that passed (sha256), and (when
+    `inputs` are given) it was made from these inputs (checkpoint and test images)."""
     onnx_path, rec_path = Path(vdir) / "model.onnx", Path(vdir) / "export.json"
     if not (onnx_path.is_file() and rec_path.is_file()):
         return False
@@ -302,11 +318,13 @@ def export_is_current(vdir: Path) -> bool:
         rec = json.loads(rec_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    return bool(rec.get("parity", {}).get("passed")) and rec.get("sha256") == sha256_file(onnx_path)
+    if not isinstance(rec, dict) or (inputs is not None and rec.get("inputs") != inputs):
+        return False
+    return bool((rec.get("parity") or {}).get("passed")) and rec.get("sha256") == sha256_file(onnx_path)
 
 
 def export_variant(vdir: Path, force: bool = False, exporter: str = DEFAULT_EXPORTER, opset: int | None = None,
-                   log=None) -> dict[str, Any]:
+                   log=None, data_root: Path | None = None) -> dict[str, Any]:
     """Export vdir/model.pt to vdir/model.onnx, check it, measure parity, record vdir/export.json; returns the record.
 
     Skipped (the existing record is returned, with "skipped": true) when the current model.onnx already passed parity,
@@ -321,14 +339,16 @@ def export_variant(vdir: Path, force: bool = False, exporter: str = DEFAULT_EXPO
     vdir = Path(vdir)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     onnx_path, rec_path = vdir / "model.onnx", vdir / "export.json"
-    if not force and export_is_current(vdir):
-        log(f"[{vdir.name}] already exported, parity passed; skipping ({onnx_path})")
-        return {**artifacts.read_json(rec_path), "skipped": True}
-    opset = opset or (DEFAULT_OPSET if exporter == "dynamo" else MIN_OPSET)
-
-    config, profile = read_variant_config(vdir)
+    if not (vdir / "model.pt").is_file():
+        raise FileNotFoundError(f"{vdir / 'model.pt'} is missing; train this variant first (harness train)")
+    config, profile = read_variant_config(vdir, data_root)
     classes, size = list(config["classes"]), profile.image_size
     inputs = load_test_inputs(config["data_root"], profile.test_sets, classes, size)  # missing test set: fail early
+    made_from = export_inputs(vdir, inputs)
+    if not force and export_is_current(vdir, made_from):
+        log(f"[{vdir.name}] already exported from this checkpoint, parity passed; skipping ({onnx_path})")
+        return {**artifacts.read_json(rec_path), "skipped": True}
+    opset = opset or (DEFAULT_OPSET if exporter == "dynamo" else MIN_OPSET)
     model, meta = load_checkpoint(vdir / "model.pt")
     if list(meta["classes"]) != classes or int(meta["image_size"]) != size:
         raise ExportError(f"{vdir / 'model.pt'}: checkpoint (classes {meta['classes']}, image_size {meta['image_size']}) "
@@ -384,7 +404,7 @@ def export_variant(vdir: Path, force: bool = False, exporter: str = DEFAULT_EXPO
         t_parity = time.perf_counter() - t2
 
         record = {
-            "schema": 1, "variant": vdir.name, "created": _now(), "model": onnx_path.name,
+            "schema": 1, "variant": vdir.name, "created": _now(), "model": onnx_path.name, "inputs": made_from,
             "external_data": external, "sha256": sha256_file(tmp), "bytes": tmp.stat().st_size,
             "exporter": {"name": exporter_name, "kind": exporter, "why": EXPORTER_WHY[exporter],
                          "torch": torch.__version__, "onnx": onnx.__version__,
@@ -418,6 +438,6 @@ def export_variant(vdir: Path, force: bool = False, exporter: str = DEFAULT_EXPO
 
 
 def export_run(run_dir: Path, force: bool = False, exporter: str = DEFAULT_EXPORTER, opset: int | None = None,
-               log=None) -> list[dict[str, Any]]:
+               log=None, data_root: Path | None = None) -> list[dict[str, Any]]:
     """export_variant for every trained variant of the run."""
-    return [export_variant(v, force, exporter, opset, log) for v in variant_dirs(run_dir)]
+    return [export_variant(v, force, exporter, opset, log, data_root) for v in variant_dirs(run_dir)]

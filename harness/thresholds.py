@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from harness.config import ConfigError
+from harness.config import (ConfigError, _bool, _choice, _fail, _int, _keys, _num, _opt_num, _str, _str_list, _table,
+                            split_variant)
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class CamRule:
 
 @dataclass(frozen=True)
 class Thresholds:
-    gated: tuple[str, ...] = ("imagenet-all",)
+    gated: tuple[str, ...] = ("imagenet-all",)  # variants ('imagenet-all', any backbone) or 'vgg16-imagenet-all'
     seed_aggregate: str = "worst"  # "worst" seed gates, or "mean" over seeds
     accuracy: Mapping[str, AccuracyRule] = field(default_factory=dict)
     cam: CamRule = field(default_factory=CamRule)
@@ -56,45 +58,145 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _fields(cls, raw: Mapping[str, Any], where: str, source: str) -> dict[str, Any]:
-    unknown = set(raw) - set(cls.__dataclass_fields__)
-    if unknown:
-        raise ConfigError(f"{source}: {where}: unknown keys {sorted(unknown)} (known: {sorted(cls.__dataclass_fields__)})")
-    return dict(raw)
+def _unit(v: Any, key: str, where: str) -> float | None:
+    """An optional fraction: None, or a number in [0, 1]."""
+    return _opt_num(v, key, where, 0, 1)
 
 
-def _unit(v: Any, where: str, source: str) -> None:
-    if v is not None and not (isinstance(v, (int, float)) and 0 <= v <= 1):
-        raise ConfigError(f"{source}: {where} = {v!r} must be a number in [0, 1]")
+def gated_entry(entry: str) -> tuple[str | None, str]:
+    """'imagenet-all' -> (None, 'imagenet-all'); 'vgg16-imagenet-all' -> ('vgg16', 'imagenet-all').
+
+    Raises ConfigError for anything else (an unknown init, level or backbone).
+    """
+    from harness.backbones import BACKBONES
+    from harness.config import INITS
+
+    first, sep, rest = entry.partition("-")
+    if first in INITS:
+        split_variant(entry)
+        return None, entry
+    if sep and first in BACKBONES:
+        split_variant(rest)
+        return first, rest
+    raise ConfigError(f"{entry!r} starts with neither an init {INITS} nor a backbone {sorted(BACKBONES)}")
+
+
+def is_gated(thresholds: Thresholds, backbone: str, variant: str) -> bool:
+    """Whether `variant` ('imagenet-all') of `backbone` is gated: an entry 'imagenet-all' or 'vgg16-imagenet-all'."""
+    return variant in thresholds.gated or f"{backbone}-{variant}" in thresholds.gated
+
+
+def _gated(v: Any, where: str) -> tuple[str, ...]:
+    entries = _str_list(v, "thresholds.gated", where, nonempty=False)
+    for n, e in enumerate(entries):
+        key = "thresholds.gated" if isinstance(v, str) else f"thresholds.gated[{n}]"
+        try:
+            gated_entry(e)
+        except ConfigError as exc:
+            _fail(where, key, e, "'<init>-<level>' (any backbone) or '<backbone>-<init>-<level>'", str(exc))
+    return entries
+
+
+def _accuracy_rule(raw: Any, split: str, where: str) -> AccuracyRule:
+    key = f"thresholds.accuracy.{split}"
+    d = _table(raw, key, where)
+    _keys(d, list(AccuracyRule.__dataclass_fields__), key, where)
+    a = AccuracyRule()
+    g = lambda k: d.get(k, getattr(a, k))  # noqa: E731
+    return AccuracyRule(
+        soft_min=_num(g("soft_min"), f"{key}.soft_min", where, 0, 1),
+        soft_margin=_unit(g("soft_margin"), f"{key}.soft_margin", where),
+        strict_min=_unit(g("strict_min"), f"{key}.strict_min", where),
+        wilson_lower_min=_unit(g("wilson_lower_min"), f"{key}.wilson_lower_min", where),
+        strict_above_constant=_bool(g("strict_above_constant"), f"{key}.strict_above_constant", where),
+    )
+
+
+def _cam_rule(raw: Any, where: str) -> CamRule:
+    d = _table(raw, "thresholds.cam", where)
+    _keys(d, list(CamRule.__dataclass_fields__), "thresholds.cam", where)
+    c = CamRule()
+    g = lambda k: d.get(k, getattr(c, k))  # noqa: E731
+    return CamRule(
+        split=_str(g("split"), "thresholds.cam.split", where),
+        energy_share_min=_unit(g("energy_share_min"), "thresholds.cam.energy_share_min", where),
+        pointing_rate_min=_unit(g("pointing_rate_min"), "thresholds.cam.pointing_rate_min", where),
+    )
+
+
+def _read_user_file(path: Path) -> Mapping[str, Any]:
+    try:
+        user = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"thresholds file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the thresholds file: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    if "thresholds" in user:
+        if not isinstance(user["thresholds"], Mapping):
+            _fail(str(path), "thresholds", user["thresholds"], "a table ([thresholds] or thresholds.KEY = VALUE)")
+        return user["thresholds"]
+    return user
 
 
 def parse_thresholds(raw: Mapping[str, Any], source: str, user_file: Path | None = None) -> Thresholds:
-    """Validate the profile's thresholds, overridden key by key by a user TOML file ([thresholds] table or top level)."""
-    merged = dict(raw)
+    """Validate the profile's thresholds, overridden key by key by a user TOML file ([thresholds] table or top level).
+
+    Every value is type- and range-checked; errors are ConfigError naming the source, the dotted key and the value.
+    """
+    merged = _table(raw, "thresholds", source)
     if user_file is not None:
         path = Path(user_file)
-        try:
-            user = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"thresholds file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-        merged = _merge(merged, user.get("thresholds", user))
+        merged = _merge(merged, _read_user_file(path))
         source = f"{source} + {path}"
-    d = _fields(Thresholds, merged, "thresholds", source)
-    accuracy = {}
-    for split, rule in d.pop("accuracy", {}).items():
-        r = AccuracyRule(**_fields(AccuracyRule, rule, f"thresholds.accuracy.{split}", source))
-        for name in ("soft_min", "soft_margin", "strict_min", "wilson_lower_min"):
-            _unit(getattr(r, name), f"thresholds.accuracy.{split}.{name}", source)
-        accuracy[split] = r
-    cam = CamRule(**_fields(CamRule, d.pop("cam", {}), "thresholds.cam", source))
-    _unit(cam.energy_share_min, "thresholds.cam.energy_share_min", source)
-    _unit(cam.pointing_rate_min, "thresholds.cam.pointing_rate_min", source)
-    t = Thresholds(accuracy=accuracy, cam=cam, source=source,
-                   **{k: (tuple(v) if k == "gated" else v) for k, v in d.items() if k != "source"})
-    if t.seed_aggregate not in ("worst", "mean"):
-        raise ConfigError(f"{source}: thresholds.seed_aggregate must be 'worst' or 'mean', not {t.seed_aggregate!r}")
-    if t.parity_atol <= 0 or t.parity_rtol < 0:
-        raise ConfigError(f"{source}: thresholds.parity_atol must be > 0 and parity_rtol >= 0")
-    return t
+    where, d = source, merged
+    _keys(d, list(Thresholds.__dataclass_fields__), "thresholds", where)
+    t = Thresholds()
+    g = lambda k: d.get(k, getattr(t, k))  # noqa: E731
+    acc_raw = _table(d.get("accuracy", {}), "thresholds.accuracy", where)
+    return Thresholds(
+        gated=_gated(g("gated"), where),
+        seed_aggregate=_choice(g("seed_aggregate"), "thresholds.seed_aggregate", where, ("worst", "mean")),
+        accuracy={str(split): _accuracy_rule(rule, str(split), where) for split, rule in acc_raw.items()},
+        cam=_cam_rule(d.get("cam", {}), where),
+        parity_atol=_num(g("parity_atol"), "thresholds.parity_atol", where, min=0, min_open=True),
+        parity_rtol=_num(g("parity_rtol"), "thresholds.parity_rtol", where, min=0),
+        latency_batch=_int(g("latency_batch"), "thresholds.latency_batch", where, min=1),
+        latency_max_ms=_opt_num(g("latency_max_ms"), "thresholds.latency_max_ms", where, min=0, min_open=True),
+        calibration=_str(g("calibration"), "thresholds.calibration", where, nonempty=False),
+        source=source,
+    )
+
+
+def _closest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_applies(thresholds: Thresholds, test_sets: Sequence[str], variants: Sequence[str], where: str,
+                  backbones: Sequence[str] = ()) -> None:
+    """Raise ConfigError when the thresholds name something this run does not have, so that no criterion is
+    silently skipped: a thresholds.accuracy.<name> that is not one of `test_sets`, a thresholds.cam.split that is
+    not one of them (when a CAM criterion is set), or a gated entry whose variant is not in the matrix `variants`
+    (plain '<init>-<level>' names). A backbone-qualified gated entry ('vgg16-imagenet-all') must also name one of
+    `backbones` (when given)."""
+    test_sets, variants, backbones = list(test_sets), list(variants), list(backbones)
+    for name in thresholds.accuracy:
+        if name not in test_sets:
+            raise ConfigError(f"{where}: thresholds.accuracy.{name} names test set {name!r}, which this run does not "
+                              f"have (test sets: {test_sets}){_closest(name, test_sets)}")
+    cam = thresholds.cam
+    if (cam.energy_share_min is not None or cam.pointing_rate_min is not None) and cam.split not in test_sets:
+        raise ConfigError(f"{where}: thresholds.cam.split = {cam.split!r} is not a test set of this run "
+                          f"(test sets: {test_sets}){_closest(cam.split, test_sets)}")
+    for n, entry in enumerate(thresholds.gated):
+        backbone, variant = gated_entry(entry)
+        if variant not in variants:
+            raise ConfigError(f"{where}: thresholds.gated[{n}] = {entry!r} gates variant {variant!r}, which is not in "
+                              f"this run's matrix {variants}{_closest(variant, variants)}; add it to --variants or "
+                              f"change thresholds.gated")
+        if backbone is not None and backbones and backbone not in backbones:
+            raise ConfigError(f"{where}: thresholds.gated[{n}] = {entry!r} gates backbone {backbone!r}, but this run's "
+                              f"backbones are {backbones}; use --backbone "
+                              f"{backbone} or change thresholds.gated (e.g. to {variant!r}, any backbone)")

@@ -48,7 +48,10 @@ def prepare_data(ds: Dataset, profile: Profile) -> TrainData:
 
 def pick_device(preference: str = "auto") -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("profile asks for device 'cuda' but torch sees no usable GPU; use device=auto or cpu")
+        from harness.config import ConfigError
+
+        raise ConfigError("the profile asks for device = 'cuda' but torch sees no usable GPU on this machine; "
+                          "use --set device=auto (GPU when there is one) or --set device=cpu")
     if preference in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
@@ -181,15 +184,53 @@ def device_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def trained_state(vdir: Path, inputs: dict[str, Any]) -> tuple[str, str]:
+    """('current' | 'absent' | 'stale', why) for vdir's training against the inputs this run would train from.
+
+    Training is complete when history.json (written last, with the checkpoint's sha256) and model.pt exist.
+    """
+    from harness import provenance
+
+    vdir = Path(vdir)
+    if not (vdir / "model.pt").is_file() or not (vdir / "history.json").is_file():
+        return "absent", ""
+    try:
+        recorded = artifacts.read_json(vdir / "config.json").get("inputs")
+    except (FileNotFoundError, ValueError) as exc:
+        return "stale", str(exc)
+    if recorded is None:
+        return "stale", f"{vdir / 'config.json'} records no training inputs (made by an older harness)"
+    changes = provenance.diff(recorded, inputs)
+    return ("stale", provenance.describe(changes)) if changes else ("current", "")
+
+
+def stale_message(vdir: Path, why: str) -> str:
+    return (f"{vdir} was trained from other inputs than this run's ({why}); its model would not be what the report "
+            f"claims. Use another --out for the new settings, or --force to retrain it")
+
+
 def train_variant(run_dir: Path, profile: Profile, ds: Dataset, data_root: Path, variant: str, seed: int,
-                  weights_file: Path | None = None, force: bool = False, progress: bool | None = None) -> Path:
-    """Train one (variant, seed) into run_dir/<id>/; skipped when its model.pt already exists (resume)."""
+                  weights_file: Path | None = None, force: bool = False, progress: bool | None = None,
+                  train_fingerprint: str | None = None) -> Path:
+    """Train one (variant, seed) into run_dir/<id>/; skipped when it was already trained from the same inputs.
+
+    Inputs (the profile fields that matter, the training data's fingerprint, the weights) are recorded in
+    config.json; a folder trained from other inputs raises StaleRunError unless force.
+    """
+    from harness import provenance
+
     init, level_name = split_variant(variant)
     vdir = Path(run_dir) / variant_id(profile.backbone, variant, seed)
     ckpt = vdir / "model.pt"
-    if ckpt.exists() and not force:
-        print(f"[{vdir.name}] already trained, skipping ({ckpt})", file=sys.stderr)
+    fp = train_fingerprint or provenance.dataset_fingerprint(ds)
+    inputs = provenance.train_inputs(profile, variant, seed, fp,
+                                     provenance.weights_identity(profile.backbone, init, weights_file))
+    state, why = trained_state(vdir, inputs)
+    if state == "current" and not force:
+        print(f"[{vdir.name}] already trained from the same inputs, skipping ({ckpt})", file=sys.stderr)
         return vdir
+    if state == "stale" and not force:
+        raise provenance.StaleRunError(stale_message(vdir, why))
     device = pick_device(profile.device)
     data = prepare_data(ds, profile)
     torch.manual_seed(seed)  # scratch initialisation is part of what the seed fixes
@@ -198,21 +239,29 @@ def train_variant(run_dir: Path, profile: Profile, ds: Dataset, data_root: Path,
               "classes": list(ds.classes), "data_root": str(Path(data_root).resolve()),
               "weights_file": str(weights_file) if weights_file else None, "device": device_info(device),
               "versions": versions(), "split": {"train": list(data.train_names), "val": list(data.val_names)},
-              "profile": profile.to_dict()}
+              "inputs": inputs, "profile": profile.to_dict()}
+    (vdir / "history.json").unlink(missing_ok=True)  # the completion marker goes first: a crash leaves "absent"
+    ckpt.unlink(missing_ok=True)  # never a checkpoint beside a config.json that did not produce it
     artifacts.write_json(vdir / "config.json", config)
     t0 = time.perf_counter()
     history = fit(model, data, LEVELS[level_name], profile, profile.phases[init], device, seed, vdir.name, progress,
                   freeze_bn=profile.freeze_bn and init == "imagenet")  # scratch BN statistics must learn
     seconds = time.perf_counter() - t0
     artifacts.write_csv(vdir / "history.csv", history)
-    artifacts.write_json(vdir / "history.json", {"seconds": seconds, "epochs": history})
     artifacts.save_torch(ckpt, {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "backbone": profile.backbone, "classes": list(ds.classes), "image_size": profile.image_size,
         "hidden": profile.hidden, "dropout": profile.dropout, "variant": variant, "seed": seed,
         "tta_hflip": profile.tta_hflip, "train_seconds": seconds,
     })
+    from harness.export import sha256_file
+
+    artifacts.write_json(vdir / "history.json", {"seconds": seconds, "model_sha256": sha256_file(ckpt),
+                                                 "epochs": history})
     return vdir
+
+
+CHECKPOINT_KEYS = ("state_dict", "backbone", "classes", "image_size", "hidden", "dropout")
 
 
 def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
@@ -224,7 +273,22 @@ def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
         meta = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a truncated or foreign file
         raise ValueError(f"{path}: not a readable harness checkpoint ({exc}); delete it and retrain") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: not a harness checkpoint (a {type(meta).__name__}, not a dict with "
+                         f"{list(CHECKPOINT_KEYS)}); delete it and retrain (harness train --force)")
+    missing = [k for k in CHECKPOINT_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: not a harness checkpoint: keys {missing} missing (a harness checkpoint has "
+                         f"{list(CHECKPOINT_KEYS)}); delete it and retrain (harness train --force)")
+    from harness.backbones import BACKBONES
+
+    if meta["backbone"] not in BACKBONES:
+        raise ValueError(f"{path}: checkpoint backbone {meta['backbone']!r} is not registered ({sorted(BACKBONES)})")
     model = build_classifier(meta["backbone"], "scratch", len(meta["classes"]), meta["hidden"], meta["dropout"])
-    model.load_state_dict(meta["state_dict"])
+    try:
+        model.load_state_dict(meta["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: its state_dict does not fit a {meta['backbone']} classifier over "
+                         f"{len(meta['classes'])} classes ({str(exc).splitlines()[0]}); delete it and retrain") from exc
     model.eval()
     return model, meta

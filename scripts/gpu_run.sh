@@ -110,18 +110,18 @@ print("\n".join(load_profile(name, extra + [f"backbone={backbone}"]).variants))
 EOF
 }
 
-# --set overrides replacing phases whose train_from names a stage the backbone does not have (smoke and full fine-tune
-# VGG16 from block4_conv1; efficientnet_lite0 has no such stage and would stop with an error at its first imagenet
-# variant). Prints one `phases.<init>=[...]` TOML value per line, and a note on stderr.
+# --set overrides replacing phases whose train_from names a stage the backbone does not have. The built-in profiles use
+# the registry's named fine-tune points ("upper"), which every backbone has, so this only acts on a user profile that
+# names a raw stage of another backbone. Prints one `phases.<init>=[...]` TOML value per line, and a note on stderr.
 phase_fixes() {
   "$PYTHON" - "$PROFILE" "$1" "$LITE0_FINETUNE_FROM" "$EXTRA_SET" <<'EOF'
 import json, sys
-from harness.backbones import get_backbone
 from harness.config import apply_overrides, read_profile_toml
 name, backbone, stage, extra = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split()
 raw, _ = read_profile_toml(name)
 raw = apply_overrides(raw, extra + [f"backbone={backbone}"])
-known = {"head", "all", *(s for s, _ in get_backbone(backbone).stages)}
+from harness.backbones import train_from_names
+known = set(train_from_names(backbone))
 
 def toml(v):
     if isinstance(v, bool):

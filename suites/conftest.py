@@ -24,7 +24,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _plan(config: pytest.Config) -> dict:
-    """Decide at collection time what the gate judges, without training anything yet (cheap)."""
+    """Decide at collection time what the gate judges, without training anything yet (cheap); a bad option, profile
+    or thresholds file is a usage error naming it, not a traceback."""
+    from harness.config import ConfigError
+    from harness.data import DataError
+
+    try:
+        return _make_plan(config)
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as exc:
+        raise pytest.UsageError(f"harness gate: {exc}") from None
+
+
+def _make_plan(config: pytest.Config) -> dict:
     if "plan" in _STATE:
         return _STATE["plan"]  # type: ignore[return-value]
     run_dir, profile_name = config.getoption("--run-dir"), config.getoption("--profile")
@@ -39,7 +50,8 @@ def _plan(config: pytest.Config) -> dict:
             raise pytest.UsageError(f"--run-dir {run_dir}: no run.json there; is it a harness run directory?")
         proto = artifacts.read_json(run_dir / "run.json")
         plan = {"run_dir": run_dir, "thresholds": thresholds_of_run(run_dir, config.getoption("--thresholds")),
-                "test_sets": proto["profile"]["test_sets"], "variants": proto.get("variants", [])}
+                "test_sets": proto["profile"]["test_sets"], "variants": proto.get("variants", []),
+                "backbone": str(proto["profile"].get("backbone", "")), "run_profile": proto["profile"]}
     elif profile_name is not None:
         from harness.config import load_profile
         from harness.run import default_run_dir
@@ -55,6 +67,7 @@ def _plan(config: pytest.Config) -> dict:
         seeds = config.getoption("--seeds")
         plan = {"run_dir": config.getoption("--out") or default_run_dir(profile), "profile": profile,
                 "thresholds": thresholds, "test_sets": list(profile.test_sets), "variants": variants,
+                "backbone": profile.backbone, "run_profile": profile.to_dict(),
                 "seeds": [int(s) for s in seeds.split(",")] if seeds else None}
     _STATE["plan"] = plan
     return plan
@@ -104,8 +117,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             reason="no run to judge: pass --run-dir DIR or --profile NAME"))], ids=["no-run"], indirect=True)
         return
     # the same judge as the report, on what exists now: gives the ids; values come from the report at test time
-    planned = [v for v in judge(Path(plan["run_dir"]), plan["thresholds"], plan["test_sets"], plan["variants"])
-               if v.criterion == criterion]
+    planned = [v for v in judge(Path(plan["run_dir"]), plan["thresholds"], plan["test_sets"], plan["variants"],
+                                plan["backbone"], plan["run_profile"]) if v.criterion == criterion]
     if not planned:
         metafunc.parametrize("verdict", [pytest.param(None, marks=pytest.mark.skip(
             reason=f"the thresholds define no {criterion} criterion"))], ids=["not-configured"], indirect=True)

@@ -41,14 +41,14 @@ def test_random_weights_fail_the_gate(cpu_gate, tmp_path):
     report = run_matrix(profile, thresholds, DATA, tmp_path / "random", progress=False)
     verdicts = _by_id(report)
     assert report["verdict"] == "FAIL"
-    assert verdicts["accuracy[scratch-all-test_easy]"]["status"] == "FAIL"
-    assert verdicts["onnx_parity[scratch-all]"]["status"] == "PASS"  # the pipeline worked; the model is what failed
+    assert verdicts["accuracy[vgg16-scratch-all-test_easy]"]["status"] == "FAIL"
+    assert verdicts["onnx_parity[vgg16-scratch-all]"]["status"] == "PASS"  # the pipeline worked; the model is what failed
     # and the pytest gate itself exits non-zero, naming the failing criteria
     proc = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "suites" / "test_gate.py"), "-q", "-p",
                            "no:cacheprovider", "--run-dir", str(tmp_path / "random")],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 1, proc.stdout[-3000:]
-    assert "FAILED" in proc.stdout and "test_accuracy[scratch-all-test_easy]" in proc.stdout
+    assert "FAILED" in proc.stdout and "test_accuracy[vgg16-scratch-all-test_easy]" in proc.stdout
 
 
 def test_constant_answer_fails_the_gate(cpu_gate, tmp_path):
@@ -61,12 +61,17 @@ def test_constant_answer_fails_the_gate(cpu_gate, tmp_path):
     ckpt["state_dict"]["head.4.weight"].zero_()
     ckpt["state_dict"]["head.4.bias"].copy_(torch.nn.functional.one_hot(torch.tensor(bayes), len(ckpt["classes"])) * 10.0)
     artifacts.save_torch(vdir / "model.pt", ckpt)
+    # as if training had produced it: history.json vouches for the checkpoint that the later steps must use
+    from harness.export import sha256_file
+
+    history = artifacts.read_json(vdir / "history.json")
+    artifacts.write_json(vdir / "history.json", history | {"model_sha256": sha256_file(vdir / "model.pt")})
     report = run_matrix(profile, thresholds, DATA, run_dir, progress=False)  # resumes: keeps the broken checkpoint
     difficult = report["variants"][vdir.name]["test_sets"]["test_difficult"]
     assert {p["predicted"] for p in difficult["predictions"]} == {"bayes"}
     assert difficult["soft"]["value"] == pytest.approx(0.70)  # the constant answer's well-known score
     verdicts = _by_id(report)
     assert report["verdict"] == "FAIL"
-    assert verdicts["soft_above_constant[scratch-all-test_difficult]"]["status"] == "FAIL"
-    assert verdicts["strict_above_constant[scratch-all-test_difficult]"]["status"] == "FAIL"
-    assert verdicts["accuracy[scratch-all-test_difficult]"]["status"] == "FAIL"
+    assert verdicts["soft_above_constant[vgg16-scratch-all-test_difficult]"]["status"] == "FAIL"
+    assert verdicts["strict_above_constant[vgg16-scratch-all-test_difficult]"]["status"] == "FAIL"
+    assert verdicts["accuracy[vgg16-scratch-all-test_difficult]"]["status"] == "FAIL"

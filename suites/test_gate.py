@@ -51,6 +51,10 @@ def test_wilson_lower(verdict, record_property):
     check(verdict, record_property)
 
 
+def test_test_sets_judged(verdict, record_property):
+    check(verdict, record_property)
+
+
 def test_cam_energy(verdict, record_property):
     check(verdict, record_property)
 

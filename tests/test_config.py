@@ -34,8 +34,8 @@ def test_override_parsing():
 @pytest.mark.parametrize(
     "override, match",
     [
-        ("backbone=resnet", "backbone 'resnet'"),
-        ("levels=['none', 'heavy']", "level 'heavy'"),
+        ("backbone=resnet", "backbone = 'resnet'"),
+        ("levels=['none', 'heavy']", "levels\\[1\\] = 'heavy'"),
         ("batch_size=1", "batch_size"),
         ("bogus=1", "unknown keys \\['bogus'\\]"),
         ("augment.erase_p=2.0", "erase_p"),
@@ -63,8 +63,10 @@ def test_split_variant():
 
 
 def test_train_from_must_be_a_stage_of_the_backbone():
-    with pytest.raises(ConfigError, match="block4_conv1' is not 'head', 'all' or a efficientnet_lite0 stage"):
-        load_profile("full", ["backbone=efficientnet_lite0"])
-    p = load_profile("full", ["backbone=efficientnet_lite0",
-                              'phases.imagenet=[{name="head",epochs=1,train_from="head"},{name="ft",epochs=1,train_from="blocks.3"}]'])
+    ft = 'phases.imagenet=[{{name="head",epochs=1,train_from="head"}},{{name="ft",epochs=1,train_from="{}"}}]'
+    with pytest.raises(ConfigError, match="train_from = 'block4_conv1' must be 'head', 'all', a named fine-tuning point "
+                                          "of efficientnet_lite0"):
+        load_profile("full", ["backbone=efficientnet_lite0", ft.format("block4_conv1")])
+    p = load_profile("full", ["backbone=efficientnet_lite0", ft.format("blocks.3")])
     assert p.phases["imagenet"][1].train_from == "blocks.3"
+    assert load_profile("full", ["backbone=efficientnet_lite0"]).phases["imagenet"][1].train_from == "upper"

@@ -9,14 +9,35 @@ from typing import Any
 
 from harness import artifacts
 from harness.thresholds import Thresholds, parse_thresholds
-from harness.verdicts import collect, judge, overall
+from harness.verdicts import collect, judge, judged_table, overall
+
+
+def read_protocol(run_dir: Path) -> dict[str, Any]:
+    """run.json, checked enough to build a report from (a clear error naming the file otherwise)."""
+    path = Path(run_dir) / "run.json"
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    proto = artifacts.read_json(path)
+    if not isinstance(proto, dict) or not isinstance(proto.get("profile"), dict) \
+            or not isinstance(proto.get("thresholds"), dict):
+        raise ValueError(f"{path}: not a harness run.json (needs the objects 'profile' and 'thresholds'); "
+                         f"rerun harness run into this directory")
+    return proto
 
 
 def thresholds_of_run(run_dir: Path, user_file: Path | None = None) -> Thresholds:
-    """The thresholds recorded in run.json (optionally overridden by a user file)."""
-    proto = artifacts.read_json(Path(run_dir) / "run.json")
+    """The thresholds recorded in run.json (optionally overridden by a user file), checked against the run:
+    a rule for a test set the run does not have, or a gated variant it did not run, is an error."""
+    from harness.thresholds import check_applies
+
+    proto = read_protocol(run_dir)
     raw = {k: v for k, v in proto["thresholds"].items() if k != "source"}
-    return parse_thresholds(raw, proto["thresholds"].get("source", "run.json"), user_file)
+    t = parse_thresholds(raw, proto["thresholds"].get("source", "run.json"), user_file)
+    profile = proto["profile"]
+    check_applies(t, list(profile.get("test_sets") or []), list(proto.get("variants") or []),
+                  str(user_file) if user_file else str(Path(run_dir) / "run.json"),
+                  backbones=[str(profile.get("backbone") or "")])
+    return t
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
@@ -29,6 +50,7 @@ def _variant_entry(folder: Path, metrics: dict | None, cam: dict | None, export:
     history = artifacts.read_json(history_path) if history_path.exists() else {"epochs": [], "seconds": None}
     entry: dict[str, Any] = {
         "folder": folder.name, "variant": config["variant"], "seed": config["seed"], "backbone": config["backbone"],
+        "model": f"{config['backbone']}-{config['variant']}", "inputs": config.get("inputs"),
         "init": config["init"], "level": config["level"], "device": config.get("device"),
         "train_seconds": history.get("seconds"), "history": history.get("epochs", []),
     }
@@ -52,11 +74,12 @@ def _variant_entry(folder: Path, metrics: dict | None, cam: dict | None, export:
 
 def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir)
-    proto = artifacts.read_json(run_dir / "run.json")
+    proto = read_protocol(run_dir)
     thresholds = thresholds or thresholds_of_run(run_dir)
     test_sets = proto["profile"]["test_sets"]
-    groups = collect(run_dir)
-    verdicts = judge(run_dir, thresholds, test_sets, proto.get("variants", []))
+    groups = collect(run_dir, proto["profile"])
+    verdicts = judge(run_dir, thresholds, test_sets, proto.get("variants", []), str(proto["profile"].get("backbone", "")),
+                     proto["profile"])
     matrix: dict[str, dict[str, Any]] = {}
     baselines: dict[str, Any] = {}
     variants: dict[str, Any] = {}
@@ -75,7 +98,8 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
                 for kind in ("soft", "strict")
             }
         for r in runs:
-            variants[r.folder.name] = _variant_entry(r.folder, r.metrics, r.cam, r.export)
+            variants[r.folder.name] = _variant_entry(r.folder, r.metrics, r.cam, r.export) | {
+                "problems": dict(r.problems)}
     return {
         "schema": 1,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -83,6 +107,7 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
         "verdict": overall(verdicts),
         "gated_variants": list(thresholds.gated),
         "verdicts": [v.to_dict() for v in verdicts],
+        "judged": judged_table(verdicts),
         "matrix": matrix,
         "baselines": baselines,
         "protocol": proto | {"thresholds": thresholds.to_dict()},

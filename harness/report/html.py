@@ -53,6 +53,8 @@ CRITERIA = {
     "cam_pointing": "share of labelled covers whose Grad-CAM peak lies on (within 15 px of) the cover",
     "onnx_parity": "largest difference between the PyTorch model and the exported ONNX model (logits)",
     "latency": "median time of one onnxruntime CPU call (milliseconds)",
+    "strict_accuracy": "strict accuracy: share of photos where the model names the photo's main book",
+    "test_sets_judged": "how many of the run's test sets an accuracy criterion judged (all of them, or ERROR)",
 }
 
 VERDICT_TEXT = {
@@ -114,6 +116,8 @@ def fmt_value(criterion: str, v: Any) -> str:
         return "inf" if _is_num(v) and math.isinf(v) else (f"{v:.1e}" if _is_num(v) else str(v))
     if criterion == "latency":
         return fmt_ms(v)
+    if criterion == "test_sets_judged":
+        return f"{v:.0f}" if _is_num(v) else str(v)
     return fmt_num(v, signed=criterion.endswith("_above_constant"))
 
 
@@ -166,19 +170,60 @@ def _order_index(name: str, order: Sequence[str]) -> tuple[int, str]:
     return (order.index(name), "") if name in order else (len(order), name)
 
 
+def _model_name(d: Mapping[str, Any]) -> str | None:
+    """The identity a report groups by: 'backbone-init-level' (older reports: the variant name alone)."""
+    return d.get("model") or d.get("variant")
+
+
+def _split_name(name: str) -> tuple[str, str, str]:
+    """'vgg16-imagenet-all' -> ('vgg16', 'imagenet', 'all'); 'imagenet-all' -> ('', 'imagenet', 'all')."""
+    bits = str(name).split("-")
+    if len(bits) >= 3:
+        return "-".join(bits[:-2]), bits[-2], bits[-1]
+    init, _, level = str(name).partition("-")
+    return "", init, level
+
+
+def _canon(report: Mapping[str, Any]):
+    """A function mapping a plain variant name of the protocol ('imagenet-all') to the report's model key."""
+    entries = [e for e in (report.get("variants") or {}).values() if isinstance(e, Mapping)]
+    keyed = any(e.get("model") for e in entries) or any(isinstance(v, Mapping) and v.get("model")
+                                                          for v in report.get("verdicts") or [])
+    backbone = _d(report, "protocol", "profile", "backbone", default="")
+    known = {_model_name(e) for e in entries} | set(report.get("matrix") or {})
+
+    def canon(name: str) -> str:
+        if not keyed or name in known or not backbone or len(str(name).split("-")) != 2:
+            return name
+        return f"{backbone}-{name}"
+    return canon
+
+
 def _variant_parts(report: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
-    """variant name -> (init, level), from the variant folders, else parsed from the name '<init>-<level>'."""
+    """model name -> (init, level), from the variant folders, else parsed from the name '[backbone-]<init>-<level>'."""
     parts: dict[str, tuple[str, str]] = {}
     for entry in (report.get("variants") or {}).values():
-        if isinstance(entry, Mapping) and entry.get("variant"):
-            parts.setdefault(entry["variant"], (str(entry.get("init") or ""), str(entry.get("level") or "")))
-    names = list(report.get("matrix") or {}) + list(_d(report, "protocol", "variants", default=[]))
-    names += [v.get("variant") for v in report.get("verdicts") or [] if isinstance(v, Mapping)]
+        if isinstance(entry, Mapping) and _model_name(entry):
+            parts.setdefault(_model_name(entry), (str(entry.get("init") or ""), str(entry.get("level") or "")))
+    canon = _canon(report)
+    names = list(report.get("matrix") or {}) + [canon(n) for n in _d(report, "protocol", "variants", default=[])]
+    names += [_model_name(v) for v in report.get("verdicts") or [] if isinstance(v, Mapping)]
     for name in names:
         if name and name not in parts:
-            init, _, level = str(name).partition("-")
+            _, init, level = _split_name(name)
             parts[name] = (init, level)
     return parts
+
+
+def _backbones(report: Mapping[str, Any], names) -> dict[str, str]:
+    """model name -> backbone ('' where unknown)."""
+    out = {}
+    for entry in (report.get("variants") or {}).values():
+        if isinstance(entry, Mapping) and _model_name(entry):
+            out[_model_name(entry)] = str(entry.get("backbone") or "")
+    for n in names:
+        out.setdefault(n, _split_name(n)[0])
+    return out
 
 
 def _variant_key(gated: Sequence[str], parts: Mapping[str, tuple[str, str]]):
@@ -193,7 +238,7 @@ def _seed_runs(report: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for folder, entry in (report.get("variants") or {}).items():
         if isinstance(entry, Mapping):
-            out.setdefault(entry.get("variant") or folder, []).append(dict(entry) | {"folder": entry.get("folder") or folder})
+            out.setdefault(_model_name(entry) or folder, []).append(dict(entry) | {"folder": entry.get("folder") or folder})
     for runs in out.values():
         runs.sort(key=lambda e: (e.get("seed") if isinstance(e.get("seed"), int) else 1 << 30, e["folder"]))
     return out
@@ -266,18 +311,23 @@ def _matrix(report: Mapping[str, Any], splits: Sequence[str], parts: Mapping[str
     matrix = report.get("matrix") or {}
     baselines = report.get("baselines") or {}
     profile = _d(report, "protocol", "profile", default={})
-    in_run = set(_d(report, "protocol", "variants", default=[])) | set(matrix) | set(runs)
+    canon = _canon(report)
+    in_run = {canon(n) for n in _d(report, "protocol", "variants", default=[])} | set(matrix) | set(runs)
     inits = {p[0] for n, p in parts.items() if n in in_run} | set(profile.get("inits") or [])
     levels = {p[1] for n, p in parts.items() if n in in_run} | set(profile.get("levels") or [])
     inits_o = sorted(inits, key=lambda x: _order_index(x, INIT_ORDER))
     levels_o = sorted(levels, key=lambda x: _order_index(x, LEVEL_ORDER))
-    by_parts = {p: n for n, p in parts.items()}
+    backbone_of = _backbones(report, list(parts))
+    backbones = sorted({backbone_of.get(n, "") for n in parts if n in in_run}) or [""]
+    several = len(backbones) > 1
+    by_parts = {(backbone_of.get(n, "") if several else "", *p): n for n, p in parts.items() if n in in_run}
+    by_parts_any = {p: n for n, p in parts.items()}
     show_ref = {"test_easy", "test_difficult"} <= set(splits)
     rows = []
-    for init in inits_o:
+    for backbone, init in [(b, i) for b in (backbones if several else [""]) for i in inits_o]:
         cells = []
         for level in levels_o:
-            name = by_parts.get((init, level))
+            name = by_parts.get((backbone, init, level)) or (None if several else by_parts_any.get((init, level)))
             cell: dict[str, Any] = {"variant": name or f"{init}-{level}", "gated": name in gated, "state": "absent",
                                     "css": "cell-absent", "note": "not in this run", "seeds": 0, "lines": []}
             ref = REFERENCE_2018.get((init, level))
@@ -306,7 +356,8 @@ def _matrix(report: Mapping[str, Any], splits: Sequence[str], parts: Mapping[str
                                 css="cell-good" if beats else "cell-bad",
                                 note="" if beats else "not above the constant answer")
             cells.append(cell)
-        rows.append({"init": init, "label": INIT_LABELS.get(init, init), "cells": cells})
+        label = INIT_LABELS.get(init, init)
+        rows.append({"init": init, "label": f"{backbone} · {label}" if several else label, "cells": cells})
     base_rows, lines = [], []
     for s in splits:
         b = baselines.get(s)
@@ -631,11 +682,13 @@ def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     """The template's view model: every string formatted, every missing piece marked."""
     run_dir = Path(run_dir)
     verdicts = [v for v in report.get("verdicts") or [] if isinstance(v, Mapping)]
-    gated = list(report.get("gated_variants") or [])
+    canon = _canon(report)
+    gated = [canon(g) for g in report.get("gated_variants") or []]
+    gated += sorted({_model_name(v) for v in verdicts if v.get("gated") and _model_name(v)} - set(gated))
     parts = _variant_parts(report)
     runs = _seed_runs(report)
-    names = set(runs) | set(report.get("matrix") or {}) | set(_d(report, "protocol", "variants", default=[]))
-    names |= {v.get("variant") for v in verdicts if v.get("variant")}
+    names = set(runs) | set(report.get("matrix") or {}) | {canon(n) for n in _d(report, "protocol", "variants", default=[])}
+    names |= {_model_name(v) for v in verdicts if _model_name(v)}
     order = sorted(names, key=_variant_key(gated, parts))
     splits = list(_d(report, "protocol", "profile", "test_sets", default=[]) or [])
     for name in report.get("matrix") or {}:
@@ -653,6 +706,8 @@ def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
         "confusion_split": split_label(primary),
         "cam": _cam(report, run_dir, order, runs, gated, cam_split),
         "export": _export(order, runs),
+        "judged": [{"model": m, "sets": [{"split": split_label(k), "criteria": ", ".join(c)} for k, c in t.items()]}
+                   for m, t in (report.get("judged") or {}).items() if isinstance(t, Mapping)],
         "protocol": _protocol(report),
         "NA": NA,
     }
