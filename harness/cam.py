@@ -152,13 +152,13 @@ def save_overlay(path: Path, image: torch.Tensor | np.ndarray, rows: Sequence[tu
         if not cam.max() > 0:
             caption += " (zero map)"
         ax[0].imshow(cam, cmap="jet", vmin=0, vmax=1, interpolation="bilinear")
-        ax[0].set_title(f"{caption}: heat map", fontsize=10)
+        ax[0].set_title(f"{caption}: heat map", fontsize=10, parse_math=False)
         ax[1].imshow(jet_overlay(img, cam))
-        ax[1].set_title(f"{caption}: superimposed", fontsize=10)
+        ax[1].set_title(f"{caption}: superimposed", fontsize=10, parse_math=False)
         drawn = [ax[1]]
         if n == 0:
             ax[2].imshow(img)
-            ax[2].set_title("original", fontsize=10)
+            ax[2].set_title("original", fontsize=10, parse_math=False)
             drawn.append(ax[2])
         for a in drawn:
             for r in regions:
@@ -170,12 +170,12 @@ def save_overlay(path: Path, image: torch.Tensor | np.ndarray, rows: Sequence[tu
                     x, y, bw, bh = r.bbox
                     a.add_patch(Rectangle((x, y), bw, bh, fill=False, edgecolor=c, linewidth=1.5))
                     tx, ty = x, y
-                a.text(max(tx, 0), max(ty, 0), r.label, color="black", fontsize=8, va="top",
+                a.text(max(tx, 0), max(ty, 0), r.label, color="black", fontsize=8, va="top", parse_math=False,
                        bbox={"facecolor": c, "edgecolor": "none", "pad": 1, "alpha": 0.8})
             a.set_xlim(0, w)
             a.set_ylim(h, 0)
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, fontsize=11, parse_math=False)
     fig.tight_layout()
     canvas.draw()
     rgb = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])

@@ -281,13 +281,16 @@ def test_existing_cam_json_is_skipped_unless_forced(tiny_run, capsys):
     assert set(first["summary"]) == {"test_plain"}
     stamp = (vdir / "cam.json").stat().st_mtime_ns
     os.utime(vdir / "cam.json", ns=(stamp - 10**9, stamp - 10**9))
-    again = cam_run(tiny_run)["vgg16-scratch-none-s0"]
-    assert set(again["summary"]) == {"test_plain"}  # read back, not recomputed
+    again = cam_run(tiny_run, splits=["test_plain"])["vgg16-scratch-none-s0"]
+    assert set(again["summary"]) == {"test_plain"}  # read back, not recomputed: same model, same test images
     assert (vdir / "cam.json").stat().st_mtime_ns == stamp - 10**9
     assert "skipping" in capsys.readouterr().err
     forced = cam_variant(vdir, force=True, splits=["test_plain"])
     assert (vdir / "cam.json").stat().st_mtime_ns != stamp - 10**9
     assert forced["summary"]["test_plain"]["images"] == 2
+    # cam.json records what it was made from: other test sets are not "done", they are redone without --force
+    other = cam_run(tiny_run)["vgg16-scratch-none-s0"]
+    assert set(other["summary"]) == {"test_plain", "test_coco"}
 
 
 def test_cli_cam(tiny_run, capsys):
