@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
+import math
+import posixpath
+import struct
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Sequence
 
 import numpy as np
@@ -22,7 +24,7 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Region:
-    """One labelled object: its class and its polygon / box in pixels of the stored image."""
+    """One labelled object: its class and its polygon / box in pixels of its Sample's image (the working size)."""
 
     label: str
     polygon: tuple[tuple[float, float], ...]
@@ -36,7 +38,7 @@ class Sample:
     label: str  # the primary label
     acceptable: frozenset[str]  # labels that count as correct for soft accuracy
     regions: tuple[Region, ...] = ()  # in pixels of `image` (scaled with it)
-    scale: float = 1.0  # working pixels per stored pixel (<= 1)
+    scale: float = 1.0  # working pixels per original pixel along the shorter side (<= 1; never upscaled)
     original_size: tuple[int, int] | None = None  # (width, height) of the stored photo, EXIF orientation applied
 
 
@@ -67,28 +69,39 @@ def working_short_side(image_size: int) -> int:
 def _to_8bit(im: Image.Image) -> Image.Image:
     """High-bit-depth modes scaled to 8 bits (Pillow's convert('RGB') would clip them to white)."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        a = np.asarray(im, dtype=np.float64)
+        a = np.asarray(im, dtype=np.float32)
         peak = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
         return Image.fromarray(np.clip(np.round(a * 255.0 / peak), 0, 255).astype(np.uint8), "L")
     if im.mode == "F":
-        a = np.asarray(im, dtype=np.float64)
+        a = np.nan_to_num(np.asarray(im, dtype=np.float32))
         a = a * 255.0 if a.max(initial=0) <= 1.0 else a
         return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
     return im
 
 
-def decode_image(path: Path, max_short_side: int | None = DEFAULT_SHORT_SIDE) -> tuple[torch.Tensor, float, tuple[int, int]]:
-    """Decode to uint8 RGB 3 x H x W at working size: (tensor, scale, (stored width, stored height)).
+# what Pillow raises on corrupt, truncated or unsupported files (its plugins are not uniform)
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError,
+                  struct.error, ZeroDivisionError)
 
-    EXIF orientation is applied (phone photos are stored rotated), 16-bit images are scaled to 8 bits, CMYK /
-    palette / alpha / grey become RGB, and the shorter side is reduced to `max_short_side` (never enlarged); JPEGs
-    are decoded at reduced scale directly (draft mode), so a 12-megapixel photo never sits in memory at full size.
-    Corrupt files and decompression bombs raise DataError naming the file.
+
+def decode_image(path: Path, max_short_side: int | None = DEFAULT_SHORT_SIDE) -> tuple[torch.Tensor, float, tuple[int, int]]:
+    """Decode to uint8 RGB 3 x H x W at working size: (tensor, scale, (width, height) of the photo as displayed).
+
+    EXIF orientation is applied first (phone photos are stored rotated; COCO coordinates refer to the photo as
+    displayed), 16-bit images are scaled to 8 bits (I;16*: value / 257; I: the same when any value exceeds 255;
+    F: [0, 1] when its maximum is at most 1, else 0..255), CMYK / palette / grey become RGB, alpha is composited on
+    white, and the shorter side is reduced to `max_short_side` (never enlarged; None: full size) with Lanczos
+    resampling. JPEGs are decoded at reduced scale directly (draft mode: DCT scaling by 1/2, 1/4 or 1/8), so a
+    12-megapixel photo never sits in memory at full size. `scale` is working pixels per displayed pixel along the
+    shorter side (1.0 when not reduced). Corrupt or truncated files and decompression bombs (Pillow's
+    Image.MAX_IMAGE_PIXELS; its warning counts as an error too) raise DataError naming the file.
     """
     import warnings
 
     from PIL import ImageOps
 
+    if max_short_side is not None and max_short_side < 1:
+        raise ValueError(f"max_short_side must be a positive number of pixels or None, got {max_short_side!r}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -98,14 +111,15 @@ def decode_image(path: Path, max_short_side: int | None = DEFAULT_SHORT_SIDE) ->
                 if orientation in (5, 6, 7, 8):
                     w0, h0 = h0, w0
                 scale = 1.0
-                if max_short_side and min(w0, h0) > max_short_side:
+                if max_short_side is not None and min(w0, h0) > max_short_side:
                     scale = max_short_side / min(w0, h0)
                     if im.format == "JPEG":
                         # draft size is in stored orientation; it picks a power-of-two scale >= the request
                         want = (max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale)))
                         im.draft("RGB", want)
                 im.load()
-                im = ImageOps.exif_transpose(im)
+                if orientation != 1:
+                    im = ImageOps.exif_transpose(im)
                 im = _to_8bit(im)
                 if im.mode not in ("RGB",):
                     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -116,18 +130,18 @@ def decode_image(path: Path, max_short_side: int | None = DEFAULT_SHORT_SIDE) ->
                 if scale < 1.0:
                     target = (max(1, round(w0 * scale)), max(1, round(h0 * scale)))
                     if im.size != target:
-                        im = im.resize(target, Image.Resampling.LANCZOS)
+                        im = im.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
                 arr = np.asarray(im, dtype=np.uint8).copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{path}: refused as a possible decompression bomb ({exc}); Pillow's limit is "
                         f"Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS} pixels. Downscale the image, or remove "
                         f"it") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except _DECODE_ERRORS as exc:
         raise DataError(f"{path}: cannot decode image ({exc}); replace or remove the file") from exc
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), scale, (w0, h0)
 
 
-def load_image(path: Path, max_short_side: int | None = None) -> torch.Tensor:
+def load_image(path: Path, max_short_side: int | None = DEFAULT_SHORT_SIDE) -> torch.Tensor:
     """Decode an image file to a uint8 RGB tensor (3 x H x W); corrupt files raise DataError naming the file."""
     return decode_image(path, max_short_side)[0]
 
@@ -135,7 +149,7 @@ def load_image(path: Path, max_short_side: int | None = None) -> torch.Tensor:
 def _inside(root: Path, path: Path) -> bool:
     try:
         return path.resolve().is_relative_to(root.resolve())
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):  # unreadable, a symlink loop, an embedded NUL
         return False
 
 
@@ -199,23 +213,35 @@ def load_test(root: Path, split: str, classes: Sequence[str], max_short_side: in
 
 
 # --- COCO: one validation layer, typed, naming the file, the entry and the key ---------------------------------------
+#
+# The whole JSON document is checked before any image is decoded, so a typo in entry 900 costs no decoding and a
+# path outside the dataset root is refused before anything is read from it.
 
-_NUM = (int, float)
+
+@dataclass(frozen=True)
+class _Entry:
+    """One checked images[i]."""
+
+    where: str  # "images[3]"
+    id: int
+    name: str  # normalised POSIX path relative to the root
+    path: Path
+    primary: str
+    acceptable: frozenset[str]
+
+
+@dataclass(frozen=True)
+class _Annotation:
+    """One checked annotations[i] of a model class, in pixels of the stored photo."""
+
+    where: str  # "annotations[7]"
+    label: str
+    polygon: tuple[tuple[float, float], ...]
+    bbox: tuple[float, float, float, float]
 
 
 def _fail(ann: Path, where: str, msg: str) -> DataError:
     return DataError(f"{ann}: {where}: {msg}; fix the annotation file")
-
-
-def _req(obj: dict, key: str, types, ann: Path, where: str, what: str):
-    if key not in obj:
-        raise _fail(ann, where, f"missing key {key!r} ({what})")
-    v = obj[key]
-    if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-        raise _fail(ann, where, f"{key!r} = {v!r} must be {what}")
-    if not isinstance(v, types):
-        raise _fail(ann, where, f"{key!r} = {_short(v)} must be {what}")
-    return v
 
 
 def _short(v) -> str:
@@ -223,115 +249,180 @@ def _short(v) -> str:
     return r if len(r) <= 60 else r[:57] + "..."
 
 
-def _list_of(obj: dict, key: str, ann: Path, where: str):
-    v = obj.get(key)
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _req(obj: dict, key: str, types, ann: Path, where: str, what: str):
+    """obj[key], which must exist and be of `types` (bool is never an int here); else DataError naming the key."""
+    if key not in obj:
+        raise _fail(ann, where, f"missing key {key!r} ({what})")
+    v = obj[key]
+    allowed = types if isinstance(types, tuple) else (types,)
+    if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):
+        raise _fail(ann, where, f"{key!r} = {_short(v)} must be {what}")
+    return v
+
+
+def _opt(obj: dict, key: str, types, default, ann: Path, where: str, what: str):
+    return _req(obj, key, types, ann, where, what) if key in obj else default
+
+
+def _list_of(obj: dict, key: str, ann: Path) -> list[dict]:
+    """A top-level list whose items are all objects."""
+    v = obj[key]
     if not isinstance(v, list):
-        raise _fail(ann, where, f"{key!r} must be a list (COCO format), not {_short(v)}")
+        raise _fail(ann, "top level", f"{key!r} must be a list (COCO format), not {_short(v)}")
     for i, item in enumerate(v):
         if not isinstance(item, dict):
             raise _fail(ann, f"{key}[{i}]", f"must be an object, not {_short(item)}")
     return v
 
 
-def _str_list(img: dict, key: str, ann: Path, where: str) -> list[str]:
-    v = img.get(key, [])
-    if isinstance(v, str) or not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+def _str_list(obj: dict, key: str, ann: Path, where: str) -> list[str]:
+    v = obj.get(key, [])
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):  # a bare string is refused, not iterated
         raise _fail(ann, where, f"{key!r} = {_short(v)} must be a list of label strings (e.g. [\"bayes\"])")
     return v
 
 
 def _bbox(a: dict, ann: Path, where: str) -> tuple[float, float, float, float]:
     b = _req(a, "bbox", list, ann, where, "a list [x, y, width, height]")
-    if len(b) != 4 or not all(isinstance(x, _NUM) and not isinstance(x, bool) for x in b):
+    if len(b) != 4 or not all(_is_number(x) for x in b):
         raise _fail(ann, where, f"'bbox' = {_short(b)} must be 4 numbers [x, y, width, height]")
     return tuple(float(x) for x in b)  # type: ignore[return-value]
 
 
 def _polygon(a: dict, ann: Path, where: str) -> tuple[tuple[float, float], ...]:
-    seg = a.get("segmentation") or []
-    if not isinstance(seg, list) or not all(isinstance(p, list) for p in seg):
-        raise _fail(ann, where, f"'segmentation' = {_short(seg)} must be a list of polygons [[x1, y1, x2, y2, ...]]")
-    if not seg:
+    """The first polygon of `segmentation` (all are checked; absent or null: no polygon)."""
+    seg = a.get("segmentation")
+    if seg is None:
         return ()
-    poly = seg[0]
-    if len(poly) < 6 or len(poly) % 2 or not all(isinstance(x, _NUM) and not isinstance(x, bool) for x in poly):
-        raise _fail(ann, where, f"'segmentation'[0] = {_short(poly)} must be an even list of at least 6 numbers")
-    return tuple((float(x), float(y)) for x, y in zip(poly[0::2], poly[1::2]))
+    if not isinstance(seg, list):
+        raise _fail(ann, where, f"'segmentation' = {_short(seg)} must be a list of polygons [[x1, y1, x2, y2, ...]] "
+                                f"(RLE masks are not supported)")
+    for k, poly in enumerate(seg):
+        if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2 or not all(_is_number(x) for x in poly):
+            raise _fail(ann, where, f"'segmentation'[{k}] = {_short(poly)} must be an even-length list of at least "
+                                    f"6 numbers [x1, y1, x2, y2, x3, y3, ...]")
+    return tuple((float(x), float(y)) for x, y in zip(seg[0][0::2], seg[0][1::2])) if seg else ()
 
 
-def _load_coco(root: Path, ann: Path, split: str, classes: tuple[str, ...],
-               max_short_side: int | None = DEFAULT_SHORT_SIDE) -> Dataset:
+def _read_coco(ann: Path) -> dict:
     try:
         coco = json.loads(ann.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{ann}: cannot read annotation JSON ({exc})") from exc
+        raise DataError(f"{ann}: cannot read annotation JSON ({exc}); fix or regenerate the file") from exc
     if not isinstance(coco, dict):
-        raise DataError(f"{ann}: the file holds {_short(coco)}, not a COCO object with images, annotations, categories")
+        raise DataError(f"{ann}: the file holds {_short(coco)}, not a COCO object with images, annotations and "
+                        f"categories; fix the annotation file")
     for key in ("images", "annotations", "categories"):
         if key not in coco:
             raise DataError(f"{ann}: missing top-level key {key!r} (COCO format expected)")
+    return coco
+
+
+def _categories(coco: dict, ann: Path) -> dict[int, str]:
     cats: dict[int, str] = {}
-    for i, c in enumerate(_list_of(coco, "categories", ann, "top level")):
-        cats[_req(c, "id", int, ann, f"categories[{i}]", "an integer")] = _req(c, "name", str, ann, f"categories[{i}]", "a string")
-    known_other = {name for name in cats.values() if name not in classes}
-    images = _list_of(coco, "images", ann, "top level")
-    ids: dict[int, int] = {}
-    for i, img in enumerate(images):
-        iid = _req(img, "id", int, ann, f"images[{i}]", "an integer")
-        if iid in ids:
-            raise _fail(ann, f"images[{i}]", f"duplicate image id {iid} (also images[{ids[iid]}])")
-        ids[iid] = i
-    raw_regions: dict[int, list[tuple[str, tuple, tuple, str]]] = {}
-    for i, a in enumerate(_list_of(coco, "annotations", ann, "top level")):
+    for i, c in enumerate(_list_of(coco, "categories", ann)):
+        where = f"categories[{i}]"
+        cid = _req(c, "id", int, ann, where, "an integer")
+        if cid in cats:
+            raise _fail(ann, where, f"duplicate category id {cid}")
+        cats[cid] = _req(c, "name", str, ann, where, "a string")
+    return cats
+
+
+def _image_path(root: Path, fname: str, ann: Path, where: str) -> tuple[str, Path]:
+    """(normalised POSIX name, path) of a file_name that stays inside the root, symlinks followed; else DataError."""
+    name = posixpath.normpath(fname) if fname.strip() and "\0" not in fname else ""
+    absolute = PurePosixPath(fname).is_absolute() or bool(PureWindowsPath(fname).anchor)
+    climbs = not name or name == ".." or name.startswith("../")
+    # both the lexical and the physical reading ("link/.." goes where the link points) must stay inside
+    if absolute or climbs or not (_inside(root, root / name) and _inside(root, root / fname)):
+        raise _fail(ann, where, f"file_name {_short(fname)} is not inside the dataset root {root} (absolute, or "
+                                f"climbing out with '..' or a symlink); image paths must be relative to the root")
+    return name, root / name
+
+
+def _images(coco: dict, root: Path, ann: Path, classes: tuple[str, ...], known_other: set[str]) -> list[_Entry]:
+    entries: list[_Entry] = []
+    seen: dict[int, str] = {}
+    for i, img in enumerate(_list_of(coco, "images", ann)):
+        where = f"images[{i}]"
+        iid = _req(img, "id", int, ann, where, "an integer")
+        if iid in seen:
+            raise _fail(ann, where, f"duplicate image id {iid} (also {seen[iid]})")
+        seen[iid] = where
+        fname = _req(img, "file_name", str, ann, where, "a path relative to the dataset root")
+        name, path = _image_path(root, fname, ann, where)
+        where = f"{where} ({name})"
+        primary = _req(img, "primary_label", str, ann, where, "a label string")
+        labels = set(_str_list(img, "acceptable_labels", ann, where))
+        for lbl in sorted(labels | {primary}):
+            if lbl not in classes:
+                hint = " (a category that is not a model class)" if lbl in known_other else ""
+                raise _fail(ann, where, f"image {fname} names unknown label {lbl!r}{hint}; classes are {list(classes)}")
+        if _opt(img, "background_acceptable", bool, False, ann, where, "true or false"):
+            labels.add("background")
+        entries.append(_Entry(where, iid, name, path, primary, frozenset(labels | {primary})))
+    if not entries:
+        raise DataError(f"{ann}: no images listed; add entries to 'images'")
+    return entries
+
+
+def _annotations(coco: dict, ann: Path, cats: dict[int, str], image_ids: set[int],
+                 classes: tuple[str, ...]) -> dict[int, list[_Annotation]]:
+    """Checked annotations of model classes by image id (others, e.g. unknown_book, are checked and dropped)."""
+    by_image: dict[int, list[_Annotation]] = {}
+    for i, a in enumerate(_list_of(coco, "annotations", ann)):
         where = f"annotations[{i}]"
         cid = _req(a, "category_id", int, ann, where, "an integer")
         image_id = _req(a, "image_id", int, ann, where, "an integer")
         bbox, poly = _bbox(a, ann, where), _polygon(a, ann, where)
-        name = cats.get(cid)
-        if name is None:
+        if cid not in cats:
             raise _fail(ann, where, f"unknown category_id {cid} (categories are {sorted(cats)})")
-        if image_id not in ids:
+        if image_id not in image_ids:
             raise _fail(ann, where, f"image_id {image_id} matches no entry of 'images'")
-        if name not in classes:
-            continue  # e.g. unknown_book: drawn in the data, not a class of the model
-        raw_regions.setdefault(image_id, []).append((name, poly, bbox, where))
+        if cats[cid] in classes:
+            by_image.setdefault(image_id, []).append(_Annotation(where, cats[cid], poly, bbox))
+    return by_image
+
+
+def _regions(ann: Path, entry: _Entry, anns: Sequence[_Annotation], size: tuple[int, int],
+             factors: tuple[float, float]) -> tuple[Region, ...]:
+    """Bounds checked in stored pixels (`size`), then scaled per axis by `factors` onto the working image."""
+    w, h = size
+    sx, sy = factors
+    tol = 1.0  # polygons are drawn by eye: allow a pixel of rounding at the frame
+    out = []
+    for a in anns:
+        x, y, bw, bh = a.bbox
+        if x < -tol or y < -tol or x + bw > w + tol or y + bh > h + tol or bw <= 0 or bh <= 0:
+            raise DataError(f"{ann}: {a.where}: box {list(a.bbox)} of {a.label!r} on {entry.name} lies outside the "
+                            f"{w}x{h} image; fix the annotation file")
+        if any(px < -tol or py < -tol or px > w + tol or py > h + tol for px, py in a.polygon):
+            raise DataError(f"{ann}: {a.where}: polygon of {a.label!r} on {entry.name} has points outside the "
+                            f"{w}x{h} image; fix the annotation file")
+        out.append(Region(a.label, tuple((px * sx, py * sy) for px, py in a.polygon), (x * sx, y * sy, bw * sx, bh * sy)))
+    return tuple(out)
+
+
+def _load_coco(root: Path, ann: Path, split: str, classes: tuple[str, ...],
+               max_short_side: int | None = DEFAULT_SHORT_SIDE) -> Dataset:
+    coco = _read_coco(ann)
+    cats = _categories(coco, ann)
+    entries = _images(coco, root, ann, classes, {n for n in cats.values() if n not in classes})
+    by_image = _annotations(coco, ann, cats, {e.id for e in entries}, classes)
     samples = []
-    for i, img in enumerate(images):
-        where = f"images[{i}]"
-        fname = _req(img, "file_name", str, ann, where, "a path relative to the dataset root")
-        rel = Path(fname)
-        path = root / rel
-        if rel.is_absolute() or not fname.strip() or not _inside(root, path):
-            raise _fail(ann, where, f"file_name {fname!r} is not inside the dataset root {root} (absolute or "
-                                    f"climbing out with '..'); image paths must be relative to the root")
-        if not path.is_file():
-            raise DataError(f"{ann}: {where} (image {img['id']}) points at missing file {path}")
-        labels = set(_str_list(img, "acceptable_labels", ann, where))
-        primary = _req(img, "primary_label", str, ann, where, "a label string")
-        bg = img.get("background_acceptable", False)
-        if not isinstance(bg, bool):
-            raise _fail(ann, where, f"'background_acceptable' = {_short(bg)} must be true or false")
-        for lbl in labels | {primary}:
-            if lbl not in classes:
-                hint = " (a category that is not a model class)" if lbl in known_other else ""
-                raise DataError(f"{ann}: {where}: image {fname} names unknown label {lbl!r}{hint}; classes are {list(classes)}")
-        if bg:
-            labels.add("background")
-        labels.add(primary)
-        tensor, scale, (w, h) = decode_image(path, max_short_side)
-        regions = []
-        tol = 1.0  # polygons are drawn by eye: allow a pixel of rounding at the frame
-        for name, poly, (x, y, bw, bh), awhere in raw_regions.get(img["id"], []):
-            if x < -tol or y < -tol or x + bw > w + tol or y + bh > h + tol or bw <= 0 or bh <= 0:
-                raise DataError(f"{ann}: {awhere}: box {[x, y, bw, bh]} of {name!r} on {fname} lies outside the {w}x{h} image")
-            if any(px < -tol or py < -tol or px > w + tol or py > h + tol for px, py in poly):
-                raise DataError(f"{ann}: {awhere}: polygon of {name!r} on {fname} has points outside the {w}x{h} image")
-            regions.append(Region(name, tuple((px * scale, py * scale) for px, py in poly),
-                                  (x * scale, y * scale, bw * scale, bh * scale)))
-        samples.append(Sample(Path(os.path.normpath(fname)).as_posix(),
-                              tensor, primary, frozenset(labels), tuple(regions), scale, (w, h)))
-    if not samples:
-        raise DataError(f"{ann}: no images listed")
+    for e in entries:
+        if not e.path.is_file():
+            raise DataError(f"{ann}: {e.where}: points at missing file {e.path}; add the file or remove the "
+                            f"entry")
+        tensor, scale, (w, h) = decode_image(e.path, max_short_side)
+        factors = (tensor.shape[2] / w, tensor.shape[1] / h) if scale != 1.0 else (1.0, 1.0)
+        regions = _regions(ann, e, by_image.get(e.id, []), (w, h), factors)
+        samples.append(Sample(e.name, tensor, e.primary, e.acceptable, regions, scale, (w, h)))
     return Dataset(split, classes, tuple(samples), has_regions=True)
 
 

@@ -18,9 +18,10 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "small-book-images"
 
 
 @pytest.mark.slow
-def test_smoke_profile_all_eight_vgg16_variants(tmp_path, capsys):
+def test_smoke_profile_all_eight_vgg16_variants(tmp_path, capsys, monkeypatch):
     from torchvision.models import vgg16
 
+    monkeypatch.chdir(tmp_path)  # `latest` is only ever written under the project's reports/ (here: tmp_path's)
     weights = tmp_path / "generated-vgg16.pth"
     torch.manual_seed(0)
     torch.save(vgg16().state_dict(), weights)
