@@ -412,7 +412,9 @@ def load_profile(name_or_path: str, overrides: Sequence[str] = ()) -> Profile:
     """The edge: read, override, validate. Everything downstream trusts the returned Profile."""
     raw, source = read_profile_toml(name_or_path)
     raw.pop("source", None)
-    return validate(apply_overrides(raw, overrides), source + (f" + overrides {list(overrides)}" if overrides else ""))
+    # the source names the file and says overrides apply; each error names its own key and value, and run.json
+    # records the command line, so the list itself would only bury the key at the end of a long message
+    return validate(apply_overrides(raw, overrides), source + (f" + overrides ({len(overrides)} --set)" if overrides else ""))
 
 
 def profile_from_dict(d: Mapping[str, Any]) -> Profile:
