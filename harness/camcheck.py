@@ -15,7 +15,6 @@ import torch
 from harness import artifacts, localization
 from harness.backbones import get_backbone
 from harness.cam import gradcam_maps, save_overlay
-from harness.config import profile_from_dict
 from harness.data import DataError, Dataset, Region, Sample, load_test, resize_batch, working_short_side
 from harness.export import variant_dirs
 from harness.train import load_checkpoint, pick_device

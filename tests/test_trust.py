@@ -18,7 +18,7 @@ import torch
 
 from harness import artifacts, runlock
 from harness.cli import main
-from harness.config import ConfigError, load_profile
+from harness.config import load_profile
 from harness.data import load_train
 from harness.provenance import StaleRunError
 from harness.thresholds import parse_thresholds
@@ -396,8 +396,6 @@ def test_retrained_model_makes_export_evaluate_and_cam_rerun(tiny_pipeline, tmp_
 
 def test_path_traversal_writes_nothing_outside_the_run(tiny_pipeline, tmp_path, capsys):
     """An annotation pointing outside the dataset is refused before anything is read or written."""
-    from harness.report.build import build_report  # noqa: F401  (imported so the report path is exercised below)
-
     root, _, _ = tiny_pipeline
     import shutil
 
