@@ -23,13 +23,35 @@ class AccuracyRule:
     strict_min: float | None = None
     wilson_lower_min: float | None = None
     strict_above_constant: bool = True
+    wilson_above_constant: bool = False  # the Wilson 95% lower bound of soft accuracy above the best constant answer
+
+
+# The rule of a test set that no [thresholds.accuracy.<split>] names (a dataset's own test sets): above the best
+# constant answer by a margin, and the Wilson lower bound above it too. [thresholds.accuracy_default] replaces it.
+DEFAULT_ACCURACY_RULE = AccuracyRule(soft_margin=0.1, wilson_above_constant=True)
 
 
 @dataclass(frozen=True)
 class CamRule:
-    split: str = "test_difficult"
+    """Localization criteria of one saliency method over one test set ("" = every test set with regions).
+
+    Energy share must reach max(energy_share_min, chance + energy_share_margin), where chance is the mean expected
+    share of a uniform map (the labelled region's area fraction); the pointing rate likewise with the region dilated
+    by the pointing tolerance. sanity_max: the maps of the trained model and of the model with its last layer(s)
+    randomised must differ (mean Spearman rank correlation <= sanity_max), else the method's verdicts are ERROR.
+    """
+
+    split: str = ""
     energy_share_min: float | None = None
     pointing_rate_min: float | None = None
+    energy_share_margin: float | None = None
+    pointing_margin: float | None = None
+    sanity_max: float | None = None
+
+    @property
+    def configured(self) -> bool:
+        return any(v is not None for v in (self.energy_share_min, self.pointing_rate_min, self.energy_share_margin,
+                                           self.pointing_margin))
 
 
 @dataclass(frozen=True)
@@ -37,7 +59,10 @@ class Thresholds:
     gated: tuple[str, ...] = ("imagenet-all",)  # variants ('imagenet-all', any backbone) or 'vgg16-imagenet-all'
     seed_aggregate: str = "worst"  # "worst" seed gates, or "mean" over seeds
     accuracy: Mapping[str, AccuracyRule] = field(default_factory=dict)
-    cam: CamRule = field(default_factory=CamRule)
+    accuracy_default: AccuracyRule = DEFAULT_ACCURACY_RULE
+    cam: CamRule = field(default_factory=CamRule)  # Grad-CAM (harness-trained models: needs the PyTorch model)
+    occlusion: CamRule = field(default_factory=CamRule)  # black-box occlusion through onnxruntime (any ONNX model)
+    rise: CamRule = field(default_factory=CamRule)  # black-box RISE
     parity_atol: float = 1e-4
     parity_rtol: float = 1e-3
     latency_batch: int = 1
@@ -49,6 +74,15 @@ class Thresholds:
         d = asdict(self)
         d["accuracy"] = {k: asdict(v) for k, v in self.accuracy.items()}
         return d
+
+    def localization(self, method: str) -> CamRule:
+        """The rule of a saliency method: 'gradcam' -> [thresholds.cam], 'occlusion', 'rise'."""
+        return {"gradcam": self.cam, "occlusion": self.occlusion, "rise": self.rise}[method]
+
+
+# saliency method -> its [thresholds.<key>] table, evidence file <prefix>.json and criterion prefix
+SALIENCY_EVIDENCE = {"gradcam": "cam", "occlusion": "occlusion", "rise": "rise"}
+EVERY_MODEL = "*"  # thresholds.gated = ["*"]: every model of the run is gated (harness check)
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,6 +105,8 @@ def gated_entry(entry: str) -> tuple[str | None, str]:
     from harness.backbones import BACKBONES
     from harness.config import INITS
 
+    if entry == EVERY_MODEL:
+        return None, entry
     first, sep, rest = entry.partition("-")
     if first in INITS:
         split_variant(entry)
@@ -83,7 +119,7 @@ def gated_entry(entry: str) -> tuple[str | None, str]:
 
 def is_gated(thresholds: Thresholds, backbone: str, variant: str) -> bool:
     """Whether `variant` ('imagenet-all') of `backbone` is gated: an entry 'imagenet-all' or 'vgg16-imagenet-all'."""
-    return variant in thresholds.gated or f"{backbone}-{variant}" in thresholds.gated
+    return EVERY_MODEL in thresholds.gated or variant in thresholds.gated or f"{backbone}-{variant}" in thresholds.gated
 
 
 def _gated(v: Any, where: str) -> tuple[str, ...]:
@@ -97,8 +133,8 @@ def _gated(v: Any, where: str) -> tuple[str, ...]:
     return entries
 
 
-def _accuracy_rule(raw: Any, split: str, where: str) -> AccuracyRule:
-    key = f"thresholds.accuracy.{split}"
+def _accuracy_rule(raw: Any, split: str, where: str, key: str = "") -> AccuracyRule:
+    key = key or f"thresholds.accuracy.{split}"
     d = _table(raw, key, where)
     _keys(d, list(AccuracyRule.__dataclass_fields__), key, where)
     a = AccuracyRule()
@@ -109,18 +145,22 @@ def _accuracy_rule(raw: Any, split: str, where: str) -> AccuracyRule:
         strict_min=_unit(g("strict_min"), f"{key}.strict_min", where),
         wilson_lower_min=_unit(g("wilson_lower_min"), f"{key}.wilson_lower_min", where),
         strict_above_constant=_bool(g("strict_above_constant"), f"{key}.strict_above_constant", where),
+        wilson_above_constant=_bool(g("wilson_above_constant"), f"{key}.wilson_above_constant", where),
     )
 
 
-def _cam_rule(raw: Any, where: str) -> CamRule:
-    d = _table(raw, "thresholds.cam", where)
-    _keys(d, list(CamRule.__dataclass_fields__), "thresholds.cam", where)
+def _cam_rule(raw: Any, where: str, key: str = "thresholds.cam") -> CamRule:
+    d = _table(raw, key, where)
+    _keys(d, [k for k in CamRule.__dataclass_fields__], key, where)
     c = CamRule()
     g = lambda k: d.get(k, getattr(c, k))  # noqa: E731
     return CamRule(
-        split=_str(g("split"), "thresholds.cam.split", where),
-        energy_share_min=_unit(g("energy_share_min"), "thresholds.cam.energy_share_min", where),
-        pointing_rate_min=_unit(g("pointing_rate_min"), "thresholds.cam.pointing_rate_min", where),
+        split=_str(g("split"), f"{key}.split", where, nonempty=False),
+        energy_share_min=_unit(g("energy_share_min"), f"{key}.energy_share_min", where),
+        pointing_rate_min=_unit(g("pointing_rate_min"), f"{key}.pointing_rate_min", where),
+        energy_share_margin=_unit(g("energy_share_margin"), f"{key}.energy_share_margin", where),
+        pointing_margin=_unit(g("pointing_margin"), f"{key}.pointing_margin", where),
+        sanity_max=_opt_num(g("sanity_max"), f"{key}.sanity_max", where, -1, 1),
     )
 
 
@@ -159,7 +199,11 @@ def parse_thresholds(raw: Mapping[str, Any], source: str, user_file: Path | None
         gated=_gated(g("gated"), where),
         seed_aggregate=_choice(g("seed_aggregate"), "thresholds.seed_aggregate", where, ("worst", "mean")),
         accuracy={str(split): _accuracy_rule(rule, str(split), where) for split, rule in acc_raw.items()},
+        accuracy_default=(_accuracy_rule(d["accuracy_default"], "default", where, "thresholds.accuracy_default")
+                          if "accuracy_default" in d else DEFAULT_ACCURACY_RULE),
         cam=_cam_rule(d.get("cam", {}), where),
+        occlusion=_cam_rule(d.get("occlusion", {}), where, "thresholds.occlusion"),
+        rise=_cam_rule(d.get("rise", {}), where, "thresholds.rise"),
         parity_atol=_num(g("parity_atol"), "thresholds.parity_atol", where, min=0, min_open=True),
         parity_rtol=_num(g("parity_rtol"), "thresholds.parity_rtol", where, min=0),
         latency_batch=_int(g("latency_batch"), "thresholds.latency_batch", where, min=1),
@@ -186,12 +230,15 @@ def check_applies(thresholds: Thresholds, test_sets: Sequence[str], variants: Se
         if name not in test_sets:
             raise ConfigError(f"{where}: thresholds.accuracy.{name} names test set {name!r}, which this run does not "
                               f"have (test sets: {test_sets}){_closest(name, test_sets)}")
-    cam = thresholds.cam
-    if (cam.energy_share_min is not None or cam.pointing_rate_min is not None) and cam.split not in test_sets:
-        raise ConfigError(f"{where}: thresholds.cam.split = {cam.split!r} is not a test set of this run "
-                          f"(test sets: {test_sets}){_closest(cam.split, test_sets)}")
+    for method, key in SALIENCY_EVIDENCE.items():
+        rule = thresholds.localization(method)
+        if rule.configured and rule.split and rule.split not in test_sets:
+            raise ConfigError(f"{where}: thresholds.{key}.split = {rule.split!r} is not a test set of this run "
+                              f"(test sets: {test_sets}){_closest(rule.split, test_sets)}")
     for n, entry in enumerate(thresholds.gated):
         backbone, variant = gated_entry(entry)
+        if entry == EVERY_MODEL:
+            continue
         if variant not in variants:
             raise ConfigError(f"{where}: thresholds.gated[{n}] = {entry!r} gates variant {variant!r}, which is not in "
                               f"this run's matrix {variants}{_closest(variant, variants)}; add it to --variants or "
@@ -200,3 +247,28 @@ def check_applies(thresholds: Thresholds, test_sets: Sequence[str], variants: Se
             raise ConfigError(f"{where}: thresholds.gated[{n}] = {entry!r} gates backbone {backbone!r}, but this run's "
                               f"backbones are {backbones}; use --backbone "
                               f"{backbone} or change thresholds.gated (e.g. to {variant!r}, any backbone)")
+
+
+def fit_to_run(thresholds: Thresholds, test_sets: Sequence[str]) -> tuple[Thresholds, list[str]]:
+    """The thresholds of a profile applied to a dataset whose test sets were discovered (not named by the profile):
+    a named accuracy rule for a test set this dataset does not have is dropped (its test sets get the default rule),
+    and a localization rule naming an absent test set applies to every test set with regions instead. Returns the
+    fitted thresholds and one note per change (recorded in run.json and shown in the report)."""
+    import dataclasses
+
+    test_sets = list(test_sets)
+    notes: list[str] = []
+    dropped = [name for name in thresholds.accuracy if name not in test_sets]
+    if dropped:
+        notes.append(f"thresholds.accuracy.{{{', '.join(dropped)}}} not applied: this dataset's test sets are "
+                     f"{test_sets} (each gets the default rule)")
+    changes: dict[str, Any] = {"accuracy": {k: v for k, v in thresholds.accuracy.items() if k in test_sets}}
+    for method, key in SALIENCY_EVIDENCE.items():
+        rule = thresholds.localization(method)
+        if rule.split and rule.split not in test_sets:
+            changes[key] = dataclasses.replace(rule, split="")
+            if rule.configured:
+                notes.append(f"thresholds.{key}.split = {rule.split!r} is not a test set of this dataset: "
+                             f"localization is judged on every test set with labelled regions")
+    return dataclasses.replace(thresholds, **changes), notes
+

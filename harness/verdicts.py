@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from harness.thresholds import Thresholds, is_gated
+from harness.thresholds import SALIENCY_EVIDENCE, AccuracyRule, CamRule, Thresholds, is_gated
 
 PASS, FAIL, ERROR, SKIP = "PASS", "FAIL", "ERROR", "SKIP"
 
@@ -27,6 +27,7 @@ class Verdict:
     detail: str = ""
     per_seed: dict[str, float | None] = field(default_factory=dict)
     backbone: str = ""  # identity of a trained model is (backbone, variant, seed)
+    chance: float | None = None  # the chance level the value stands beside (constant answer, uniform map)
 
     @property
     def model(self) -> str:
@@ -55,6 +56,8 @@ class SeedRun:
     backbone: str = ""
     variant: str = ""
     problems: dict[str, str] = field(default_factory=dict)
+    saliency: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # "occlusion" -> occlusion.json
+    kind: str = "trained"  # "trained" by harness run, or "check": an ONNX model judged by harness check
 
 
 def _read(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -77,7 +80,8 @@ def model_key(backbone: str, variant: str) -> str:
 
 
 def _consistency(folder: Path, config: dict, history: dict | None, export: dict | None, metrics: dict | None,
-                 cam: dict | None, run_profile: dict | None) -> dict[str, str]:
+                 cam: dict | None, run_profile: dict | None, others: dict[str, dict | None] | None = None
+                 ) -> dict[str, str]:
     """Why some evidence of this folder does not describe its model (empty when all agree)."""
     from harness.provenance import diff, describe, profile_train_fields
 
@@ -90,7 +94,8 @@ def _consistency(folder: Path, config: dict, history: dict | None, export: dict 
         if changes:
             stale = (f"stale: trained with other settings than run.json's protocol ({describe(changes, 3)}); "
                      f"retrain it (harness run --force) or remove {folder.name}/")
-            return {"metrics.json": stale, "cam.json": stale, "export.json": stale}
+            return {"metrics.json": stale, "cam.json": stale, "export.json": stale,
+                    **{f"{p}.json": stale for p in BLACK_BOX}}
     model_sha = (history or {}).get("model_sha256")
     export_made = ((export or {}).get("inputs") or {}).get("model_sha256")
     if model_sha and export_made and export_made != model_sha:
@@ -101,6 +106,12 @@ def _consistency(folder: Path, config: dict, history: dict | None, export: dict 
     cam_made = ((cam or {}).get("inputs") or {}).get("model_sha256")
     if model_sha and cam_made and cam_made != model_sha:
         problems["cam.json"] = "cam.json: computed from another model.pt than the current one; rerun harness cam"
+    onnx_now = (export or {}).get("sha256") or ((metrics or {}).get("model") or {}).get("sha256")
+    for prefix, ev in (others or {}).items():
+        made = ((ev or {}).get("inputs") or {}).get("onnx_sha256")
+        if onnx_now and made and made != onnx_now:
+            problems[f"{prefix}.json"] = (f"{prefix}.json: computed from another model.onnx than the current one; "
+                                          f"rerun the run (its saliency step redoes itself)")
     return problems
 
 
@@ -116,15 +127,19 @@ def collect(run_dir: Path, run_profile: dict | None = None) -> dict[str, list[Se
             continue
         folder = cfg.parent
         backbone, variant = str(config.get("backbone") or ""), str(config["variant"])
-        files = {name: _read(folder / name) for name in ("metrics.json", "cam.json", "export.json", "history.json")}
+        names = ("metrics.json", "cam.json", "export.json", "history.json", *(f"{p}.json" for p in BLACK_BOX))
+        files = {name: _read(folder / name) for name in names}
         problems = {k: why for k, (_, why) in files.items() if why and k != "history.json"}
         metrics, cam, export = (files[k][0] for k in ("metrics.json", "cam.json", "export.json"))
+        others = {p: files[f"{p}.json"][0] for p in BLACK_BOX}
         problems.update({k: v for k, v in _consistency(folder, config, files["history.json"][0], export, metrics, cam,
-                                                         run_profile).items() if k not in problems})
+                                                         run_profile, others).items() if k not in problems})
         groups.setdefault(model_key(backbone, variant), []).append(SeedRun(
             folder, int(config.get("seed", 0)),
             None if "metrics.json" in problems else metrics, None if "cam.json" in problems else cam,
-            None if "export.json" in problems else export, backbone, variant, problems))
+            None if "export.json" in problems else export, backbone, variant, problems,
+            {p: None if f"{p}.json" in problems else ev for p, ev in others.items()},
+            str(config.get("kind") or "trained")))
     return groups
 
 
@@ -172,24 +187,78 @@ def read_wilson_lower(run: SeedRun, split: str) -> Reading:
     return _metric(run, split, lambda s: s["soft"]["wilson"][0])
 
 
-def _cam(run: SeedRun, split: str, key: str) -> Reading:
-    summary = (run.cam or {}).get("summary", {}).get(split)
+BLACK_BOX = tuple(p for m, p in SALIENCY_EVIDENCE.items() if m != "gradcam")  # evidence files <prefix>.json
+
+
+def _evidence(run: SeedRun, prefix: str) -> dict[str, Any] | None:
+    return run.cam if prefix == "cam" else run.saliency.get(prefix)
+
+
+def _evidence_absent(run: SeedRun, prefix: str, what: str) -> str:
+    file = f"{prefix}.json"
+    if run.problems.get(file):
+        return run.problems[file]
+    if prefix == "cam" and run.kind == "check":
+        return "skipped: Grad-CAM needs the PyTorch model; a model judged by harness check has only its ONNX file"
+    return f"{file} missing" if _evidence(run, prefix) is None else what
+
+
+def sanity_problem(ev: dict[str, Any], rule: CamRule, prefix: str) -> str:
+    """Why the maps of this evidence cannot be trusted (Adebayo et al. 2018), or ""."""
+    if rule.sanity_max is None:
+        return ""
+    sanity = ev.get("sanity")
+    if not isinstance(sanity, dict):
+        return f"{prefix}.json has no sanity check (maps of a randomised model); rerun its step"
+    rho = sanity.get("spearman_mean")
+    if rho is None:
+        return ""  # nothing was scored, so nothing was compared (the localization itself says skipped)
+    if rho > rule.sanity_max + 1e-12:
+        return (f"the maps do not depend on the model: mean Spearman {rho:.2f} between the trained model's maps and "
+                f"those with its last layer randomised is above {rule.sanity_max} (Adebayo et al. 2018)")
+    return ""
+
+
+def read_localization(run: SeedRun, arg: tuple[str, str, str, CamRule]) -> Reading:
+    """(prefix, split, 'energy' | 'pointing', rule): mean energy share or pointing rate of one method on one split;
+    None with the reason when there is nothing to read, it was skipped, or the maps failed their sanity check."""
+    prefix, split, what, rule = arg
+    file = f"{prefix}.json"
+    ev = _evidence(run, prefix)
+    summary = ((ev or {}).get("summary") or {}).get(split)
     if summary is None:
-        return None, "cam.json", _absent(run, "cam.json", f"no {split} in cam.json")
+        return None, file, _evidence_absent(run, prefix, f"no {split} in {file}")
     if not summary.get("has_regions", True):
-        return None, "cam.json", "skipped: the test set has no region annotations"
-    return summary.get(key), "cam.json", ""
+        return None, file, "skipped: the test set has no region annotations"
+    if not summary.get("images_scored", 1):
+        return None, file, "skipped: no image of the test set has a labelled region"
+    insane = sanity_problem(ev, rule, prefix)
+    if insane:
+        return None, file, insane
+    key = "energy_share_mean" if what == "energy" else "pointing_hit_rate"
+    margin = rule.energy_share_margin if what == "energy" else rule.pointing_margin
+    if margin is not None and summary.get(f"{what}_chance_mean") is None:
+        return None, file, f"{file} has no chance level for {split}; rerun its step"
+    return summary.get(key), file, ""
 
 
-def read_cam_energy(run: SeedRun, split: str) -> Reading:
-    return _cam(run, split, "energy_share_mean")
-
-
-def read_cam_pointing(run: SeedRun, split: str) -> Reading:
-    return _cam(run, split, "pointing_hit_rate")
+def read_sanity(run: SeedRun, arg: tuple[str, str]) -> Reading:
+    prefix, _ = arg
+    file = f"{prefix}.json"
+    ev = _evidence(run, prefix)
+    if ev is None:
+        return None, file, _evidence_absent(run, prefix, "")
+    sanity = ev.get("sanity")
+    if not isinstance(sanity, dict):
+        return None, file, f"{file} has no sanity check; rerun its step"
+    if sanity.get("spearman_mean") is None:
+        return None, file, f"skipped: {sanity.get('skipped') or 'no map was compared'}"
+    return sanity["spearman_mean"], file, ""
 
 
 def read_parity(run: SeedRun, _: str) -> Reading:
+    if run.kind == "check":
+        return None, "export.json", "skipped: no PyTorch reference to compare with (harness check judges an ONNX file)"
     cpu = ((run.export or {}).get("parity") or {}).get("cpu") or {}
     if "max_abs" not in cpu:
         return None, "export.json", _absent(run, "export.json", "no CPU parity record in export.json")
@@ -214,30 +283,33 @@ def _aggregate(values: Sequence[float], lower_is_better: bool, how: str) -> floa
 
 def _judge(criterion: str, variant: str, subject: str, runs: Sequence[SeedRun], reader: Callable[[SeedRun, str], Reading],
            arg: str, comparison: str, threshold: float | None, gated: bool, how: str, run_dir: Path,
-           shown_threshold: float | None = None, detail: str = "", backbone: str = "") -> Verdict:
+           shown_threshold: float | None = None, detail: str = "", backbone: str = "",
+           chance: float | None = None) -> Verdict:
     shown = threshold if shown_threshold is None else shown_threshold
     if not runs:
         return Verdict(criterion, variant, subject, comparison, shown, None, ERROR, gated, (),
-                       "no trained seed of this variant in the run directory", backbone=backbone)
+                       "no trained seed of this variant in the run directory", backbone=backbone, chance=chance)
     readings = {f"s{r.seed}": reader(r, arg) for r in runs}
     evidence = tuple(sorted({str((r.folder / readings[f's{r.seed}'][1]).relative_to(run_dir)) for r in runs}))
     per_seed = {k: v[0] for k, v in readings.items()}
     notes = sorted({v[2] for v in readings.values() if v[2]})
     if threshold is None:
         return Verdict(criterion, variant, subject, comparison, None, None, SKIP, gated, evidence, "no threshold set",
-                       per_seed, backbone)
+                       per_seed, backbone, chance)
     if any(v is None for v in per_seed.values()):
         status = SKIP if notes and all(n.startswith("skipped") for n in notes) else ERROR
         return Verdict(criterion, variant, subject, comparison, shown, None, status, gated, evidence,
-                       "; ".join(notes) or "evidence missing: rerun the step that writes it", per_seed, backbone)
+                       "; ".join(notes) or "evidence missing: rerun the step that writes it", per_seed, backbone,
+                       chance)
     value = _aggregate(list(per_seed.values()), comparison == "<=", how)
     ok = {">=": value >= threshold - 1e-12, ">": value > threshold + 1e-12, "<=": value <= threshold + 1e-12}[comparison]
     agg = f"{how} of {len(runs)} seed(s)" if len(runs) > 1 else "1 seed"
     return Verdict(criterion, variant, subject, comparison, shown, value, PASS if ok else FAIL, gated, evidence,
-                   "; ".join(filter(None, [detail, agg])), per_seed, backbone)
+                   "; ".join(filter(None, [detail, agg])), per_seed, backbone, chance)
 
 
-ACCURACY_CRITERIA = ("accuracy", "soft_above_constant", "strict_above_constant", "strict_accuracy", "wilson_lower")
+ACCURACY_CRITERIA = ("accuracy", "soft_above_constant", "strict_above_constant", "strict_accuracy", "wilson_lower",
+                     "wilson_above_constant")
 
 
 def _plain_variant(entry: str, backbones: Sequence[str]) -> tuple[str, str]:
@@ -248,36 +320,102 @@ def _plain_variant(entry: str, backbones: Sequence[str]) -> tuple[str, str]:
     return "", entry
 
 
+def read_wilson_minus_constant(run: SeedRun, split: str) -> Reading:
+    return _metric(run, split, lambda s: s["soft"]["wilson"][0] - s["baselines"]["constant_soft"]["value"])
+
+
 def _accuracy_verdicts(variant: str, backbone: str, split: str, runs: Sequence[SeedRun], thresholds: Thresholds,
                        gated: bool, how: str, run_dir: Path) -> list[Verdict]:
-    """The accuracy criteria of one test set. A test set without a named rule still gets the chance checks
-    (soft and strict accuracy strictly above the best constant answer): no test set of a run goes unjudged."""
-    from harness.thresholds import AccuracyRule
-
+    """The accuracy criteria of one test set: its named rule, else the default rule (above the best constant answer
+    by a margin, Wilson lower bound above it). Soft and strict accuracy must always beat the best constant answer
+    (strict: unless the rule says otherwise): no test set of a run goes unjudged."""
     named = thresholds.accuracy.get(split)
-    rule = named or AccuracyRule()
+    rule: AccuracyRule = named or thresholds.accuracy_default
     const = next((_split(r, split) for r in runs if _split(r, split)), None)
-    const_soft = ((const or {}).get("baselines") or {}).get("constant_soft", {}).get("value") if const else None
+    base = (const or {}).get("baselines") or {}
+    const_soft = (base.get("constant_soft") or {}).get("value")
+    const_strict = (base.get("constant_strict") or {}).get("value")
     kw = dict(gated=gated, how=how, run_dir=run_dir, backbone=backbone)
     out = []
-    if named is not None:
+    default = "" if named else " (default rule: no [thresholds.accuracy.<test set>] names this test set)"
+    if named is not None or rule.soft_margin is not None or rule.soft_min > 0:
         soft_thr = rule.soft_min
         if rule.soft_margin is not None and const_soft is not None:
             soft_thr = max(soft_thr, const_soft + rule.soft_margin)
-        out.append(_judge("accuracy", variant, split, runs, read_soft, split, ">=", soft_thr,
-                          detail=f"soft accuracy; best constant answer scores {const_soft}" if const else "", **kw))
-    default = "" if named else " (no named rule for this test set: the chance checks apply)"
+        out.append(_judge("accuracy", variant, split, runs, read_soft, split, ">=", soft_thr, chance=const_soft,
+                          detail=(f"soft accuracy; best constant answer scores {const_soft}" if const else "")
+                          + (f", margin {rule.soft_margin}" if rule.soft_margin is not None else "") + default, **kw))
     out.append(_judge("soft_above_constant", variant, split, runs, read_soft_minus_constant, split, ">", 0.0,
-                      detail="soft accuracy minus the best constant answer's" + default, **kw))
+                      chance=const_soft, detail="soft accuracy minus the best constant answer's" + default, **kw))
     if rule.strict_above_constant:
         out.append(_judge("strict_above_constant", variant, split, runs, read_strict_minus_constant, split, ">",
-                          0.0, detail="strict accuracy minus the best constant answer's" + default, **kw))
+                          0.0, chance=const_strict, detail="strict accuracy minus the best constant answer's" + default,
+                          **kw))
     if rule.strict_min is not None:
         out.append(_judge("strict_accuracy", variant, split, runs, read_strict, split, ">=", rule.strict_min,
-                          detail="strict (primary-label) accuracy", **kw))
+                          chance=const_strict, detail="strict (primary-label) accuracy", **kw))
     if rule.wilson_lower_min is not None:
         out.append(_judge("wilson_lower", variant, split, runs, read_wilson_lower, split, ">=",
-                          rule.wilson_lower_min, detail="Wilson 95% lower bound of soft accuracy", **kw))
+                          rule.wilson_lower_min, chance=const_soft, detail="Wilson 95% lower bound of soft accuracy", **kw))
+    if rule.wilson_above_constant:
+        out.append(_judge("wilson_above_constant", variant, split, runs, read_wilson_minus_constant, split, ">", 0.0,
+                          chance=const_soft, detail="Wilson 95% lower bound of soft accuracy minus the best constant "
+                                                    "answer's" + default, **kw))
+    return out
+
+
+def _localization_splits(runs: Sequence[SeedRun], prefix: str, rule: CamRule, test_sets: Sequence[str]) -> list[str]:
+    """The rule's split, or (split "") every test set whose evidence says it has regions; with no evidence at all,
+    every test set (each then reports what is missing)."""
+    if rule.split:
+        return [rule.split]
+    for r in runs:
+        summary = (_evidence(r, prefix) or {}).get("summary")
+        if isinstance(summary, dict):
+            return [s for s in test_sets if (summary.get(s) or {}).get("has_regions")]
+    return list(test_sets)
+
+
+METHOD_TEXT = {"cam": "Grad-CAM", "occlusion": "occlusion", "rise": "RISE"}
+
+
+def _localization_verdicts(method: str, variant: str, backbone: str, runs: Sequence[SeedRun], rule: CamRule,
+                           test_sets: Sequence[str], gated: bool, how: str, run_dir: Path) -> list[Verdict]:
+    """<prefix>_energy / <prefix>_pointing per split with regions, thresholds relative to a uniform map's chance
+    level; <prefix>_sanity (maps of a randomised model must differ) when the rule bounds it."""
+    prefix = SALIENCY_EVIDENCE[method]
+    name = METHOD_TEXT[prefix]
+    kw = dict(gated=gated, how=how, run_dir=run_dir, backbone=backbone)
+    splits = _localization_splits(runs, prefix, rule, test_sets)
+    out: list[Verdict] = []
+    if not splits:
+        for what in ("energy", "pointing"):
+            out.append(Verdict(f"{prefix}_{what}", variant, "", ">=", None, None, SKIP, gated, (),
+                               "skipped: no test set of this run has labelled regions", backbone=backbone))
+        return out
+    for split in splits:
+        ev = next((_evidence(r, prefix) for r in runs if _evidence(r, prefix)), None)
+        summary = ((ev or {}).get("summary") or {}).get(split) or {}
+        for what, mn, margin, text in (
+                ("energy", rule.energy_share_min, rule.energy_share_margin,
+                 f"mean share of the {name} map's energy inside the labelled regions"),
+                ("pointing", rule.pointing_rate_min, rule.pointing_margin,
+                 f"{name} pointing-game hit rate (peak within the tolerance of the region)")):
+            chance = summary.get(f"{what}_chance_mean")
+            thr = mn
+            if margin is not None and chance is not None:
+                thr = max(mn or 0.0, chance + margin)
+            elif margin is not None and thr is None:
+                thr = margin  # no chance level readable: the reader reports why (ERROR), the threshold is shown
+            detail = text + (f"; a uniform map scores {chance:.3f}" if chance is not None else "") + (
+                f", margin {margin}" if margin is not None else "")
+            out.append(_judge(f"{prefix}_{what}", variant, split, runs, read_localization, (prefix, split, what, rule),
+                              ">=", thr, chance=chance, detail=detail, **kw))
+    if rule.sanity_max is not None and rule.configured:
+        out.append(_judge(f"{prefix}_sanity", variant, "", runs, read_sanity, (prefix, ""), "<=", rule.sanity_max,
+                          detail=f"mean Spearman rank correlation between the {name} maps of the trained model and "
+                                 f"of the model with its last layer randomised (Adebayo et al. 2018); high = the maps "
+                                 f"do not depend on the model", **(kw | {"how": "worst"})))
     return out
 
 
@@ -335,11 +473,10 @@ def judge(run_dir: Path, thresholds: Thresholds, test_sets: Iterable[str], varia
         for split in test_sets:
             mine += _accuracy_verdicts(variant, b, split, runs, thresholds, gated, how, run_dir)
         mine.append(_coverage(variant, b, test_sets, mine, gated, runs, run_dir))
-        cam = thresholds.cam
-        mine.append(_judge("cam_energy", variant, cam.split, runs, read_cam_energy, cam.split, ">=",
-                           cam.energy_share_min, detail="mean share of Grad-CAM energy inside the labelled covers", **kw))
-        mine.append(_judge("cam_pointing", variant, cam.split, runs, read_cam_pointing, cam.split, ">=",
-                           cam.pointing_rate_min, detail="pointing-game hit rate (15 px)", **kw))
+        for method in SALIENCY_EVIDENCE:
+            rule = thresholds.localization(method)
+            if method == "gradcam" or rule.configured:
+                mine += _localization_verdicts(method, variant, b, runs, rule, test_sets, gated, how, run_dir)
         mine.append(_judge("onnx_parity", variant, "", runs, read_parity, "", "<=", thresholds.parity_atol,
                            detail=f"max |PyTorch - onnxruntime CPU| logit difference (rtol {thresholds.parity_rtol})",
                            **(kw | {"how": "worst"})))
@@ -354,7 +491,7 @@ def judged_table(verdicts: Sequence[Verdict]) -> dict[str, dict[str, list[str]]]
     """{model: {test set: [criteria that judged it]}}: which test sets were judged by what (for the report)."""
     table: dict[str, dict[str, list[str]]] = {}
     for v in verdicts:
-        if v.criterion in ACCURACY_CRITERIA or v.criterion in ("cam_energy", "cam_pointing"):
+        if v.criterion in ACCURACY_CRITERIA or v.criterion.endswith(("_energy", "_pointing")):
             if v.subject and v.status in (PASS, FAIL):
                 table.setdefault(v.model, {}).setdefault(v.subject, []).append(v.criterion)
     return table

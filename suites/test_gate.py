@@ -1,4 +1,4 @@
-"""The acceptance gate: one test per (variant, criterion). Gated failures fail; ablations pass or xfail, with values."""
+"""The acceptance gate: one test per (variant, criterion); every criterion of harness.verdicts has its test here. Gated failures fail; ablations pass or xfail, with values."""
 
 from __future__ import annotations
 
@@ -60,6 +60,38 @@ def test_cam_energy(verdict, record_property):
 
 
 def test_cam_pointing(verdict, record_property):
+    check(verdict, record_property)
+
+
+def test_wilson_above_constant(verdict, record_property):
+    check(verdict, record_property)
+
+
+def test_cam_sanity(verdict, record_property):
+    check(verdict, record_property)
+
+
+def test_occlusion_energy(verdict, record_property):
+    check(verdict, record_property)
+
+
+def test_occlusion_pointing(verdict, record_property):
+    check(verdict, record_property)
+
+
+def test_occlusion_sanity(verdict, record_property):
+    check(verdict, record_property)
+
+
+def test_rise_energy(verdict, record_property):
+    check(verdict, record_property)
+
+
+def test_rise_pointing(verdict, record_property):
+    check(verdict, record_property)
+
+
+def test_rise_sanity(verdict, record_property):
     check(verdict, record_property)
 
 

@@ -179,7 +179,11 @@ def test_a_test_set_without_a_named_rule_is_still_judged_against_chance(tmp_path
     assert by["soft_above_constant[vgg16-imagenet-all-test]"].status == FAIL
     assert overall(verdicts) != PASS
     cov = by["test_sets_judged[vgg16-imagenet-all]"]
-    assert cov.value == 1 and cov.threshold == 1 and "test by soft_above_constant" in cov.detail
+    assert cov.value == 1 and cov.threshold == 1 and "test by " in cov.detail and "soft_above_constant" in cov.detail
+    # the default rule: above the constant answer by its margin, Wilson lower bound above it
+    assert by["accuracy[vgg16-imagenet-all-test]"].threshold == 0.25 + 0.1
+    assert by["accuracy[vgg16-imagenet-all-test]"].chance == 0.25
+    assert by["wilson_above_constant[vgg16-imagenet-all-test]"].status == FAIL
 
 
 def test_a_gated_variant_judged_on_no_test_set_is_an_error(tmp_path):
