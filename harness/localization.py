@@ -18,6 +18,8 @@ __all__ = [
     "cam_bbox",
     "box_iou",
     "gradcam_localization",
+    "energy_chance",
+    "pointing_chance",
 ]
 
 # Pixel convention (used by every function here)
@@ -245,3 +247,31 @@ def gradcam_localization(
         return False, 0.0
     best = max(box_iou(pred, b) for b in checked)
     return best >= iou_threshold, best
+
+
+def energy_chance(mask: np.ndarray) -> float:
+    """Chance level of ``energy_share``: the share a uniform (constant, positive) map puts inside the region, which
+    is also the expected share of a map of i.i.d. random values: the region's area fraction ``mask.mean()``.
+    An empty mask gives 0.0 (as energy_share does)."""
+    m = np.asarray(mask)
+    if m.ndim != 2 or m.size == 0:
+        raise ValueError(f"mask must be a non-empty 2-D array, got shape {m.shape}")
+    m = _as_mask(m, m.shape)
+    return float(m.mean())
+
+
+def pointing_chance(mask: np.ndarray, tolerance_px: float = 15.0) -> float:
+    """Chance level of ``pointing_game``: the hit rate of a peak at a uniformly random pixel, i.e. the fraction of
+    pixels whose centre lies within ``tolerance_px`` (Euclidean, ``distance_transform_edt``, as in pointing_game) of
+    the region: the region dilated by the tolerance. Tolerance 0 gives ``energy_chance``. An empty mask is a
+    ValueError (the pointing game is undefined there)."""
+    m = np.asarray(mask)
+    if m.ndim != 2 or m.size == 0:
+        raise ValueError(f"mask must be a non-empty 2-D array, got shape {m.shape}")
+    m = _as_mask(m, m.shape)
+    if not math.isfinite(tolerance_px) or tolerance_px < 0:
+        raise ValueError(f"tolerance_px must be a finite number >= 0, got tolerance_px={tolerance_px!r}")
+    if not m.any():
+        raise ValueError("mask is empty: the pointing game needs at least one region pixel")
+    dist = ndimage.distance_transform_edt(~m)
+    return float((dist <= tolerance_px).mean())
