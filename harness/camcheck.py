@@ -17,6 +17,7 @@ from harness.backbones import get_backbone
 from harness.cam import gradcam_maps, save_overlay
 from harness.data import DataError, Dataset, Region, Sample, load_test, resize_batch, working_short_side
 from harness.export import variant_dirs
+from harness.saliency.settings import SaliencySettings
 from harness.train import load_checkpoint, pick_device
 
 # Protocol parameters, recorded in every cam.json.
@@ -25,6 +26,9 @@ CAM_BOX_THRESHOLD = 0.15  # Selvaraju et al. 2017: the CAM box keeps pixels >= 1
 IOU_THRESHOLD = 0.5  # ILSVRC localization criterion
 BACKGROUND = "background"
 OVERLAY_DPI = 72
+# Bumped whenever the evidence a cam.json holds changes meaning or content (2: chance levels, sanity check), so that
+# an older cam.json is redone instead of being judged on fields it does not have.
+CAM_PROTOCOL = 2
 
 
 def _rate(values: Sequence[Any]) -> float | None:
@@ -45,6 +49,10 @@ def _scores(cam: np.ndarray, regions: Sequence[Region], tolerance_px: float = PO
             shapes.append("polygon")
         mask |= m
     correct, iou = localization.gradcam_localization(cam, [r.bbox for r in regions], CAM_BOX_THRESHOLD, IOU_THRESHOLD)
+    # the same figures of a uniform map: its expected energy share is the region's area fraction, its pointing hit
+    # rate the fraction of pixels within the tolerance of the region
+    chance_energy = localization.energy_chance(mask)
+    chance_pointing = localization.pointing_chance(mask, tolerance_px)
     box = localization.cam_bbox(cam, CAM_BOX_THRESHOLD)
     peak_r, peak_c = np.unravel_index(int(np.argmax(cam)), cam.shape)
     return {
@@ -53,6 +61,8 @@ def _scores(cam: np.ndarray, regions: Sequence[Region], tolerance_px: float = PO
         # an all-zero map points nowhere (np.argmax would say pixel (0, 0))
         "pointing_hit": bool(cam.max() > 0) and localization.pointing_game(cam, mask, tolerance_px),
         "energy_share": localization.energy_share(cam, mask),
+        "energy_chance": chance_energy,
+        "pointing_chance": chance_pointing,
         "iou": float(iou),
         "localization_correct": bool(correct),
         "cam_box": list(box) if box is not None else None,
@@ -120,7 +130,9 @@ def _summary(records: list[dict[str, Any]], ds: Dataset) -> dict[str, Any]:
 
     def block(scores: list[dict[str, Any]]) -> dict[str, Any]:
         return {"n": len(scores), "energy_share_mean": _rate([s["energy_share"] for s in scores]),
+                "energy_chance_mean": _rate([s["energy_chance"] for s in scores]),
                 "pointing_hit_rate": _rate([s["pointing_hit"] for s in scores]),
+                "pointing_chance_mean": _rate([s["pointing_chance"] for s in scores]),
                 "localization_correct_rate": _rate([s["localization_correct"] for s in scores]),
                 "iou_mean": _rate([s["iou"] for s in scores])}
 
@@ -136,13 +148,50 @@ def _summary(records: list[dict[str, Any]], ds: Dataset) -> dict[str, Any]:
     return out
 
 
-def cam_inputs(vdir: Path, datasets: dict[str, Dataset]) -> dict[str, Any]:
+def sanity_thumb(m: np.ndarray, side: int = 64) -> np.ndarray:
+    """A map subsampled to about `side` pixels on its shorter side: rank correlations over ~4k values, not ~300k."""
+    step = max(1, min(m.shape) // side)
+    return np.ascontiguousarray(m[::step, ::step])
+
+
+def gradcam_sanity(model: torch.nn.Module, layer: str, image_size: int, classes: Sequence[str],
+                   kept: Sequence[tuple[Sample, dict[str, np.ndarray]]], sanity: dict[str, Any]) -> dict[str, Any]:
+    """Model-parameter randomisation test (Adebayo et al. 2018): Grad-CAM maps of a copy of the model whose last
+    layer(s) are re-initialised, against the trained model's maps of the same images and classes (Spearman)."""
+    import copy
+
+    from harness.saliency.sanity import map_rank_correlation, randomize_torch_head
+
+    if not kept:
+        return {"spearman_mean": None, "skipped": "no scored image to compare", "images": 0}
+    t0 = time.perf_counter()
+    randomised = copy.deepcopy(model)
+    names = randomize_torch_head(randomised, seed=int(sanity["seed"]), layers=int(sanity["layers"]))
+    rhos: list[float] = []
+    per_image = []
+    for sample, maps in kept:
+        x = resize_batch([sample.image], image_size)[0].float().div_(255)
+        h, w = sample.image.shape[1:]
+        _, rmaps = gradcam_maps(randomised, layer, x, [classes.index(c) for c in maps], (h, w))
+        for c, m in maps.items():
+            rho = map_rank_correlation(m, sanity_thumb(rmaps[classes.index(c)]))
+            rhos.append(rho)
+            per_image.append({"image": sample.name, "class": c, "spearman": rho})
+    del randomised
+    return {"method": "model-parameter randomisation (Adebayo et al. 2018): last layer(s) re-initialised, "
+                      "Spearman rank correlation of the maps", "randomised": names, **sanity,
+            "images": len(kept), "maps": len(rhos), "spearman_mean": float(np.mean(rhos)),
+            "spearman_max": float(np.max(rhos)), "per_map": per_image, "seconds": time.perf_counter() - t0}
+
+
+def cam_inputs(vdir: Path, datasets: dict[str, Dataset], sanity: dict[str, Any] | None = None) -> dict[str, Any]:
     """What cam.json is made from: the checkpoint (sha256) and the test images (fingerprints) of each split."""
     from harness.export import sha256_file
     from harness.provenance import dataset_fingerprint
 
     return {"model_sha256": sha256_file(Path(vdir) / "model.pt"),
-            "test_data": {split: dataset_fingerprint(ds) for split, ds in datasets.items()}}
+            "test_data": {split: dataset_fingerprint(ds) for split, ds in datasets.items()},
+            "protocol": CAM_PROTOCOL, "sanity": sanity or None}
 
 
 def cam_is_current(vdir: Path, inputs: dict[str, Any]) -> bool:
@@ -178,7 +227,10 @@ def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = 
     splits = list(splits) if splits else list(profile.test_sets)
     datasets = {split: load_test(Path(config["data_root"]), split, classes,
                                  max_short_side=working_short_side(int(meta["image_size"]))) for split in splits}
-    made_from = cam_inputs(vdir, datasets)
+    settings = profile.saliency or SaliencySettings()
+    sanity = ({"layers": settings.sanity_layers, "seed": settings.sanity_seed, "images": settings.sanity_images}
+              if settings.sanity else None)
+    made_from = cam_inputs(vdir, datasets, sanity)
     if not force and cam_is_current(vdir, made_from):
         print(f"[{vdir.name}] cam.json is current, skipping (--force to redo)", file=sys.stderr)
         return artifacts.read_json(out_json)
@@ -204,6 +256,7 @@ def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = 
     }
     staging = vdir / f".cam-staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
+    kept: list[tuple[Sample, dict[str, np.ndarray]]] = []  # maps of the first scored images, for the sanity check
     try:
         n_images, overlay_seconds = 0, 0.0
         for split, ds in datasets.items():
@@ -211,6 +264,8 @@ def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = 
             for sample in ds.samples:
                 rec, maps, _ = cam_image(model, backbone.cam_layer, int(meta["image_size"]), classes, sample,
                                          ds.has_regions)
+                if sanity and rec["status"] == "scored" and len(kept) < sanity["images"]:
+                    kept.append((sample, {c: sanity_thumb(maps[c]) for c in rec["classes"]}))
                 if overlays:
                     t_overlay = time.perf_counter()
                     rel = _overlay_path(split, sample.name)
@@ -228,6 +283,8 @@ def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = 
             n_images += len(records)
             result["summary"][split] = _summary(records, ds)
             result["images"][split] = records
+        result["sanity"] = (gradcam_sanity(model, backbone.cam_layer, int(meta["image_size"]), classes, kept,
+                                           sanity) if sanity else {"skipped": "saliency.sanity = false"})
         seconds = time.perf_counter() - t_start
         result["seconds"] = seconds
         result["seconds_per_image"] = seconds / max(n_images, 1)

@@ -1,4 +1,4 @@
-"""Command line: harness train | export | evaluate | cam | run | report."""
+"""Command line: harness train | export | evaluate | cam | run | check | report."""
 
 from __future__ import annotations
 
@@ -151,6 +151,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness.check import check_model
+
+    report, run_dir = check_model(args.model, args.data, args.spec, args.set, args.profile, args.thresholds, args.out)
+    _print_verdicts(report)
+    print(f"report: {run_dir / 'report.html'}")
+    return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from harness import runlock
     from harness.report.build import build_report, thresholds_of_run, write_reports
@@ -207,6 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thresholds", type=Path, help="TOML file overriding the profile's thresholds")
     p.add_argument("--force", action="store_true", help="redo every step even where its artifacts exist")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="gate any ONNX image classifier on a dataset: accuracy beside its baselines, "
+                                     "black-box localization beside chance, latency -> a run directory and report")
+    p.add_argument("model", type=Path, metavar="MODEL.onnx", help="the ONNX model file")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"dataset root (default {DEFAULT_DATA})")
+    p.add_argument("--spec", type=Path, help="TOML file with the model's input/output contract (layout, size, dtype, "
+                                             "value_range, mean, std, channels, resize, output_kind, classes)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a spec field (layout=\"NHWC\") or a check-profile field (saliency.occlusion.stride=32); "
+                        "TOML values; repeatable")
+    p.add_argument("--profile", default="check", help="check profile: built-in `check` or a .toml path")
+    p.add_argument("--thresholds", type=Path, help="TOML file overriding the profile's thresholds")
+    p.add_argument("--out", type=Path, help="run directory (default reports/runs/<time>-check-<model>)")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("report", help="recompute verdicts and rewrite report.json / report.html of RUN_DIR")
     p.add_argument("run_dir", type=Path)

@@ -66,7 +66,7 @@ class Profile:
     levels: tuple[str, ...]
     phases: Mapping[str, tuple[Phase, ...]]
     augment: AugmentParams = field(default_factory=AugmentParams)
-    test_sets: tuple[str, ...] = ("test_easy", "test_difficult")
+    test_sets: tuple[str, ...] = ()  # () = not named: discovered from the dataset at run time (with_test_sets)
     val_fraction: float = 0.2
     split_seed: int = 42
     oversample: bool = True
@@ -76,6 +76,7 @@ class Profile:
     hidden: int = 256
     dropout: float = 0.0
     device: str = "auto"
+    saliency: Any = None  # harness.saliency.settings.SaliencySettings ([saliency]: methods, parameters, sanity)
     thresholds: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
 
@@ -87,6 +88,9 @@ class Profile:
         d = asdict(self)
         d["phases"] = {k: [asdict(p) for p in v] for k, v in self.phases.items()}
         d["thresholds"] = copy.deepcopy(dict(self.thresholds))
+        d["saliency"] = self.saliency.to_dict() if self.saliency is not None else None
+        if not self.test_sets:
+            del d["test_sets"]  # not named: validate() reads an absent key as "discover" (a named [] is an error)
         return d
 
 
@@ -353,15 +357,30 @@ def _augment(raw: Any, where: str) -> AugmentParams:
     )
 
 
+def _test_sets(raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """The named test sets; absent: () (discovered from the dataset at run time); a named empty list is an error."""
+    if "test_sets" not in raw:
+        return ()
+    value = raw["test_sets"]
+    if isinstance(value, (list, tuple)) and not value:
+        _fail(where, "test_sets", value, "a list naming at least one split (e.g. [\"test\"])",
+              "leave test_sets out to discover them from the dataset")
+    return _str_list(value, "test_sets", where)
+
+
 def validate(raw: Mapping[str, Any], source: str = "<profile>") -> Profile:
     """Turn a raw profile dict into a Profile, or raise ConfigError naming the source, the key and the value."""
     from harness.augment import LEVELS  # registries live with their modules
     from harness.backbones import BACKBONES
+    from harness.saliency.settings import parse_saliency
     from harness.thresholds import parse_thresholds
 
     where = source
     raw = _table(raw, "profile", where)
     raw.pop("source", None)  # where it came from is `source`, never a value in the file
+    if raw.get("kind") == "check":
+        raise ConfigError(f"{where}: a profile for `harness check MODEL.onnx` (kind = \"check\"), not for training; "
+                          f"harness run takes smoke, cpu, full or a training profile file")
     _keys(raw, [k for k in Profile.__dataclass_fields__ if k != "source"], "", where,
           required=("name", "backbone", "image_size", "batch_size", "seeds", "inits", "levels", "phases"))
     dflt = {k: f.default for k, f in Profile.__dataclass_fields__.items() if f.default is not MISSING}
@@ -393,7 +412,7 @@ def validate(raw: Mapping[str, Any], source: str = "<profile>") -> Profile:
         levels=_str_list(raw["levels"], "levels", where, sorted(LEVELS)),
         phases=phases,
         augment=_augment(raw.get("augment", {}), where),
-        test_sets=_str_list(raw.get("test_sets", ("test_easy", "test_difficult")), "test_sets", where),
+        test_sets=_test_sets(raw, where),
         val_fraction=_num(g("val_fraction"), "val_fraction", where, 0, 1, min_open=True, max_open=True),
         split_seed=_int(g("split_seed"), "split_seed", where, min=0, max=MAX_SEED),
         oversample=_bool(g("oversample"), "oversample", where),
@@ -403,6 +422,7 @@ def validate(raw: Mapping[str, Any], source: str = "<profile>") -> Profile:
         hidden=_int(g("hidden"), "hidden", where, min=1),
         dropout=_num(g("dropout"), "dropout", where, 0, 1, max_open=True),
         device=_choice(g("device"), "device", where, DEVICES),
+        saliency=parse_saliency(raw.get("saliency"), where),
         thresholds=thresholds,
         source=source,
     )
@@ -415,6 +435,18 @@ def load_profile(name_or_path: str, overrides: Sequence[str] = ()) -> Profile:
     # the source names the file and says overrides apply; each error names its own key and value, and run.json
     # records the command line, so the list itself would only bury the key at the end of a long message
     return validate(apply_overrides(raw, overrides), source + (f" + overrides ({len(overrides)} --set)" if overrides else ""))
+
+
+def with_test_sets(profile: Profile, root: Path) -> Profile:
+    """`profile` itself when it names its test sets, else a copy naming the dataset's (harness.data.discover_test_sets:
+    every annotations/<split>.json and every <split>/<class>/ folder beside train/; none raises DataError)."""
+    import dataclasses
+
+    from harness.data import discover_test_sets  # lazily: harness.data imports torch
+
+    if profile.test_sets:
+        return profile
+    return dataclasses.replace(profile, test_sets=discover_test_sets(Path(root)))
 
 
 def profile_from_dict(d: Mapping[str, Any]) -> Profile:

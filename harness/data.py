@@ -189,6 +189,56 @@ def load_train(root: Path, max_short_side: int | None = DEFAULT_SHORT_SIDE) -> D
     return Dataset("train", tuple(f.name for f in folders), tuple(samples), has_regions=False)
 
 
+NOT_TEST_SETS = ("train", "annotations")  # folders beside the test sets that are never one
+
+
+def _coco_splits(root: Path) -> set[str]:
+    """Names of the `root/annotations/<split>.json` files (not hidden, not train.json; linked out: DataError)."""
+    folder = root / "annotations"
+    if not folder.is_dir():
+        return set()
+    found = set()
+    for p in folder.iterdir():
+        if p.suffix != ".json" or p.name.startswith(".") or p.stem in NOT_TEST_SETS or not p.is_file():
+            continue
+        if not _inside(root, p):
+            raise DataError(f"{p}: resolves to {p.resolve()}, outside the dataset root {root}; copy the annotation "
+                            f"file into the dataset instead of linking it")
+        found.add(p.stem)
+    return found
+
+
+def _has_labelled_images(split_dir: Path, root: Path) -> bool:
+    """True when `split_dir` holds a class folder (not hidden) with at least one image (not hidden)."""
+    return any(any(not f.name.startswith(".") for f in _image_files(c, root)) for c in _class_folders(split_dir))
+
+
+def discover_test_sets(root: Path) -> tuple[str, ...]:
+    """The dataset's test sets, for a profile that names none: every `root/annotations/<split>.json` (COCO) and every
+    folder beside `train/` holding `<class>/` folders with images (ImageFolder), sorted by name, each once (a split
+    with both is one test set; load_test reads its COCO file). Never a test set: `train` (also `annotations/
+    train.json`), `annotations`, hidden names. Images or annotation files that link outside the root, an unreadable
+    folder, or no test set at all raise DataError naming the root and what to do."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found; pass --data DIR holding train/<class>/*.jpg and test sets")
+    try:
+        found = _coco_splits(root)
+        for p in sorted(root.iterdir()):
+            if p.name in NOT_TEST_SETS or p.name.startswith(".") or p.name in found or not p.is_dir():
+                continue
+            if _has_labelled_images(p, root):
+                found.add(p.name)
+    except OSError as exc:  # a folder that cannot be listed (permissions, a vanished mount)
+        raise DataError(f"{root}: cannot list the dataset's test sets ({exc}); fix the folder's permissions, or name "
+                        f"the test sets, e.g. --set 'test_sets=[\"test\"]'") from exc
+    if not found:
+        raise DataError(f"{root}: no test set found: looked for annotations/<split>.json (COCO) and for folders "
+                        f"<split>/<class>/*.jpg beside train/ (images: {', '.join(IMAGE_SUFFIXES)}); add a test set, "
+                        f"or name the test sets in the profile, e.g. --set 'test_sets=[\"x\"]'")
+    return tuple(sorted(found))
+
+
 def load_test(root: Path, split: str, classes: Sequence[str], max_short_side: int | None = DEFAULT_SHORT_SIDE) -> Dataset:
     """A test split: COCO JSON at `root/annotations/<split>.json` if present, else ImageFolder `root/<split>/<class>/`."""
     root = Path(root)

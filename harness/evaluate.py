@@ -33,10 +33,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def split_metrics(ds, logits: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-    """accuracy_summary + baselines beside each accuracy + per-image predictions with all class probabilities."""
+def split_metrics(ds, logits: np.ndarray | None, classes: Sequence[str],
+                  probabilities: np.ndarray | None = None) -> dict[str, Any]:
+    """accuracy_summary + baselines beside each accuracy + per-image predictions with all class probabilities.
+
+    Give the logits, or (a model whose output is already probabilities, via harness check) the probabilities."""
     classes = list(classes)
-    probs = softmax(logits)
+    probs = softmax(logits) if probabilities is None else np.asarray(probabilities, dtype=np.float64)
     preds = [classes[i] for i in probs.argmax(1)]
     acceptable = [sorted(s.acceptable) for s in ds.samples]
     primary = [s.label for s in ds.samples]

@@ -99,7 +99,10 @@ def read_variant_config(vdir: Path, data_root: Path | None = None):
     elif not Path(config["data_root"]).is_dir():
         raise FileNotFoundError(f"{Path(vdir) / 'config.json'}: the dataset it was trained on, {config['data_root']}, "
                                 f"is not there any more; pass --data DIR where it is now")
-    return config, profile_from_dict(config["profile"])
+    # a profile that named no test sets (harness train from such a profile) gets the dataset's, as harness run does
+    from harness.config import with_test_sets
+
+    return config, with_test_sets(profile_from_dict(config["profile"]), Path(config["data_root"]))
 
 
 def load_test_inputs(data_root: Path, test_sets: Sequence[str], classes: Sequence[str], image_size: int):

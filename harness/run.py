@@ -39,7 +39,7 @@ def point_latest(run_dir: Path, reports: Path = REPORTS) -> Path | None:
 
 
 def protocol(profile: Profile, thresholds: Thresholds, data_root: Path, variants: Sequence[str], seeds: Sequence[int],
-             weights_file: Path | None, data: dict | None = None) -> dict:
+             weights_file: Path | None, data: dict | None = None, notes: Sequence[str] = ()) -> dict:
     from harness.export import DEFAULT_OPSET, EXPORTERS, DEFAULT_EXPORTER
     from harness.runtime import select_providers
     from harness.train import device_info, pick_device, versions
@@ -48,7 +48,7 @@ def protocol(profile: Profile, thresholds: Thresholds, data_root: Path, variants
         "profile": profile.to_dict(), "variants": list(variants), "seeds": list(seeds),
         "data_root": str(Path(data_root).resolve()), "weights_file": str(weights_file) if weights_file else None,
         "data": data or {},
-        "thresholds": thresholds.to_dict(), "exporter": {"default": DEFAULT_EXPORTER, "available": list(EXPORTERS),
+        "thresholds": thresholds.to_dict(), "thresholds_notes": list(notes), "exporter": {"default": DEFAULT_EXPORTER, "available": list(EXPORTERS),
                                                           "opset": DEFAULT_OPSET},
         "onnxruntime_providers": select_providers("auto"), "device": device_info(pick_device(profile.device)),
         "versions": versions(), "argv": sys.argv,
@@ -67,11 +67,24 @@ def _current(vdir: Path, name: str, model_key: str, want_model: str | None, test
     return made.get(model_key) == want_model and want_model is not None and made.get("test_data") == test_data
 
 
+def fit_profile(profile: Profile, thresholds: Thresholds, data_root: Path) -> tuple[Profile, Thresholds, list[str]]:
+    """A profile that names no test sets gets the dataset's (discovered), and its thresholds are fitted to them:
+    rules for test sets this dataset does not have are set aside, with a note saying so (run.json, the report)."""
+    if profile.test_sets:
+        return profile, thresholds, []
+    from harness.config import with_test_sets
+    from harness.thresholds import fit_to_run
+
+    profile = with_test_sets(profile, data_root)
+    thresholds, notes = fit_to_run(thresholds, profile.test_sets)
+    return profile, thresholds, notes
+
+
 def preflight(profile: Profile, thresholds: Thresholds, data_root: Path, variants: Sequence[str],
               weights_file: Path | None):
     """Everything that can be known wrong before the first variant trains, checked before anything is written:
     variant names, thresholds against the run's test sets and matrix, device, ImageNet weights, the dataset.
-    Returns (train Dataset, {split: test Dataset})."""
+    `profile` must name its test sets (see fit_profile). Returns (train Dataset, {split: test Dataset})."""
     from harness.backbones import check_weights_available
     from harness.data import load_test, load_train, working_short_side
     from harness.thresholds import check_applies
@@ -153,10 +166,12 @@ def run_matrix(profile: Profile, thresholds: Thresholds, data_root: Path, run_di
     from harness.evaluate import evaluate_variant
     from harness.export import export_variant
     from harness.report.build import build_report, write_reports
+    from harness.saliency.evidence import variant_blackbox
     from harness.train import train_variant
 
     variants = list(variants or profile.variants)
     seeds = list(seeds if seeds is not None else profile.seeds)
+    profile, thresholds, notes = fit_profile(profile, thresholds, data_root)
     ds, tests = preflight(profile, thresholds, data_root, variants, weights_file)
     train_fp = provenance.dataset_fingerprint(ds)
     data = {"train": train_fp, "test": provenance.fingerprints(tests), "classes": list(ds.classes)}
@@ -165,7 +180,9 @@ def run_matrix(profile: Profile, thresholds: Thresholds, data_root: Path, run_di
     with runlock.hold(run_dir):
         check_not_stale(run_dir, profile, jobs, train_fp, weights_file, force)
         artifacts.write_json(run_dir / "run.json",
-                             protocol(profile, thresholds, data_root, variants, seeds, weights_file, data))
+                             protocol(profile, thresholds, data_root, variants, seeds, weights_file, data, notes))
+        for note in notes:
+            tqdm.write(f"note: {note}", file=sys.stderr)
         point_latest(run_dir, reports)
         show = sys.stderr.isatty() if progress is None else progress
         t0 = time.perf_counter()
@@ -180,9 +197,9 @@ def run_matrix(profile: Profile, thresholds: Thresholds, data_root: Path, run_di
             test_data = (record.get("inputs") or {}).get("test_data")
             if force or not _current(vdir, "metrics.json", "onnx_sha256", record.get("sha256"), test_data):
                 evaluate_variant(vdir, data_root=data_root)
-            model_sha = (record.get("inputs") or {}).get("model_sha256")
-            if force or not _current(vdir, "cam.json", "model_sha256", model_sha, test_data):
-                cam_variant(vdir, force=True, data_root=data_root)
+            cam_variant(vdir, force=force, data_root=data_root)  # redoes itself when stale
+            for method in (profile.saliency.black_box if profile.saliency else ()):
+                variant_blackbox(vdir, method, force=force, data_root=data_root)
         report = build_report(run_dir, thresholds)
         write_reports(run_dir, report)
     return report

@@ -146,18 +146,21 @@ def run_batches(session, x: np.ndarray, batch: int = 8) -> np.ndarray:
 
 
 def measure_latency(session, image_size: int, batch_sizes: Sequence[int] = (1, 8), repeats: int = 10,
-                    warmup: int = 2, seed: int = 0, budget_s: float | None = 30.0) -> dict[str, Any]:
+                    warmup: int = 2, seed: int = 0, budget_s: float | None = 30.0,
+                    make_input=None) -> dict[str, Any]:
     """Median (and p90) wall time of `repeats` runs per batch size after `warmup` runs; throughput = batch / median.
 
     On a slow machine (VGG16 at 224 px on 2 CPU cores: seconds per batch of 8) the timed runs of one batch size stop
-    once they have taken `budget_s` seconds, after at least 3; the number actually timed is recorded."""
+    once they have taken `budget_s` seconds, after at least 3; the number actually timed is recorded.
+    `make_input(batch, rng)` builds the input of a model that does not take float N x 3 x S x S (harness check)."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     name = session.get_inputs()[0].name
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {}
     for b in batch_sizes:
-        x = rng.random((b, 3, image_size, image_size), dtype=np.float32)
+        # make_input(b, rng): the batch in the model's own layout and dtype (harness check); default float NCHW
+        x = make_input(b, rng) if make_input else rng.random((b, 3, image_size, image_size), dtype=np.float32)
         for _ in range(warmup):
             session.run(None, {name: x})
         times: list[float] = []

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from harness.thresholds import SALIENCY_EVIDENCE, AccuracyRule, CamRule, Thresholds, is_gated
+from harness.thresholds import EVERY_MODEL, SALIENCY_EVIDENCE, AccuracyRule, CamRule, Thresholds, is_gated
 
 PASS, FAIL, ERROR, SKIP = "PASS", "FAIL", "ERROR", "SKIP"
 
@@ -210,6 +210,8 @@ def sanity_problem(ev: dict[str, Any], rule: CamRule, prefix: str) -> str:
     sanity = ev.get("sanity")
     if not isinstance(sanity, dict):
         return f"{prefix}.json has no sanity check (maps of a randomised model); rerun its step"
+    if sanity.get("impossible"):
+        return f"the maps could not be sanity-checked ({sanity.get('skipped')}), so they cannot be trusted"
     rho = sanity.get("spearman_mean")
     if rho is None:
         return ""  # nothing was scored, so nothing was compared (the localization itself says skipped)
@@ -293,9 +295,11 @@ def _judge(criterion: str, variant: str, subject: str, runs: Sequence[SeedRun], 
     evidence = tuple(sorted({str((r.folder / readings[f's{r.seed}'][1]).relative_to(run_dir)) for r in runs}))
     per_seed = {k: v[0] for k, v in readings.items()}
     notes = sorted({v[2] for v in readings.values() if v[2]})
-    if threshold is None:
-        return Verdict(criterion, variant, subject, comparison, None, None, SKIP, gated, evidence, "no threshold set",
-                       per_seed, backbone, chance)
+    if threshold is None:  # reported (with the value when there is one), never judged
+        known = [v for v in per_seed.values() if v is not None]
+        value = _aggregate(known, comparison == "<=", how) if known and len(known) == len(per_seed) else None
+        return Verdict(criterion, variant, subject, comparison, None, value, SKIP, gated, evidence,
+                       "; ".join(filter(None, ["no threshold set", detail])), per_seed, backbone, chance)
     if any(v is None for v in per_seed.values()):
         status = SKIP if notes and all(n.startswith("skipped") for n in notes) else ERROR
         return Verdict(criterion, variant, subject, comparison, shown, None, status, gated, evidence,
@@ -411,7 +415,8 @@ def _localization_verdicts(method: str, variant: str, backbone: str, runs: Seque
                 f", margin {margin}" if margin is not None else "")
             out.append(_judge(f"{prefix}_{what}", variant, split, runs, read_localization, (prefix, split, what, rule),
                               ">=", thr, chance=chance, detail=detail, **kw))
-    if rule.sanity_max is not None and rule.configured:
+    if (rule.sanity_max is not None and rule.configured) or any(
+            isinstance((_evidence(r, prefix) or {}).get("sanity"), dict) for r in runs):
         out.append(_judge(f"{prefix}_sanity", variant, "", runs, read_sanity, (prefix, ""), "<=", rule.sanity_max,
                           detail=f"mean Spearman rank correlation between the {name} maps of the trained model and "
                                  f"of the model with its last layer randomised (Adebayo et al. 2018); high = the maps "
@@ -460,6 +465,8 @@ def judge(run_dir: Path, thresholds: Thresholds, test_sets: Iterable[str], varia
     present = {v for _, v in models.values()}
     known_backbones = {b for b, _ in models.values()} | ({backbone} if backbone else set())
     for entry in list(thresholds.gated) + list(variants):
+        if entry == EVERY_MODEL:  # "every model of the run": the models found, and those named in `variants`
+            continue
         b, v = _plain_variant(entry, sorted(known_backbones))
         if (b and model_key(b, v) not in models) or (not b and v not in present):
             models.setdefault(model_key(b or backbone, v), (b or backbone, v))
@@ -475,7 +482,10 @@ def judge(run_dir: Path, thresholds: Thresholds, test_sets: Iterable[str], varia
         mine.append(_coverage(variant, b, test_sets, mine, gated, runs, run_dir))
         for method in SALIENCY_EVIDENCE:
             rule = thresholds.localization(method)
-            if method == "gradcam" or rule.configured:
+            # Grad-CAM is reported for every trained model (SKIP when no rule); a method no rule names and no
+            # evidence holds (Grad-CAM of a checked ONNX file) is left out
+            if rule.configured or any(_evidence(r, SALIENCY_EVIDENCE[method]) for r in runs) or (
+                    method == "gradcam" and not any(r.kind == "check" for r in runs)):
                 mine += _localization_verdicts(method, variant, b, runs, rule, test_sets, gated, how, run_dir)
         mine.append(_judge("onnx_parity", variant, "", runs, read_parity, "", "<=", thresholds.parity_atol,
                            detail=f"max |PyTorch - onnxruntime CPU| logit difference (rtol {thresholds.parity_rtol})",

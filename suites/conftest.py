@@ -50,7 +50,7 @@ def _make_plan(config: pytest.Config) -> dict:
             raise pytest.UsageError(f"--run-dir {run_dir}: no run.json there; is it a harness run directory?")
         proto = artifacts.read_json(run_dir / "run.json")
         plan = {"run_dir": run_dir, "thresholds": thresholds_of_run(run_dir, config.getoption("--thresholds")),
-                "test_sets": proto["profile"]["test_sets"], "variants": proto.get("variants", []),
+                "test_sets": list(proto["profile"].get("test_sets") or []), "variants": proto.get("variants", []),
                 "backbone": str(proto["profile"].get("backbone", "")), "run_profile": proto["profile"]}
     elif profile_name is not None:
         from harness.config import load_profile
@@ -60,8 +60,12 @@ def _make_plan(config: pytest.Config) -> dict:
         overrides = list(config.getoption("--harness-set"))
         if config.getoption("--backbone"):
             overrides.append(f"backbone={config.getoption('--backbone')}")
+        from harness.run import fit_profile
+
         profile = load_profile(profile_name, overrides)
         thresholds = parse_thresholds(profile.thresholds, profile.source, config.getoption("--thresholds"))
+        # test sets discovered from the dataset when the profile names none, thresholds fitted to them
+        profile, thresholds, _ = fit_profile(profile, thresholds, config.getoption("--data"))
         variants = config.getoption("--variants")
         variants = variants.split(",") if variants else (list(thresholds.gated) or list(profile.variants))
         seeds = config.getoption("--seeds")

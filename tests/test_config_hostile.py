@@ -16,6 +16,7 @@ from harness import backbones as bb
 from harness.augment import LEVELS
 from harness.backbones import (BACKBONES, WeightsUnavailable, build_classifier, check_weights_available,
                                resolve_train_from, set_trainable, train_from_names)
+from tests.conftest import BUNDLED
 from harness.config import (INITS, ConfigError, load_profile, profile_from_dict, read_profile_toml, split_variant,
                             validate)
 from harness.lite0_weights import LITE0_WEIGHTS_FILE, load_lite0_imagenet
@@ -453,7 +454,9 @@ def test_backbone_qualified_gated_entry():
 @pytest.mark.parametrize("profile", PROFILES)
 def test_builtin_thresholds_apply_to_their_profiles(profile):
     for backbone in BACKBONES:
-        p = load_profile(profile, [f"backbone={backbone}"])
+        from harness.config import with_test_sets
+
+        p = with_test_sets(load_profile(profile, [f"backbone={backbone}"]), BUNDLED)
         t = parse_thresholds(p.thresholds, p.source)
         check_applies(t, p.test_sets, p.variants, p.source, backbones=[p.backbone])
         again = parse_thresholds({k: v for k, v in t.to_dict().items() if k != "source"}, t.source)

@@ -44,14 +44,52 @@ def _stats(values: list[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values)} if values else {}
 
 
-def _variant_entry(folder: Path, metrics: dict | None, cam: dict | None, export: dict | None) -> dict[str, Any]:
+def _saliency_entry(folder: Path, ev: dict) -> dict[str, Any]:
+    """The report's view of one saliency evidence file (cam.json, occlusion.json...): summaries, protocol, sanity,
+    per-image records with the overlay's path relative to the run directory."""
+    sanity = ev.get("sanity") if isinstance(ev.get("sanity"), dict) else {}
+    return {"summary": ev.get("summary", {}), "protocol": ev.get("protocol", {}),
+            "sanity": {k: sanity.get(k) for k in ("spearman_mean", "spearman_max", "images", "maps", "randomised",
+                                                  "skipped", "impossible", "seconds")},
+            "seconds_per_image": ev.get("seconds_per_image"), "passes_per_image": ev.get("passes_per_image"),
+            "images": {split: [{k: r.get(k) for k in ("image", "label", "predicted", "probability", "correct",
+                                                      "status", "overlay")}
+                               | {"overlay_path": f"{folder.name}/{r['overlay']}" if r.get("overlay") else None,
+                                  "energy_share": _primary_score(r, "energy_share"),
+                                  "pointing_hit": _primary_score(r, "pointing_hit")}
+                               for r in recs] for split, recs in ev.get("images", {}).items()}}
+
+
+def _primary_score(rec: dict, key: str):
+    """The score of the image's primary label's map (the figure ranked across methods), None when not scored."""
+    scores = (rec.get("classes") or {}).get(rec.get("label")) if rec.get("status") == "scored" else None
+    return scores.get(key) if isinstance(scores, dict) else None
+
+
+def method_agreement(a: dict, b: dict, split: str) -> dict[str, Any]:
+    """Per-image rank agreement of two saliency methods on one split: Spearman correlation of the primary label's
+    energy share over the images both scored (None with fewer than 3)."""
+    from scipy.stats import spearmanr
+
+    ea = {r["image"]: r.get("energy_share") for r in (a.get("images") or {}).get(split, [])}
+    eb = {r["image"]: r.get("energy_share") for r in (b.get("images") or {}).get(split, [])}
+    both = [k for k in ea if ea[k] is not None and eb.get(k) is not None]
+    if len(both) < 3:
+        return {"images": len(both), "spearman": None}
+    rho = spearmanr([ea[k] for k in both], [eb[k] for k in both]).statistic
+    return {"images": len(both), "spearman": None if rho != rho else float(rho)}
+
+
+def _variant_entry(folder: Path, metrics: dict | None, cam: dict | None, export: dict | None,
+                   others: dict[str, dict | None] | None = None) -> dict[str, Any]:
     config = artifacts.read_json(folder / "config.json")
     history_path = folder / "history.json"
     history = artifacts.read_json(history_path) if history_path.exists() else {"epochs": [], "seconds": None}
     entry: dict[str, Any] = {
         "folder": folder.name, "variant": config["variant"], "seed": config["seed"], "backbone": config["backbone"],
         "model": f"{config['backbone']}-{config['variant']}", "inputs": config.get("inputs"),
-        "init": config["init"], "level": config["level"], "device": config.get("device"),
+        "init": config.get("init"), "level": config.get("level"), "device": config.get("device"),
+        "kind": config.get("kind") or "trained",
         "train_seconds": history.get("seconds"), "history": history.get("epochs", []),
     }
     if export:
@@ -65,10 +103,11 @@ def _variant_entry(folder: Path, metrics: dict | None, cam: dict | None, export:
         entry["latency"] = metrics.get("latency", {})
         entry["runtime"] = metrics.get("runtime", {})
     if cam:
-        entry["cam"] = {"summary": cam.get("summary", {}), "protocol": cam.get("protocol", {}),
-                        "images": {split: [{k: r.get(k) for k in ("image", "label", "predicted", "probability", "correct",
-                                                                    "status", "overlay")} | {"overlay_path": str(folder.name + "/" + r["overlay"]) if r.get("overlay") else None}
-                                           for r in recs] for split, recs in cam.get("images", {}).items()}}
+        entry["cam"] = _saliency_entry(folder, cam)
+    entry["saliency"] = {prefix: _saliency_entry(folder, ev) for prefix, ev in (others or {}).items() if ev}
+    if cam and entry["saliency"]:
+        entry["agreement"] = {prefix: {split: method_agreement(entry["cam"], sal, split) for split in sal["images"]}
+                              for prefix, sal in entry["saliency"].items()}
     return entry
 
 
@@ -76,7 +115,7 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
     run_dir = Path(run_dir)
     proto = read_protocol(run_dir)
     thresholds = thresholds or thresholds_of_run(run_dir)
-    test_sets = proto["profile"]["test_sets"]
+    test_sets = list(proto["profile"].get("test_sets") or [])
     groups = collect(run_dir, proto["profile"])
     verdicts = judge(run_dir, thresholds, test_sets, proto.get("variants", []), str(proto["profile"].get("backbone", "")),
                      proto["profile"])
@@ -98,7 +137,7 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
                 for kind in ("soft", "strict")
             }
         for r in runs:
-            variants[r.folder.name] = _variant_entry(r.folder, r.metrics, r.cam, r.export) | {
+            variants[r.folder.name] = _variant_entry(r.folder, r.metrics, r.cam, r.export, r.saliency) | {
                 "problems": dict(r.problems)}
     return {
         "schema": 1,
@@ -111,8 +150,34 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
         "matrix": matrix,
         "baselines": baselines,
         "protocol": proto | {"thresholds": thresholds.to_dict()},
+        "thresholds_notes": list(proto.get("thresholds_notes") or []),
+        "localization": localization_table(verdicts),
         "variants": variants,
     }
+
+
+def localization_table(verdicts) -> list[dict[str, Any]]:
+    """One row per (model, method, test set): energy share and pointing rate, each beside its chance level, and the
+    sanity check's correlation: the figures a reader compares, in one place."""
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    sanity: dict[tuple[str, str], Any] = {}
+    for v in verdicts:
+        prefix, _, what = v.criterion.rpartition("_")
+        if what == "sanity":
+            sanity[(v.model, prefix)] = (v.value, v.status)
+        elif what in ("energy", "pointing") and prefix in ("cam", "occlusion", "rise"):
+            row = rows.setdefault((v.model, prefix, v.subject), {"model": v.model, "method": prefix,
+                                                                  "split": v.subject, "gated": v.gated})
+            row[what] = v.value if v.value is not None else None
+            row[f"{what}_chance"] = v.chance
+            row[f"{what}_status"] = v.status
+            row[f"{what}_threshold"] = v.threshold
+            if v.value is None:
+                row[f"{what}_detail"] = v.detail
+    for (model, prefix, _), row in rows.items():
+        value, status = sanity.get((model, prefix), (None, None))
+        row["sanity_spearman"], row["sanity_status"] = value, status
+    return list(rows.values())
 
 
 def write_reports(run_dir: Path, report: dict[str, Any]) -> tuple[Path, Path | None]:

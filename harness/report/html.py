@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import jinja2
 
-__all__ = ["render_html", "MAX_EMBEDDED_OVERLAYS"]
+__all__ = ["render_html", "is_book_dataset", "MAX_EMBEDDED_OVERLAYS"]
 
 # Above this many CAM overlays (first seed of every variant, CAM test set), only the gated variants' are embedded
 # and the others are listed as file paths, to keep the HTML file a reasonable size.
@@ -44,7 +44,11 @@ REFERENCE_2018 = {
     ("imagenet", "usual"): (1.00, 0.85), ("imagenet", "all"): (1.00, 0.95),
 }
 
-CRITERIA = {
+# The bundled dataset (data/small-book-images): its classes. Only a run on these classes gets the 2018 reference and
+# the wording about books and covers; any other dataset gets neutral wording (WORDS[False], NEUTRAL_CRITERIA).
+BOOK_CLASSES = frozenset({"background", "bayes", "geeks", "keras", "nlp", "technium"})
+
+CRITERIA = {  # the book dataset's wording; NEUTRAL_CRITERIA replaces the book-specific entries for any other
     "accuracy": "soft accuracy: share of photos where the model names one of the books in the photo",
     "soft_above_constant": "soft accuracy minus that of always giving the best single answer (must be above 0)",
     "strict_above_constant": "strict accuracy (the photo's main book) minus that of the best single answer",
@@ -55,7 +59,57 @@ CRITERIA = {
     "latency": "median time of one onnxruntime CPU call (milliseconds)",
     "strict_accuracy": "strict accuracy: share of photos where the model names the photo's main book",
     "test_sets_judged": "how many of the run's test sets an accuracy criterion judged (all of them, or ERROR)",
+    "wilson_above_constant": "lower end of the 95% Wilson interval of soft accuracy minus the best single answer's "
+                             "accuracy (must be above 0: the claim survives the small test set)",
+    "cam_sanity": "rank correlation of the Grad-CAM maps with those of the model whose last layer was randomised "
+                  "(high: the maps do not depend on what the model learnt)",
+    "occlusion_energy": "share of the occlusion map's heat (grey patches slid over the image, through onnxruntime) "
+                        "inside the labelled regions, beside a uniform map's share",
+    "occlusion_pointing": "share of labelled regions whose occlusion-map peak lies on (within 15 px of) the region",
+    "occlusion_sanity": "rank correlation of the occlusion maps with those of the model whose last layer was "
+                        "randomised (high: the maps do not depend on what the model learnt)",
+    "rise_energy": "share of the RISE map's heat inside the labelled regions, beside a uniform map's share",
+    "rise_pointing": "share of labelled regions whose RISE-map peak lies on (within 15 px of) the region",
+    "rise_sanity": "rank correlation of the RISE maps with those of the model whose last layer was randomised",
 }
+
+# Saliency methods shown in the report: evidence key in a variant entry, title, thresholds key
+SALIENCY_SECTIONS = (("cam", "Grad-CAM", "cam"), ("occlusion", "occlusion", "occlusion"), ("rise", "RISE", "rise"))
+
+NEUTRAL_CRITERIA = {
+    "accuracy": "soft accuracy: share of images where the model names one of the acceptable labels",
+    "strict_above_constant": "strict accuracy (the image's primary label) minus that of the best single answer",
+    "wilson_lower": "lower end of the 95% Wilson interval of soft accuracy (few test images: wide intervals)",
+    "cam_energy": "share of the Grad-CAM heat that falls inside the labelled regions",
+    "cam_pointing": "share of labelled regions whose Grad-CAM peak lies on (within 15 px of) the region",
+    "strict_accuracy": "strict accuracy: share of images where the model names the image's primary label",
+}
+
+# Template phrases that differ between the bundled book dataset (True) and any other (False).
+WORDS = {
+    True: {
+        "item": "photo", "items": "photos",
+        "layout": "Laid out like the reference experiment's table.",
+        "soft": "the answer names one of the books in the photo",
+        "strict": "the photo's main book",
+        "shared": "Several books share most difficult photos, so even guessing scores well on soft accuracy there.",
+        "confusion_rows": "the photo's main (primary) book",
+        "regions": "the labelled covers",
+        "good_heat": "A good model's heat sits on a book cover, not on the floor or the photo's edges.",
+    },
+    False: {
+        "item": "image", "items": "images",
+        "layout": "Rows: weight initialisation; columns: augmentation level.",
+        "soft": "the answer is one of the image's acceptable labels",
+        "strict": "the image's primary label",
+        "shared": "Where images accept several labels, even guessing scores well on soft accuracy.",
+        "confusion_rows": "the image's primary label",
+        "regions": "the labelled regions",
+        "good_heat": "A good model's heat sits on the labelled object, not on the background or the image's edges.",
+    },
+}
+
+NO_REGIONS = "localization skipped: no labelled regions"
 
 VERDICT_TEXT = {
     "PASS": "Every gated criterion passed: the gated model meets the acceptance thresholds.",
@@ -158,6 +212,29 @@ def _d(obj: Any, *keys: Any, default: Any = None) -> Any:
             return default
         obj = obj[k]
     return default if obj is None else obj
+
+
+def report_classes(report: Mapping[str, Any]) -> tuple[str, ...]:
+    """The run's classes: run.json's data classes (protocol.data.classes; a check run's protocol.classes), else the
+    classes recorded in any variant's metrics (per test set); () when the report names none."""
+    for where in (_d(report, "protocol", "data", "classes"), _d(report, "protocol", "classes")):
+        if isinstance(where, (list, tuple)) and where:
+            return tuple(str(c) for c in where)
+    for entry in (report.get("variants") or {}).values():
+        if not isinstance(entry, Mapping):
+            continue
+        candidates = [entry.get("classes")] + [m.get("classes") for m in (entry.get("test_sets") or {}).values()
+                                               if isinstance(m, Mapping)]
+        for c in candidates:
+            if isinstance(c, (list, tuple)) and c:
+                return tuple(str(x) for x in c)
+    return ()
+
+
+def is_book_dataset(report: Mapping[str, Any]) -> bool:
+    """True when the run's classes are exactly the bundled book dataset's (BOOK_CLASSES): only then does the report
+    show the 2018 reference and speak of books and covers."""
+    return set(report_classes(report)) == BOOK_CLASSES
 
 
 def _data_uri(png: bytes) -> str:
@@ -279,14 +356,19 @@ def _failed_by_subject(gated: Sequence[Mapping[str, Any]]) -> list[str]:
     return [f"{k}: {', '.join(c)}" for k, c in by.items()]
 
 
-def _verdict_rows(verdicts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _criteria(book: bool) -> dict[str, str]:
+    return dict(CRITERIA) if book else CRITERIA | NEUTRAL_CRITERIA
+
+
+def _verdict_rows(verdicts: Sequence[Mapping[str, Any]], book: bool = True) -> list[dict[str, Any]]:
+    meanings = _criteria(book)
     rows = []
     for v in verdicts:
         crit, status, gated = str(v.get("criterion", "")), str(v.get("status", "ERROR")), bool(v.get("gated"))
         per_seed = v.get("per_seed") or {}
         vid = v.get("id") or (f"{v.get('variant')}-{v.get('subject')}" if v.get("subject") else v.get("variant"))
         rows.append({
-            "criterion": crit, "meaning": CRITERIA.get(crit, ""), "id": str(vid), "status": status, "gated": gated,
+            "criterion": crit, "meaning": meanings.get(crit, ""), "id": str(vid), "status": status, "gated": gated,
             "value": fmt_value(crit, v.get("value")), "comparison": v.get("comparison") or "",
             "threshold": fmt_value(crit, v.get("threshold")) if v.get("threshold") is not None else "none set",
             "per_seed": " · ".join(f"{k} {fmt_value(crit, x)}" for k, x in per_seed.items()) if len(per_seed) > 1 else "",
@@ -307,7 +389,7 @@ def _ci_str(stats: Mapping[str, Any]) -> str:
 
 
 def _matrix(report: Mapping[str, Any], splits: Sequence[str], parts: Mapping[str, tuple[str, str]],
-            gated: Sequence[str], runs: Mapping[str, list]) -> dict[str, Any]:
+            gated: Sequence[str], runs: Mapping[str, list], book: bool = True) -> dict[str, Any]:
     matrix = report.get("matrix") or {}
     baselines = report.get("baselines") or {}
     profile = _d(report, "protocol", "profile", default={})
@@ -322,7 +404,7 @@ def _matrix(report: Mapping[str, Any], splits: Sequence[str], parts: Mapping[str
     several = len(backbones) > 1
     by_parts = {(backbone_of.get(n, "") if several else "", *p): n for n, p in parts.items() if n in in_run}
     by_parts_any = {p: n for n, p in parts.items()}
-    show_ref = {"test_easy", "test_difficult"} <= set(splits)
+    show_ref = book and {"test_easy", "test_difficult"} <= set(splits)
     rows = []
     for backbone, init in [(b, i) for b in (backbones if several else [""]) for i in inits_o]:
         cells = []
@@ -523,11 +605,32 @@ def _overlay(run_dir: Path, rel: str | None, embed: bool) -> tuple[str | None, s
     return _data_uri(data), ""
 
 
+def _skipped_for_regions(verdicts: Sequence[Mapping[str, Any]], name: str) -> bool:
+    """True when every Grad-CAM localization verdict of `name` is SKIP for want of labelled regions (and one exists)."""
+    mine = [v for v in verdicts if _model_name(v) == name and v.get("criterion") in ("cam_energy", "cam_pointing")]
+    return bool(mine) and all(v.get("status") == "SKIP" and "region" in str(v.get("detail") or "") for v in mine)
+
+
+def _evidence_of(run: Mapping[str, Any] | None, key: str) -> Mapping[str, Any] | None:
+    """A variant entry's saliency evidence: 'cam' (Grad-CAM), or a black-box method under 'saliency'."""
+    if not run:
+        return None
+    ev = run.get("cam") if key == "cam" else _d(run, "saliency", key, default=None)
+    return ev if isinstance(ev, Mapping) else None
+
+
+def _chance_text(summ: Mapping[str, Any], what: str) -> str:
+    c = summ.get(f"{what}_chance_mean")
+    return f" (a uniform map: {fmt_acc(c)})" if _is_num(c) else ""
+
+
 def _cam(report: Mapping[str, Any], run_dir: Path, order: Sequence[str], runs: Mapping[str, list],
-         gated: Sequence[str], split: str) -> dict[str, Any]:
-    thr = _d(report, "protocol", "thresholds", "cam", default={})
+         gated: Sequence[str], split: str, book: bool = True,
+         verdicts: Sequence[Mapping[str, Any]] = (), key: str = "cam", title: str = "Grad-CAM") -> dict[str, Any]:
+    thr = _d(report, "protocol", "thresholds", "cam" if key == "cam" else key, default={}) or {}
     firsts = {name: (runs.get(name) or [None])[0] for name in order}
-    n_overlays = sum(1 for r in firsts.values() if r for im in (_d(r, "cam", "images", split, default=[]) or [])
+    n_overlays = sum(1 for r in firsts.values() if r
+                     for im in (_d(_evidence_of(r, key), "images", split, default=[]) or [])
                      if isinstance(im, Mapping) and im.get("overlay_path"))
     embed_all = n_overlays <= MAX_EMBEDDED_OVERLAYS
     groups = []
@@ -537,21 +640,29 @@ def _cam(report: Mapping[str, Any], run_dir: Path, order: Sequence[str], runs: M
         group: dict[str, Any] = {"variant": name, "gated": is_gated, "open": is_gated or (not gated and name == order[0]),
                                  "folder": first.get("folder") if first else None, "seed": first.get("seed") if first else None,
                                  "available": False, "images": [], "embedded": embed_all or is_gated, "summary": [],
-                                 "other_seeds": [f"{r['folder']}/cam/{split}/" for r in (runs.get(name) or [])[1:]
-                                                 if _d(r, "cam", "images", split)]}
-        images = _d(first, "cam", "images", split, default=None) if first else None
+                                 "skipped": NO_REGIONS if _skipped_for_regions(verdicts, name) else "",
+                                 "other_seeds": [f"{r['folder']}/{key}/{split}/" for r in (runs.get(name) or [])[1:]
+                                                 if _d(_evidence_of(r, key), "images", split)]}
+        ev = _evidence_of(first, key)
+        images = _d(ev, "images", split, default=None)
         if images:
             group["available"] = True
-            summ = _d(first, "cam", "summary", split, default={})
+            summ = _d(ev, "summary", split, default={}) or {}
             if summ.get("has_regions", True) is False:
-                group["summary"].append("this test set has no labelled cover regions: localization not scored")
+                group["summary"].append(NO_REGIONS)
             else:
-                group["summary"].append(f"energy inside the labelled covers {fmt_acc(summ.get('energy_share_mean'))}"
+                regions = WORDS[book]["regions"]
+                group["summary"].append(f"energy inside {regions} {fmt_acc(summ.get('energy_share_mean'))}"
+                                        + _chance_text(summ, "energy")
                                         + (f" (threshold ≥ {fmt_acc(thr.get('energy_share_min'))})"
                                            if thr.get("energy_share_min") is not None else ""))
                 group["summary"].append(f"pointing-game hit rate {fmt_acc(summ.get('pointing_hit_rate'))}"
+                                        + _chance_text(summ, "pointing")
                                         + (f" (threshold ≥ {fmt_acc(thr.get('pointing_rate_min'))})"
                                            if thr.get("pointing_rate_min") is not None else ""))
+                rho = _d(ev, "sanity", "spearman_mean")
+                if _is_num(rho):
+                    group["summary"].append(f"sanity: rank correlation with a randomised last layer {rho:.2f}")
             for im in images:
                 if not isinstance(im, Mapping):
                     continue
@@ -565,9 +676,37 @@ def _cam(report: Mapping[str, Any], run_dir: Path, order: Sequence[str], runs: M
                     "status": im.get("status") or "", "src": src, "note": note, "path": im.get("overlay_path") or ""})
             group["n_correct"] = sum(1 for im in group["images"] if im["correct"])
         groups.append(group)
+    some = next((_evidence_of(r, key) for r in firsts.values() if _evidence_of(r, key)), None) or {}
+    cost = ""
+    if _is_num(some.get("seconds_per_image")):
+        cost = f"{some['seconds_per_image']:.2f} s per image" + (
+            f", {some['passes_per_image']:.0f} forward passes" if _is_num(some.get("passes_per_image")) else "")
     return {"split": split_label(split), "groups": groups, "embed_all": embed_all, "n_overlays": n_overlays,
-            "limit": MAX_EMBEDDED_OVERLAYS, "method": _d(next((r for r in firsts.values() if r and r.get("cam")), {}),
-                                                       "cam", "protocol", "method", default="")}
+            "limit": MAX_EMBEDDED_OVERLAYS, "method": _d(some, "protocol", "method", default=""), "key": key,
+            "title": title, "anchor": "cam" if key == "cam" else f"saliency-{key}", "cost": cost,
+            "available": bool(some)}
+
+
+def _localization_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """report.json's localization table (every figure beside a uniform map's chance level), formatted."""
+    names = {k: t for k, t, _ in SALIENCY_SECTIONS}
+    rows = []
+    for r in report.get("localization") or []:
+        if not isinstance(r, Mapping):
+            continue
+        rows.append({"model": r.get("model"), "method": names.get(r.get("method"), r.get("method")),
+                     "split": split_label(r.get("split") or "") if r.get("split") else "-",
+                     "gated": bool(r.get("gated")),
+                     "energy": fmt_acc(r.get("energy")) if _is_num(r.get("energy")) else NA,
+                     "energy_chance": fmt_acc(r.get("energy_chance")) if _is_num(r.get("energy_chance")) else NA,
+                     "energy_status": r.get("energy_status") or "",
+                     "pointing": fmt_acc(r.get("pointing")) if _is_num(r.get("pointing")) else NA,
+                     "pointing_chance": fmt_acc(r.get("pointing_chance")) if _is_num(r.get("pointing_chance")) else NA,
+                     "pointing_status": r.get("pointing_status") or "",
+                     "sanity": f"{r['sanity_spearman']:.2f}" if _is_num(r.get("sanity_spearman")) else "-",
+                     "sanity_status": r.get("sanity_status") or "",
+                     "note": r.get("energy_detail") or r.get("pointing_detail") or ""})
+    return rows
 
 
 def _cuda_parity(cuda: Any) -> str:
@@ -696,19 +835,28 @@ def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     cam_split = _d(report, "protocol", "thresholds", "cam", "split", default=None) or (
         "test_difficult" if "test_difficult" in splits else (splits[-1] if splits else "test_difficult"))
     primary = "test_difficult" if "test_difficult" in splits else (splits[-1] if splits else "test_difficult")
+    book = is_book_dataset(report)
     return {
         "banner": _banner(report, verdicts),
-        "verdicts": _verdict_rows(verdicts),
-        "criteria": [(k, v) for k, v in CRITERIA.items() if any(r.get("criterion") == k for r in verdicts)],
-        "matrix": _matrix(report, splits, parts, gated, runs),
+        "verdicts": _verdict_rows(verdicts, book),
+        "criteria": [(k, v) for k, v in _criteria(book).items() if any(r.get("criterion") == k for r in verdicts)],
+        "matrix": _matrix(report, splits, parts, gated, runs, book),
         "curves": _curves(order, runs, gated),
         "confusion": _confusion(order, runs, gated, splits, primary),
         "confusion_split": split_label(primary),
-        "cam": _cam(report, run_dir, order, runs, gated, cam_split),
+        "cam": _cam(report, run_dir, order, runs, gated, cam_split, book, verdicts),
+        "blackbox": [sec for key, title, thr_key in SALIENCY_SECTIONS[1:]
+                     for sec in [_cam(report, run_dir, order, runs, gated,
+                                      _d(report, "protocol", "thresholds", thr_key, "split", default=None) or cam_split,
+                                      book, verdicts, key, title)] if sec["available"]],
+        "localization": _localization_rows(report),
+        "notes": [str(n) for n in report.get("thresholds_notes") or []],
+        "is_check": _d(report, "protocol", "kind", default="") == "check",
         "export": _export(order, runs),
         "judged": [{"model": m, "sets": [{"split": split_label(k), "criteria": ", ".join(c)} for k, c in t.items()]}
                    for m, t in (report.get("judged") or {}).items() if isinstance(t, Mapping)],
         "protocol": _protocol(report),
+        "words": WORDS[book],
         "NA": NA,
     }
 

@@ -1,0 +1,276 @@
+"""`harness check MODEL.onnx`: gate any ONNX image classifier, trained anywhere, on a labelled dataset.
+
+The model's input/output contract comes from its spec (`harness.spec`: a TOML file and/or --set, defaults from the
+ONNX metadata of a `harness export` and the graph's shapes), checked before any work. The run directory has the
+shape of `harness run`'s (run.json, one model folder, report.json, report.html), so `harness report DIR` and
+`pytest suites --run-dir DIR` work on it unchanged:
+
+    <run>/<name>/config.json     what was checked: the model file (path, sha256), its spec, the dataset
+    <run>/<name>/metrics.json    accuracy beside the constant answer and guessing, per-image predictions, latency
+    <run>/<name>/<method>.json   black-box saliency (occlusion by default): localization beside a uniform map's
+                                 chance level, the sanity check; overlays in <run>/<name>/<method>/<split>/
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from harness import artifacts
+from harness.config import ConfigError, _keys, _str, _str_list, _table, apply_overrides, read_profile_toml
+from harness.saliency.settings import GRADCAM, SaliencySettings, parse_saliency
+from harness.thresholds import Thresholds
+
+CHECK_BACKBONE = "onnx"  # the "backbone" of a model judged from its ONNX file: nothing is known about its insides
+LATENCY_BATCHES = (1, 8)
+
+
+@dataclass(frozen=True)
+class CheckProfile:
+    """A profile for `harness check`: test sets (none: discovered), saliency methods, thresholds. No training."""
+
+    name: str
+    test_sets: tuple[str, ...] = ()
+    saliency: SaliencySettings = field(default_factory=lambda: SaliencySettings(methods=("occlusion",)))
+    thresholds: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": "check", "backbone": CHECK_BACKBONE, "test_sets": list(self.test_sets),
+                "saliency": self.saliency.to_dict(), "thresholds": dict(self.thresholds), "source": self.source}
+
+
+def split_sets(sets: Sequence[str]) -> tuple[list[str], list[str]]:
+    """--set KEY=VALUE items -> (spec overrides, profile overrides): spec fields go to the model's spec."""
+    from harness.spec import FIELDS
+
+    spec, profile = [], []
+    for item in sets:
+        key = item.partition("=")[0].strip()
+        (spec if key.removeprefix("spec.") in FIELDS else profile).append(item.removeprefix("spec."))
+    return spec, profile
+
+
+def load_check_profile(name_or_path: str = "check", overrides: Sequence[str] = ()) -> CheckProfile:
+    raw, source = read_profile_toml(name_or_path)
+    raw.pop("source", None)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        source += f" + overrides ({len(overrides)} --set)"
+    where = source
+    if raw.get("kind") != "check":
+        raise ConfigError(f"{where}: not a profile for harness check (it needs kind = \"check\"); the built-in one is "
+                          f"`check`; training profiles (smoke, cpu, full) are for harness run")
+    _keys(raw, ["name", "kind", "test_sets", "saliency", "thresholds"], "", where, required=("name",))
+    from harness.thresholds import parse_thresholds
+
+    thresholds = _table(raw.get("thresholds", {}), "thresholds", where)
+    parse_thresholds(thresholds, where)
+    saliency = parse_saliency(raw.get("saliency", {"methods": ["occlusion"]}), where)
+    if GRADCAM in saliency.methods:
+        raise ConfigError(f"{where}: saliency.methods lists 'gradcam', which needs the PyTorch model; harness check "
+                          f"has only the ONNX file: use black-box methods ({', '.join(sorted(_black_box()))})")
+    return CheckProfile(name=_str(raw["name"], "name", where),
+                        test_sets=_str_list(raw["test_sets"], "test_sets", where) if "test_sets" in raw else (),
+                        saliency=saliency, thresholds=thresholds, source=source)
+
+
+def _black_box() -> list[str]:
+    from harness.saliency import METHODS
+
+    return list(METHODS)
+
+
+def dataset_classes(root: Path) -> tuple[str, ...]:
+    """The dataset's classes: its train/<class>/ folder names (sorted, as harness trains), else the class folders
+    and COCO categories of its test sets."""
+    from harness.data import DataError, _class_folders, discover_test_sets
+
+    root = Path(root)
+    if (root / "train").is_dir():
+        names = tuple(f.name for f in _class_folders(root / "train"))
+        if len(names) >= 2:
+            return names
+    names: set[str] = set()
+    for split in discover_test_sets(root):
+        ann = root / "annotations" / f"{split}.json"
+        if ann.is_file():
+            coco = artifacts.read_json(ann)
+            names |= {str(c.get("name")) for c in (coco.get("categories") or []) if isinstance(c, dict)}
+        elif (root / split).is_dir():
+            names |= {f.name for f in _class_folders(root / split)}
+    if len(names) < 2:
+        raise DataError(f"{root}: cannot tell the dataset's classes: no train/<class>/ folders and fewer than 2 "
+                        f"classes among the test sets' class folders / COCO categories")
+    return tuple(sorted(names))
+
+
+def model_name(model_path: Path, session=None) -> str:
+    """The model folder's name: a harness export's variant (from its metadata), else the file's stem, made safe."""
+    name = ""
+    if session is not None:
+        name = (session.get_modelmeta().custom_metadata_map or {}).get("harness.variant", "")
+    name = name or Path(model_path).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
+
+
+def default_check_dir(name: str, reports: Path) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(reports) / "runs" / f"{stamp}-check-{name}"
+
+
+def _latency(session, spec, batch_sizes=LATENCY_BATCHES) -> dict[str, Any]:
+    import numpy as np
+
+    from harness import runtime
+    from harness.spec import to_model
+
+    h, w = spec.size
+
+    def make_input(b: int, rng) -> "np.ndarray":
+        return to_model(spec, rng.random((b, 3, h, w), dtype=np.float32))
+
+    return runtime.measure_latency(session, h, batch_sizes, make_input=make_input,
+                                   budget_s=30.0)
+
+
+def check_model(model_path: Path, data_root: Path, spec_file: Path | None = None, sets: Sequence[str] = (),
+                profile: str = "check", thresholds_file: Path | None = None, out: Path | None = None,
+                reports: Path = Path("reports"), log=None) -> tuple[dict[str, Any], Path]:
+    """Judge one ONNX model on a dataset; returns (report, run directory). Everything that can be known wrong (the
+    model file, the spec against the graph and the dataset's classes, the profile, the thresholds, the dataset) is
+    checked before anything is written."""
+    from harness import provenance, runlock, runtime
+    from harness.data import load_test, working_short_side
+    from harness.evaluate import split_metrics
+    from harness.export import sha256_file
+    from harness.report.build import build_report, write_reports
+    from harness.run import point_latest
+    from harness.saliency.evidence import (blackbox_evidence, evidence_inputs, evidence_is_current,
+                                           onnx_sanity_forward, write_evidence)
+    from harness.spec import make_forward, prepare, read_spec, resolve_spec
+    from harness.thresholds import check_applies, fit_to_run, parse_thresholds
+    from harness.train import versions
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    t0 = time.perf_counter()
+    model_path, data_root = Path(model_path), Path(data_root)
+    spec_sets, profile_sets = split_sets(sets)
+    prof = load_check_profile(profile, profile_sets)
+    thresholds: Thresholds = parse_thresholds(prof.thresholds, prof.source, thresholds_file)
+    notes: list[str] = []
+    test_sets = prof.test_sets
+    if not test_sets:
+        from harness.data import discover_test_sets
+
+        test_sets = discover_test_sets(data_root)
+        thresholds, notes = fit_to_run(thresholds, test_sets)
+    classes = dataset_classes(data_root)
+    session = runtime.create_session(model_path, [runtime.CPU])
+    spec = resolve_spec(model_path, read_spec(spec_file, spec_sets), classes, session=session)
+    name = model_name(model_path, session)
+    check_applies(thresholds, test_sets, [name], thresholds.source or prof.source, backbones=[CHECK_BACKBONE])
+    short = working_short_side(max(spec.size))
+    datasets = {split: load_test(data_root, split, classes, max_short_side=short) for split in test_sets}
+    model_sha = sha256_file(model_path)
+    test_fp = provenance.fingerprints(datasets)
+    recorded_prof = prof.to_dict() | {"test_sets": list(test_sets)}
+
+    forward = make_forward(session, spec, classes)
+    first = next((ds.samples[0] for ds in datasets.values() if ds.samples), None)
+    if first is not None:  # the output's contract (width, probabilities or logits) is checked on a real image
+        forward(prepare(spec, [first.image]))
+
+    run_dir = Path(out) if out else default_check_dir(name, reports)
+    folder = run_dir / name
+    with runlock.hold(run_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        proto = {"kind": "check", "profile": recorded_prof, "variants": [name], "seeds": [0],
+                 "data_root": str(data_root.resolve()), "data": {"test": test_fp, "classes": list(classes)},
+                 "model": {"path": str(model_path.resolve()), "sha256": model_sha, "bytes": model_path.stat().st_size},
+                 "spec": spec.to_dict(), "thresholds": thresholds.to_dict(), "thresholds_notes": notes,
+                 "onnxruntime_providers": session.get_providers(), "versions": versions(), "argv": sys.argv}
+        artifacts.write_json(run_dir / "run.json", proto)
+        point_latest(run_dir, reports)
+        for note in notes:
+            log(f"note: {note}")
+        artifacts.write_json(folder / "config.json", {
+            "kind": "check", "variant": name, "backbone": CHECK_BACKBONE, "seed": 0, "init": None, "level": None,
+            "classes": list(classes), "model": proto["model"], "spec": spec.to_dict(),
+            "data_root": str(data_root.resolve()), "profile": recorded_prof})
+
+        made_from = {"onnx_sha256": model_sha, "test_data": test_fp, "spec": spec.to_dict()}
+        metrics_path = folder / "metrics.json"
+        if not evidence_is_current(metrics_path, made_from):
+            test_results = {}
+            for split, ds in datasets.items():
+                import numpy as np
+
+                x = prepare(spec, [s.image for s in ds.samples])
+                probs = np.concatenate([forward(x[i:i + 16]) for i in range(0, len(x), 16)], axis=0)
+                test_results[split] = split_metrics(ds, None, classes, probabilities=probs)
+                s = test_results[split]
+                log(f"[{name}] {split}: soft {s['soft']['value']:.3f} strict {s['strict']['value']:.3f} "
+                    f"(n={s['n']}; best constant answer {s['baselines']['constant_soft']['value']:.3f} / "
+                    f"{s['baselines']['constant_strict']['value']:.3f})")
+            latency = _latency(session, spec)
+            log(f"[{name}] latency CPU: " + ", ".join(f"batch {b} {v['median_ms']:.1f} ms" for b, v in latency.items()))
+            import onnxruntime
+
+            artifacts.write_json(metrics_path, {
+                "schema": 1, "variant": name, "kind": "check", "inputs": made_from, "backbone": CHECK_BACKBONE,
+                "classes": list(classes), "image_size": list(spec.size),
+                "model": {"file": str(model_path.resolve()), "sha256": model_sha},
+                "runtime": {"requested": "cpu", "providers": session.get_providers(),
+                            "onnxruntime": onnxruntime.__version__, "cpu_count": os.cpu_count()},
+                "test_sets": test_results,
+                "latency": {"batch_sizes": list(LATENCY_BATCHES), "statistic": "median wall time of session.run per "
+                            "batch", "input": "uniform random images in the model's own input format",
+                            "by_provider": {runtime.CPU: latency}},
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        else:
+            log(f"[{name}] metrics.json is current, skipping")
+
+        settings = prof.saliency
+        sanity = ({"layers": settings.sanity_layers, "seed": settings.sanity_seed, "images": settings.sanity_images}
+                  if settings.sanity else None)
+        for method in settings.black_box:
+            params = dict(settings.params.get(method) or {})
+            inputs = evidence_inputs(model_sha, datasets, method, params, sanity, spec.to_dict())
+            path = folder / f"{method}.json"
+            if evidence_is_current(path, inputs):
+                log(f"[{name}] {method}.json is current, skipping")
+                continue
+            staging = folder / f".cam-staging-{method}-{os.getpid()}"
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                sanity_forward, names = (None, [])
+                if sanity:
+                    try:
+                        sanity_forward, names = onnx_sanity_forward(model_path, staging / ".model", spec, classes,
+                                                                    settings.sanity_seed, settings.sanity_layers)
+                    except ValueError as exc:  # no final weight initializer to re-draw
+                        log(f"[{name}] sanity check impossible: {exc}")
+                content = blackbox_evidence(method, params, forward, spec, datasets, classes, staging, label=name,
+                                            sanity=sanity if sanity_forward is not None else None,
+                                            sanity_forward=sanity_forward, sanity_layers=names)
+                if sanity and sanity_forward is None:
+                    content["sanity"] = {"spearman_mean": None, "impossible": True,
+                                         "skipped": "the model has no final weight initializer to randomise"}
+                content = {"variant": name, "backbone": CHECK_BACKBONE, "inputs": inputs, "spec": spec.to_dict(),
+                           **content}
+                write_evidence(folder, method, content, staging)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        report = build_report(run_dir, thresholds)
+        report["protocol"]["seconds"] = time.perf_counter() - t0
+        write_reports(run_dir, report)
+    return report, run_dir

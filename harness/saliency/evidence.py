@@ -1,0 +1,264 @@
+"""Black-box saliency evidence: one method (occlusion, RISE) over a model's test sets -> the <method>.json content.
+
+Shared by `harness run` (a variant's exported model.onnx, a model-agnostic second opinion beside Grad-CAM) and
+`harness check` (any ONNX model). The maps are computed on the model's input (the spec's geometry), brought back to
+the photo (`harness.spec.map_to_image`) and scored exactly as Grad-CAM's are (`harness.camcheck`: energy share,
+pointing game, box IoU against the same labelled regions, each beside a uniform map's chance level). The sanity
+check (Adebayo et al. 2018) recomputes the maps of the first scored images with a copy of the model whose final
+layer(s) are re-drawn (`harness.saliency.sanity.randomize_onnx_head`) and records their Spearman rank correlation.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from harness import artifacts
+from harness.camcheck import (BACKGROUND, CAM_BOX_THRESHOLD, IOU_THRESHOLD, OVERLAY_DPI, POINTING_TOLERANCE_PX,
+                              _inside, _overlay_path, _scores, _summary)
+from harness.data import Dataset, Region, Sample
+
+# Bumped whenever a <method>.json changes meaning or content, so an older one is redone.
+EVIDENCE_PROTOCOL = 1
+
+Forward = Callable[[np.ndarray], np.ndarray]
+
+
+def evidence_inputs(onnx_sha256: str, datasets: Mapping[str, Dataset], method: str, params: Mapping[str, Any],
+                    sanity: Mapping[str, Any] | None, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What a <method>.json is made from: the ONNX file, the test images, the method, its parameters, the sanity
+    settings and the model's input/output contract."""
+    from harness.provenance import dataset_fingerprint
+
+    return {"onnx_sha256": onnx_sha256, "test_data": {s: dataset_fingerprint(ds) for s, ds in datasets.items()},
+            "method": method, "params": dict(params), "sanity": dict(sanity) if sanity else None,
+            "spec": dict(spec), "protocol": EVIDENCE_PROTOCOL}
+
+
+def evidence_is_current(path: Path, inputs: Mapping[str, Any]) -> bool:
+    try:
+        rec = artifacts.read_json(path)
+    except (FileNotFoundError, ValueError):
+        return False
+    return isinstance(rec, dict) and rec.get("inputs") == dict(inputs)
+
+
+def _record(sample: Sample, classes: Sequence[str], probs: np.ndarray, maps: dict[str, np.ndarray],
+            has_regions: bool) -> dict[str, Any]:
+    """The per-image record, in the same shape as cam.json's (camcheck.cam_image)."""
+    by_class: dict[str, list[Region]] = {}
+    for r in sample.regions:
+        by_class.setdefault(r.label, []).append(r)
+    pred = classes[int(np.argmax(probs))]
+    tolerance = POINTING_TOLERANCE_PX * float(getattr(sample, "scale", 1.0) or 1.0)
+    rec: dict[str, Any] = {
+        "image": sample.name, "label": sample.label, "acceptable": sorted(sample.acceptable),
+        "predicted": pred, "probability": float(np.max(probs)), "correct": pred in sample.acceptable,
+        "labelled_classes": sorted(by_class),
+    }
+    if not has_regions:
+        rec["status"], rec["skip_reason"] = "skipped", "no_annotations"
+    elif sample.label == BACKGROUND:
+        rec["status"], rec["skip_reason"] = "skipped", "background"
+    elif not by_class:
+        rec["status"], rec["skip_reason"] = "skipped", "no_regions"
+    else:
+        rec["status"] = "scored"
+        rec["classes"] = {c: _scores(maps[c], regs, tolerance) for c, regs in sorted(by_class.items())}
+        if sample.label in by_class:
+            rec["predicted_map"] = {"class": pred, "against": sample.label,
+                                    **_scores(maps[pred], by_class[sample.label], tolerance)}
+    return rec
+
+
+def _thumb(m: np.ndarray, side: int = 64) -> np.ndarray:
+    step = max(1, min(m.shape) // side)
+    return np.ascontiguousarray(m[::step, ::step])
+
+
+def blackbox_evidence(method: str, params: Mapping[str, Any], forward: Forward, spec, datasets: Mapping[str, Dataset],
+                      classes: Sequence[str], staging: Path | None, *, label: str = "",
+                      sanity: Mapping[str, Any] | None = None, sanity_forward: Forward | None = None,
+                      sanity_layers: Sequence[str] = (), log=None) -> dict[str, Any]:
+    """Maps, localization scores, chance levels, overlays (under `staging`/<method>/<split>/, when given) and the
+    sanity check of one black-box method over `datasets`. Returns the JSON content (without 'inputs')."""
+    from harness.cam import save_overlay
+    from harness.saliency import get_method, saliency
+    from harness.saliency.sanity import map_rank_correlation
+    from harness.spec import map_to_image, prepare
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    m = get_method(method)
+    classes = list(classes)
+    h_in, w_in = spec.size
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {
+        "method": method, "params": dict(params), "classes": classes, "model_input": [h_in, w_in],
+        "protocol": {
+            "method": m.description(params),
+            "passes_per_image_planned": m.passes(h_in, w_in, params),
+            "maps": "predicted class and every labelled class present, from the same forward passes; computed on "
+                    "the model's input and brought back to the photo with the spec's geometry",
+            "regions": "union of the class's polygons (box where a region has no polygon)",
+            "pointing_tolerance_px": POINTING_TOLERANCE_PX, "cam_box_threshold": CAM_BOX_THRESHOLD,
+            "iou_threshold": IOU_THRESHOLD,
+            "chance": "a uniform map: expected energy share = the region's area fraction; pointing hit rate = the "
+                      "fraction of pixels within the tolerance of the region",
+        },
+        "summary": {}, "images": {},
+    }
+    kept: list[tuple[Sample, np.ndarray, dict[int, np.ndarray]]] = []
+    passes_total, n_images, overlay_seconds = 0, 0, 0.0
+    want = int(sanity["images"]) if sanity else 0
+    for split, ds in datasets.items():
+        records = []
+        t_split = time.perf_counter()
+        for sample in ds.samples:
+            x = prepare(spec, [sample.image])[0]
+            probs0 = forward(x[None])[0]
+            targets = sorted({classes.index(r.label) for r in sample.regions} | {int(np.argmax(probs0))})
+            res = saliency(method, forward, x, targets, params, where=f"saliency.{method}")
+            passes_total += res.passes + 1
+            h, w = sample.image.shape[1:]
+            maps = {classes[i]: map_to_image(spec, mp, (h, w)) for i, mp in res.maps.items()}
+            rec = _record(sample, classes, res.probabilities, maps, ds.has_regions)
+            rec["passes"] = res.passes + 1
+            if rec["status"] == "scored" and len(kept) < want:
+                kept.append((sample, x, {classes.index(c): res.maps[classes.index(c)] for c in rec["classes"]}))
+            if staging is not None:
+                t_ov = time.perf_counter()
+                rel = Path(method) / _overlay_path(split, sample.name).relative_to("cam")
+                rows = [(f"predicted {rec['predicted']}", maps[rec["predicted"]])]
+                if sample.label in maps and sample.label != rec["predicted"]:
+                    rows.append((f"label {sample.label}", maps[sample.label]))
+                verdict = "correct" if rec["correct"] else "wrong"
+                title = (f"{Path(sample.name).name}: predicted {rec['predicted']} ({rec['probability']:.2f}), "
+                         f"label {sample.label} - {verdict} [{method}]")
+                save_overlay(_inside(staging, staging / rel), sample.image, rows, sample.regions, title,
+                             dpi=OVERLAY_DPI)
+                rec["overlay"] = rel.as_posix()
+                overlay_seconds += time.perf_counter() - t_ov
+            records.append(rec)
+        n_images += len(records)
+        out["summary"][split] = _summary(records, ds)
+        out["images"][split] = records
+        if records:
+            log(f"[{label}] {method} {split}: {len(records)} images, "
+                f"{(time.perf_counter() - t_split) / len(records):.2f} s/image")
+    out["sanity"] = _sanity(method, params, kept, sanity, sanity_forward, sanity_layers, map_rank_correlation,
+                            saliency) if sanity else {"skipped": "saliency.sanity = false", "spearman_mean": None}
+    seconds = time.perf_counter() - t0
+    sanity_s = float(out["sanity"].get("seconds") or 0.0)
+    out["seconds"] = seconds
+    out["passes_per_image"] = passes_total / max(n_images, 1)
+    out["seconds_per_image"] = (seconds - sanity_s - overlay_seconds) / max(n_images, 1)  # maps + scoring only
+    out["seconds_per_image_overlays"] = overlay_seconds / max(n_images, 1)
+    return out
+
+
+def _sanity(method, params, kept, sanity, sanity_forward, layers, rank_corr, saliency) -> dict[str, Any]:
+    if not kept:
+        return {"spearman_mean": None, "skipped": "no scored image to compare", "images": 0}
+    if sanity_forward is None:
+        raise ValueError("a sanity check was asked for without the randomised model's forward")
+    t0 = time.perf_counter()
+    rhos, per_map = [], []
+    for sample, x, maps in kept:
+        res = saliency(method, sanity_forward, x, sorted(maps), params, where=f"saliency.{method}")
+        for c, mp in maps.items():
+            rho = rank_corr(_thumb(mp), _thumb(res.maps[c]))
+            rhos.append(rho)
+            per_map.append({"image": sample.name, "class_index": c, "spearman": rho})
+    return {"method": "model-parameter randomisation (Adebayo et al. 2018): final layer(s) of the ONNX graph "
+                      "re-drawn, Spearman rank correlation of the maps", "randomised": list(layers), **dict(sanity),
+            "images": len(kept), "maps": len(rhos), "spearman_mean": float(np.mean(rhos)),
+            "spearman_max": float(np.max(rhos)), "per_map": per_map, "seconds": time.perf_counter() - t0}
+
+
+def write_evidence(folder: Path, method: str, content: dict[str, Any], staging: Path | None) -> Path:
+    """Replace <folder>/<method>.json and <folder>/<method>/ with the new ones (JSON last: it marks completion)."""
+    out_json = folder / f"{method}.json"
+    out_json.unlink(missing_ok=True)
+    if staging is not None and (staging / method).exists():
+        old = folder / f".cam-old-{method}-{os.getpid()}"
+        if (folder / method).exists():
+            os.replace(folder / method, old)
+        os.replace(staging / method, folder / method)
+        shutil.rmtree(old, ignore_errors=True)
+    return artifacts.write_json(out_json, content)
+
+
+def onnx_sanity_forward(onnx_path: Path, staging: Path, spec, classes: Sequence[str], seed: int, layers: int):
+    """(forward of a copy of the ONNX model with its final layer(s) re-drawn, names re-drawn); the copy is written
+    into `staging` (inside the run directory) so onnxruntime can load it like any model file."""
+    import onnx
+
+    from harness import runtime
+    from harness.saliency.sanity import randomize_onnx_head
+    from harness.spec import make_forward
+
+    proto = onnx.load(str(onnx_path))
+    randomised, names = randomize_onnx_head(proto, seed=seed, layers=layers)
+    del proto
+    staging.mkdir(parents=True, exist_ok=True)
+    path = staging / "randomised.onnx"
+    onnx.save(randomised, str(path))
+    session = runtime.create_session(path, [runtime.CPU])
+    return make_forward(session, spec, classes), names
+
+
+def variant_blackbox(vdir: Path, method: str, force: bool = False, data_root: Path | None = None,
+                     overlays: bool = True) -> dict[str, Any]:
+    """The black-box saliency step of one harness-trained variant: its exported model.onnx through onnxruntime
+    (the spec comes from the export's metadata) -> <vdir>/<method>.json and overlays; redone when stale."""
+    from harness import runtime
+    from harness.data import load_test, working_short_side
+    from harness.export import read_variant_config, sha256_file
+    from harness.saliency.settings import SaliencySettings
+    from harness.spec import make_forward, resolve_spec
+
+    vdir = Path(vdir)
+    config, profile = read_variant_config(vdir, data_root)
+    onnx_path = vdir / "model.onnx"
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"{onnx_path} is missing; run `harness export {vdir.parent}` first")
+    classes = list(config["classes"])
+    settings = profile.saliency or SaliencySettings()
+    params = dict(settings.params.get(method) or {})
+    if not params:
+        from harness.saliency import resolve_params
+
+        params = resolve_params(method, {}, f"{vdir / 'config.json'}: saliency.{method}")
+    datasets = {split: load_test(Path(config["data_root"]), split, classes,
+                                 max_short_side=working_short_side(profile.image_size)) for split in profile.test_sets}
+    session = runtime.create_session(onnx_path, [runtime.CPU])
+    spec = resolve_spec(onnx_path, {}, classes, session=session)
+    sanity = ({"layers": settings.sanity_layers, "seed": settings.sanity_seed, "images": settings.sanity_images}
+              if settings.sanity else None)
+    made_from = evidence_inputs(sha256_file(onnx_path), datasets, method, params, sanity, spec.to_dict())
+    out_json = vdir / f"{method}.json"
+    if not force and evidence_is_current(out_json, made_from):
+        print(f"[{vdir.name}] {method}.json is current, skipping (--force to redo)", file=sys.stderr)
+        return artifacts.read_json(out_json)
+    staging = vdir / f".cam-staging-{method}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        forward = make_forward(session, spec, classes)
+        sanity_forward, names = (onnx_sanity_forward(onnx_path, staging / ".model", spec, classes,
+                                                     settings.sanity_seed, settings.sanity_layers)
+                                 if sanity else (None, []))
+        content = blackbox_evidence(method, params, forward, spec, datasets, classes,
+                                    staging if overlays else None, label=vdir.name, sanity=sanity,
+                                    sanity_forward=sanity_forward, sanity_layers=names)
+        content = {"variant": vdir.name, "backbone": config.get("backbone"), "inputs": made_from,
+                   "spec": spec.to_dict(), **content}
+        write_evidence(vdir, method, content, staging if overlays else None)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return content
