@@ -241,3 +241,29 @@ def test_hostile_check_inputs_are_one_line_errors(boxes_root, tmp_path, capsys):
         assert code == 2, (argv, err)
         assert match in err and "Traceback" not in err, (argv, err)
     assert not (tmp_path / "out").exists()
+
+
+def test_check_of_a_harness_export_needs_no_spec_and_reproduces_its_evaluation_exactly(tmp_path):
+    """The exported model of a harness run, checked from its file alone: the same predictions and probabilities as
+    `harness evaluate` computed, on every test set (the spec comes from the export's metadata)."""
+    from harness.evaluate import evaluate_variant
+    from harness.export import export_variant
+
+    from tests.tiny_run import make_dataset, make_variant
+
+    data = make_dataset(tmp_path / "data")
+    vdir = make_variant(tmp_path / "run", data)
+    export_variant(vdir)
+    metrics = evaluate_variant(vdir, providers="cpu", repeats=1, warmup=0, batch_sizes=(1,))
+    result = check_model(vdir / "model.onnx", data, sets=["saliency.occlusion.window=16",
+                                                          "saliency.occlusion.stride=16"], out=tmp_path / "check")
+    entry = result.report["variants"][vdir.name]
+    assert entry["kind"] == "check" and set(entry["test_sets"]) == set(metrics["test_sets"])
+    spec = artifacts.read_json(tmp_path / "check" / vdir.name / "config.json")["spec"]
+    assert spec["sources"]["classes"] == "ONNX metadata" and spec["layout"] == "NCHW"
+    for split, m in metrics["test_sets"].items():
+        c = entry["test_sets"][split]
+        assert (c["soft"]["value"], c["strict"]["value"]) == (m["soft"]["value"], m["strict"]["value"])
+        for a, b in zip(m["predictions"], c["predictions"]):
+            assert a["image"] == b["image"] and a["predicted"] == b["predicted"]
+            assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)

@@ -48,7 +48,8 @@ def make_dataset(root: Path, splits=("test_easy", "test_difficult")) -> Path:
 
 def make_variant(run_dir: Path, data_root: Path, tta: bool = False, name: str = "vgg16-scratch-none-s0") -> Path:
     """config.json + model.pt exactly as train_variant writes them, for a random VGG16 at 32 px."""
-    profile = load_profile("smoke", [f"image_size={SIZE}", f"tta_hflip={str(tta).lower()}"])
+    profile = load_profile("smoke", [f"image_size={SIZE}", f"tta_hflip={str(tta).lower()}",
+                                     'test_sets=["test_easy", "test_difficult"]'])
     torch.manual_seed(0)
     model = build_classifier("vgg16", "scratch", len(CLASSES), profile.hidden, profile.dropout)
     with torch.no_grad():
