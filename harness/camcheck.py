@@ -86,22 +86,20 @@ def _overlay_path(split: str, name: str) -> Path:
     return Path("cam") / split / rel.with_suffix(".png")
 
 
-def cam_image(model: torch.nn.Module, layer: str, image_size: int, classes: Sequence[str], sample: Sample,
-              has_regions: bool) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
-    """Maps and localization scores of one test image: (record, {class: map}, probabilities)."""
+def image_record(sample: Sample, classes: Sequence[str], probs: np.ndarray, maps: dict[str, np.ndarray],
+                 has_regions: bool) -> dict[str, Any]:
+    """The record of one test image (prediction, localization of every labelled class's map against its regions,
+    the predicted class's map against the primary label's) whatever method made the maps (Grad-CAM, occlusion...).
+    `maps` holds a map over the image for the predicted class and every labelled class present."""
     by_class: dict[str, list[Region]] = {}
     for r in sample.regions:
         by_class.setdefault(r.label, []).append(r)
-    x = resize_batch([sample.image], image_size)[0].float().div_(255)
-    h, w = sample.image.shape[1:]
+    pred = classes[int(np.argmax(probs))]
     # the pointing tolerance is 15 px of the stored photo; the image may be kept at a smaller working size
     tolerance = POINTING_TOLERANCE_PX * float(getattr(sample, "scale", 1.0) or 1.0)
-    probs, maps_idx = gradcam_maps(model, layer, x, [classes.index(c) for c in by_class], (h, w), predicted=True)
-    pred = classes[int(probs.argmax())]
-    maps = {classes[i]: m for i, m in maps_idx.items()}
     rec: dict[str, Any] = {
         "image": sample.name, "label": sample.label, "acceptable": sorted(sample.acceptable),
-        "predicted": pred, "probability": float(probs.max()), "correct": pred in sample.acceptable,
+        "predicted": pred, "probability": float(np.max(probs)), "correct": pred in sample.acceptable,
         "labelled_classes": sorted(by_class),
     }
     if not has_regions:
@@ -116,6 +114,34 @@ def cam_image(model: torch.nn.Module, layer: str, image_size: int, classes: Sequ
         if sample.label in by_class:  # the prediction's map against the primary label's region
             rec["predicted_map"] = {"class": pred, "against": sample.label,
                                     **_scores(maps[pred], by_class[sample.label], tolerance)}
+    return rec
+
+
+def write_overlay(staging: Path, rel: Path, sample: Sample, rec: dict[str, Any], maps: dict[str, np.ndarray],
+                  tag: str = "") -> float:
+    """The overlay PNG of one image (predicted class's map, plus the primary label's when the answer is wrong) at
+    staging/rel (refused outside staging); records rel in `rec`; returns the seconds it took."""
+    t0 = time.perf_counter()
+    rows = [(f"predicted {rec['predicted']}", maps[rec["predicted"]])]
+    if sample.label in maps and sample.label != rec["predicted"]:
+        rows.append((f"label {sample.label}", maps[sample.label]))
+    verdict = "correct" if rec["correct"] else "wrong"
+    title = (f"{Path(sample.name).name}: predicted {rec['predicted']} ({rec['probability']:.2f}), "
+             f"label {sample.label} - {verdict}" + (f" [{tag}]" if tag else ""))
+    save_overlay(_inside(staging, staging / rel), sample.image, rows, sample.regions, title, dpi=OVERLAY_DPI)
+    rec["overlay"] = rel.as_posix()
+    return time.perf_counter() - t0
+
+
+def cam_image(model: torch.nn.Module, layer: str, image_size: int, classes: Sequence[str], sample: Sample,
+              has_regions: bool) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+    """Maps and localization scores of one test image: (record, {class: map}, probabilities)."""
+    labelled = sorted({r.label for r in sample.regions})
+    x = resize_batch([sample.image], image_size)[0].float().div_(255)
+    h, w = sample.image.shape[1:]
+    probs, maps_idx = gradcam_maps(model, layer, x, [classes.index(c) for c in labelled], (h, w), predicted=True)
+    maps = {classes[i]: m for i, m in maps_idx.items()}
+    rec = image_record(sample, classes, probs, maps, has_regions)
     return rec, maps, probs
 
 
@@ -267,18 +293,7 @@ def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = 
                 if sanity and rec["status"] == "scored" and len(kept) < sanity["images"]:
                     kept.append((sample, {c: sanity_thumb(maps[c]) for c in rec["classes"]}))
                 if overlays:
-                    t_overlay = time.perf_counter()
-                    rel = _overlay_path(split, sample.name)
-                    rows = [(f"predicted {rec['predicted']}", maps[rec["predicted"]])]
-                    if sample.label in maps and sample.label != rec["predicted"]:
-                        rows.append((f"label {sample.label}", maps[sample.label]))
-                    verdict = "correct" if rec["correct"] else "wrong"
-                    title = (f"{Path(sample.name).name}: predicted {rec['predicted']} ({rec['probability']:.2f}), "
-                             f"label {sample.label} - {verdict}")
-                    save_overlay(_inside(staging, staging / rel), sample.image, rows, sample.regions, title,
-                                 dpi=OVERLAY_DPI)
-                    rec["overlay"] = rel.as_posix()
-                    overlay_seconds += time.perf_counter() - t_overlay
+                    overlay_seconds += write_overlay(staging, _overlay_path(split, sample.name), sample, rec, maps)
                 records.append(rec)
             n_images += len(records)
             result["summary"][split] = _summary(records, ds)

@@ -270,7 +270,11 @@ def _canon(report: Mapping[str, Any]):
     known = {_model_name(e) for e in entries} | set(report.get("matrix") or {})
 
     def canon(name: str) -> str:
-        if not keyed or name in known or not backbone or len(str(name).split("-")) != 2:
+        if name in known or not backbone:
+            return name
+        if f"{backbone}-{name}" in known:  # e.g. a checked model's folder name -> 'onnx-<name>'
+            return f"{backbone}-{name}"
+        if not keyed or len(str(name).split("-")) != 2:
             return name
         return f"{backbone}-{name}"
     return canon
@@ -339,7 +343,8 @@ def _banner(report: Mapping[str, Any], verdicts: Sequence[Mapping[str, Any]]) ->
         "image_size": profile.get("image_size"),
         "seeds": fmt_any(seeds) if seeds is not None else NA,
         "created": _date(report.get("created")),
-        "gated_variants": ", ".join(report.get("gated_variants") or []) or "none",
+        "gated_variants": ", ".join("every model of the run" if g == "*" else g
+                                    for g in report.get("gated_variants") or []) or "none",
         "n_gated": len(gated), "passed": count["PASS"], "failed": count["FAIL"], "errors": count["ERROR"],
         "skipped": count["SKIP"],
         "failed_list": _failed_by_subject(gated),
@@ -822,7 +827,7 @@ def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     verdicts = [v for v in report.get("verdicts") or [] if isinstance(v, Mapping)]
     canon = _canon(report)
-    gated = [canon(g) for g in report.get("gated_variants") or []]
+    gated = [canon(g) for g in report.get("gated_variants") or [] if g != "*"]
     gated += sorted({_model_name(v) for v in verdicts if v.get("gated") and _model_name(v)} - set(gated))
     parts = _variant_parts(report)
     runs = _seed_runs(report)

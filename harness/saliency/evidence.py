@@ -20,9 +20,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from harness import artifacts
-from harness.camcheck import (BACKGROUND, CAM_BOX_THRESHOLD, IOU_THRESHOLD, OVERLAY_DPI, POINTING_TOLERANCE_PX,
-                              _inside, _overlay_path, _scores, _summary)
-from harness.data import Dataset, Region, Sample
+from harness.camcheck import (CAM_BOX_THRESHOLD, IOU_THRESHOLD, POINTING_TOLERANCE_PX, _overlay_path, _summary,
+                              image_record, write_overlay)
+from harness.data import Dataset, Sample
 
 # Bumped whenever a <method>.json changes meaning or content, so an older one is redone.
 EVIDENCE_PROTOCOL = 1
@@ -49,34 +49,6 @@ def evidence_is_current(path: Path, inputs: Mapping[str, Any]) -> bool:
     return isinstance(rec, dict) and rec.get("inputs") == dict(inputs)
 
 
-def _record(sample: Sample, classes: Sequence[str], probs: np.ndarray, maps: dict[str, np.ndarray],
-            has_regions: bool) -> dict[str, Any]:
-    """The per-image record, in the same shape as cam.json's (camcheck.cam_image)."""
-    by_class: dict[str, list[Region]] = {}
-    for r in sample.regions:
-        by_class.setdefault(r.label, []).append(r)
-    pred = classes[int(np.argmax(probs))]
-    tolerance = POINTING_TOLERANCE_PX * float(getattr(sample, "scale", 1.0) or 1.0)
-    rec: dict[str, Any] = {
-        "image": sample.name, "label": sample.label, "acceptable": sorted(sample.acceptable),
-        "predicted": pred, "probability": float(np.max(probs)), "correct": pred in sample.acceptable,
-        "labelled_classes": sorted(by_class),
-    }
-    if not has_regions:
-        rec["status"], rec["skip_reason"] = "skipped", "no_annotations"
-    elif sample.label == BACKGROUND:
-        rec["status"], rec["skip_reason"] = "skipped", "background"
-    elif not by_class:
-        rec["status"], rec["skip_reason"] = "skipped", "no_regions"
-    else:
-        rec["status"] = "scored"
-        rec["classes"] = {c: _scores(maps[c], regs, tolerance) for c, regs in sorted(by_class.items())}
-        if sample.label in by_class:
-            rec["predicted_map"] = {"class": pred, "against": sample.label,
-                                    **_scores(maps[pred], by_class[sample.label], tolerance)}
-    return rec
-
-
 def _thumb(m: np.ndarray, side: int = 64) -> np.ndarray:
     step = max(1, min(m.shape) // side)
     return np.ascontiguousarray(m[::step, ::step])
@@ -88,7 +60,6 @@ def blackbox_evidence(method: str, params: Mapping[str, Any], forward: Forward, 
                       sanity_layers: Sequence[str] = (), log=None) -> dict[str, Any]:
     """Maps, localization scores, chance levels, overlays (under `staging`/<method>/<split>/, when given) and the
     sanity check of one black-box method over `datasets`. Returns the JSON content (without 'inputs')."""
-    from harness.cam import save_overlay
     from harness.saliency import get_method, saliency
     from harness.saliency.sanity import map_rank_correlation
     from harness.spec import map_to_image, prepare
@@ -127,23 +98,13 @@ def blackbox_evidence(method: str, params: Mapping[str, Any], forward: Forward, 
             passes_total += res.passes + 1
             h, w = sample.image.shape[1:]
             maps = {classes[i]: map_to_image(spec, mp, (h, w)) for i, mp in res.maps.items()}
-            rec = _record(sample, classes, res.probabilities, maps, ds.has_regions)
+            rec = image_record(sample, classes, res.probabilities, maps, ds.has_regions)
             rec["passes"] = res.passes + 1
             if rec["status"] == "scored" and len(kept) < want:
                 kept.append((sample, x, {classes.index(c): res.maps[classes.index(c)] for c in rec["classes"]}))
             if staging is not None:
-                t_ov = time.perf_counter()
                 rel = Path(method) / _overlay_path(split, sample.name).relative_to("cam")
-                rows = [(f"predicted {rec['predicted']}", maps[rec["predicted"]])]
-                if sample.label in maps and sample.label != rec["predicted"]:
-                    rows.append((f"label {sample.label}", maps[sample.label]))
-                verdict = "correct" if rec["correct"] else "wrong"
-                title = (f"{Path(sample.name).name}: predicted {rec['predicted']} ({rec['probability']:.2f}), "
-                         f"label {sample.label} - {verdict} [{method}]")
-                save_overlay(_inside(staging, staging / rel), sample.image, rows, sample.regions, title,
-                             dpi=OVERLAY_DPI)
-                rec["overlay"] = rel.as_posix()
-                overlay_seconds += time.perf_counter() - t_ov
+                overlay_seconds += write_overlay(staging, rel, sample, rec, maps, tag=method)
             records.append(rec)
         n_images += len(records)
         out["summary"][split] = _summary(records, ds)
