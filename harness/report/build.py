@@ -74,8 +74,8 @@ def method_agreement(a: dict, b: dict, split: str) -> dict[str, Any]:
     ea = {r["image"]: r.get("energy_share") for r in (a.get("images") or {}).get(split, [])}
     eb = {r["image"]: r.get("energy_share") for r in (b.get("images") or {}).get(split, [])}
     both = [k for k in ea if ea[k] is not None and eb.get(k) is not None]
-    if len(both) < 3:
-        return {"images": len(both), "spearman": None}
+    if len(both) < 3 or len({ea[k] for k in both}) < 2 or len({eb[k] for k in both}) < 2:
+        return {"images": len(both), "spearman": None}  # too few, or one side constant: no rank order to compare
     rho = spearmanr([ea[k] for k in both], [eb[k] for k in both]).statistic
     return {"images": len(both), "spearman": None if rho != rho else float(rho)}
 
