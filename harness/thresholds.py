@@ -55,6 +55,26 @@ class CamRule:
 
 
 @dataclass(frozen=True)
+class RegressionRule:
+    """`harness compare BASELINE NEW`: a gated accuracy (soft or strict, per test set) regresses when it drops by more
+    than max_drop, or when it drops and the exact McNemar test on the paired correctness gives p < mcnemar_p (more
+    right -> wrong flips than wrong -> right ones, unlikely by chance). None disables that clause. A gated criterion
+    that passed in BASELINE and does not pass in NEW is always a regression."""
+
+    max_drop: float | None = 0.05  # one photo in 20
+    mcnemar_p: float | None = 0.05
+
+
+@dataclass(frozen=True)
+class SelectiveRule:
+    """Selective prediction (answer only when confident): the operating point is the lowest confidence threshold at
+    which soft accuracy on the answered images reaches `target`; coverage_at_target_min gates its coverage."""
+
+    target: float = 0.95
+    coverage_at_target_min: float | None = None
+
+
+@dataclass(frozen=True)
 class Thresholds:
     gated: tuple[str, ...] = ("imagenet-all",)  # variants ('imagenet-all', any backbone) or 'vgg16-imagenet-all'
     seed_aggregate: str = "worst"  # "worst" seed gates, or "mean" over seeds
@@ -63,6 +83,8 @@ class Thresholds:
     cam: CamRule = field(default_factory=CamRule)  # Grad-CAM (harness-trained models: needs the PyTorch model)
     occlusion: CamRule = field(default_factory=CamRule)  # black-box occlusion through onnxruntime (any ONNX model)
     rise: CamRule = field(default_factory=CamRule)  # black-box RISE
+    regression: RegressionRule = field(default_factory=RegressionRule)
+    selective: SelectiveRule = field(default_factory=SelectiveRule)
     parity_atol: float = 1e-4
     parity_rtol: float = 1e-3
     latency_batch: int = 1
@@ -164,6 +186,25 @@ def _cam_rule(raw: Any, where: str, key: str = "thresholds.cam") -> CamRule:
     )
 
 
+def _regression_rule(raw: Any, where: str) -> RegressionRule:
+    d = _table(raw, "thresholds.regression", where)
+    _keys(d, list(RegressionRule.__dataclass_fields__), "thresholds.regression", where)
+    r = RegressionRule()
+    return RegressionRule(
+        max_drop=_unit(d.get("max_drop", r.max_drop), "thresholds.regression.max_drop", where),
+        mcnemar_p=_unit(d.get("mcnemar_p", r.mcnemar_p), "thresholds.regression.mcnemar_p", where))
+
+
+def _selective_rule(raw: Any, where: str) -> SelectiveRule:
+    d = _table(raw, "thresholds.selective", where)
+    _keys(d, list(SelectiveRule.__dataclass_fields__), "thresholds.selective", where)
+    r = SelectiveRule()
+    return SelectiveRule(
+        target=_num(d.get("target", r.target), "thresholds.selective.target", where, 0, 1, min_open=True),
+        coverage_at_target_min=_unit(d.get("coverage_at_target_min", r.coverage_at_target_min),
+                                     "thresholds.selective.coverage_at_target_min", where))
+
+
 def _read_user_file(path: Path) -> Mapping[str, Any]:
     try:
         user = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -204,6 +245,8 @@ def parse_thresholds(raw: Mapping[str, Any], source: str, user_file: Path | None
         cam=_cam_rule(d.get("cam", {}), where),
         occlusion=_cam_rule(d.get("occlusion", {}), where, "thresholds.occlusion"),
         rise=_cam_rule(d.get("rise", {}), where, "thresholds.rise"),
+        regression=_regression_rule(d.get("regression", {}), where),
+        selective=_selective_rule(d.get("selective", {}), where),
         parity_atol=_num(g("parity_atol"), "thresholds.parity_atol", where, min=0, min_open=True),
         parity_rtol=_num(g("parity_rtol"), "thresholds.parity_rtol", where, min=0),
         latency_batch=_int(g("latency_batch"), "thresholds.latency_batch", where, min=1),

@@ -258,6 +258,23 @@ def read_sanity(run: SeedRun, arg: tuple[str, str]) -> Reading:
     return sanity["spearman_mean"], file, ""
 
 
+def read_coverage_at_target(run: SeedRun, arg: tuple[str, float]) -> Reading:
+    """Coverage of the operating point: the share of the test set answered at the lowest confidence threshold where
+    soft accuracy on the answered images reaches the target (0 when none does)."""
+    from harness import stats
+
+    split, target = arg
+    s = _split(run, split)
+    if not s:
+        return None, "metrics.json", _absent(run, "metrics.json", f"no {split} in metrics.json")
+    preds = s.get("predictions") or []
+    if not preds:
+        return None, "metrics.json", f"metrics.json: no per-image predictions for {split}; rerun harness evaluate"
+    conf = [max((p.get("probabilities") or {0: 0.0}).values()) for p in preds]
+    op = stats.operating_point(conf, [bool(p["soft_correct"]) for p in preds], target)
+    return (op["coverage"] if op else 0.0), "metrics.json", ""
+
+
 def read_parity(run: SeedRun, _: str) -> Reading:
     if run.kind == "check":
         return None, "export.json", "skipped: no PyTorch reference to compare with (harness check judges an ONNX file)"
@@ -480,6 +497,13 @@ def judge(run_dir: Path, thresholds: Thresholds, test_sets: Iterable[str], varia
         for split in test_sets:
             mine += _accuracy_verdicts(variant, b, split, runs, thresholds, gated, how, run_dir)
         mine.append(_coverage(variant, b, test_sets, mine, gated, runs, run_dir))
+        sel = thresholds.selective
+        if sel.coverage_at_target_min is not None:
+            for split in test_sets:
+                mine.append(_judge("coverage_at_target", variant, split, runs, read_coverage_at_target,
+                                   (split, sel.target), ">=", sel.coverage_at_target_min,
+                                   detail=f"share of the test set answered when answering only above the lowest "
+                                          f"confidence where soft accuracy reaches {sel.target:.0%}", **kw))
         for method in SALIENCY_EVIDENCE:
             rule = thresholds.localization(method)
             # Grad-CAM is reported for every trained model (SKIP when no rule); a method no rule names and no

@@ -95,6 +95,10 @@ def test_rise_sanity(verdict, record_property):
     check(verdict, record_property)
 
 
+def test_coverage_at_target(verdict, record_property):
+    check(verdict, record_property)
+
+
 def test_onnx_parity(verdict, record_property):
     check(verdict, record_property)
 

@@ -139,9 +139,14 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
         for r in runs:
             variants[r.folder.name] = _variant_entry(r.folder, r.metrics, r.cam, r.export, r.saliency) | {
                 "problems": dict(r.problems)}
+    from harness.report.evidence import evidence
+
+    gated_models = sorted({v.model for v in verdicts if v.gated})
+    strength = evidence({"variants": variants, "protocol": proto}, gated_models, thresholds.selective.target)
     return {
         "schema": 1,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "evidence": strength,
         "run_dir": str(run_dir.resolve()),
         "verdict": overall(verdicts),
         "gated_variants": list(thresholds.gated),

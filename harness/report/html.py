@@ -692,6 +692,79 @@ def _cam(report: Mapping[str, Any], run_dir: Path, order: Sequence[str], runs: M
             "available": bool(some)}
 
 
+AUTOML_2018 = "the 2018 comparison's AutoML model answered only when confident: 10 of 20 difficult photos right"
+
+
+def _reliability_png(cal: Mapping[str, Any], sel: Mapping[str, Any], title: str) -> bytes | None:
+    """Reliability diagram (accuracy vs mean confidence per bin, bar width = bin) and risk-coverage curve."""
+    bins = [b for b in (cal.get("reliability") or []) if isinstance(b, Mapping)]
+    points = [p for p in (sel.get("points") or []) if isinstance(p, Mapping)]
+    if not bins and not points:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.4, 2.8), dpi=80)
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    for b in bins:
+        if b.get("count"):
+            ax1.bar((b["lo"] + b["hi"]) / 2, b["accuracy"], width=b["hi"] - b["lo"], color="#4c78a8", alpha=0.8,
+                    edgecolor="white")
+            ax1.plot([b["confidence"]], [b["accuracy"]], "o", color="#d62728", markersize=3)
+    ax1.plot([0, 1], [0, 1], ":", color="#555", linewidth=1)
+    ax1.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (top-1 probability)", ylabel="accuracy (soft)",
+            title=f"reliability, ECE {cal.get('ece', 0):.3f}")
+    if points:
+        ax2.step([p["coverage"] for p in points], [p["risk"] for p in points], where="post", color="#4c78a8")
+        op = sel.get("operating_point")
+        if isinstance(op, Mapping):
+            ax2.plot([op["coverage"]], [1 - op["accuracy"]], "o", color="#2ca02c", markersize=5,
+                     label=f"operating point ({sel.get('target', 0.95):.0%} accuracy)")
+            ax2.legend(fontsize=7, loc="upper left")
+    ax2.set(xlim=(0, 1.02), ylim=(0, max(0.05, max((p["risk"] for p in points), default=0) * 1.1)),
+            xlabel="coverage (share answered)", ylabel="risk (soft errors)",
+            title=f"risk-coverage, AURC {sel.get('aurc', 0):.3f}")
+    for ax in (ax1, ax2):
+        ax.tick_params(labelsize=7)
+        ax.title.set_fontsize(9)
+        ax.xaxis.label.set_fontsize(8)
+        ax.yaxis.label.set_fontsize(8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _evidence_view(report: Mapping[str, Any], order: Sequence[str], gated: Sequence[str], book: bool
+                   ) -> dict[str, Any]:
+    """Paired tests, binomial tests against the constant answer, calibration and selective prediction."""
+    from harness.report.evidence import operating_text
+
+    ev = report.get("evidence") if isinstance(report.get("evidence"), Mapping) else {}
+    paired = [p for p in ev.get("paired") or [] if isinstance(p, Mapping)]
+    binomial = [b for b in ev.get("binomial") or [] if isinstance(b, Mapping)]
+    cal, sel = ev.get("calibration") or {}, ev.get("selective") or {}
+    rows = []
+    for name in order:
+        for split in sorted(set(cal.get(name) or {}) | set(sel.get(name) or {})):
+            c, s_ = (cal.get(name) or {}).get(split) or {}, (sel.get(name) or {}).get(split) or {}
+            bino = {b["kind"]: b for b in binomial if b.get("model") == name and b.get("split") == split}
+            png = _reliability_png(c, s_, f"{name}, {split_label(split)}") if name in gated else None
+            rows.append({
+                "model": name, "split": split_label(split), "gated": name in gated,
+                "p_soft": f"{bino['soft']['p']:.2g}" if "soft" in bino else "-",
+                "p_strict": f"{bino['strict']['p']:.2g}" if "strict" in bino else "-",
+                "ece": f"{c['ece']:.3f}" if _is_num(c.get("ece")) else "-",
+                "aurc": f"{s_['aurc']:.3f}" if _is_num(s_.get("aurc")) else "-",
+                "operating": operating_text(s_.get("operating_point"), int(s_.get("n") or 0),
+                                            float(s_.get("target") or 0.95)) if s_ else "-",
+                "src": _data_uri(png) if png else None})
+    return {"lines": [p["line"] for p in paired], "rows": rows,
+            "automl": AUTOML_2018 if book else "", "target": (ev.get("protocol") or {}).get("selective_target")}
+
+
 def _localization_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """report.json's localization table (every figure beside a uniform map's chance level), formatted."""
     names = {k: t for k, t, _ in SALIENCY_SECTIONS}
@@ -855,6 +928,7 @@ def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
                                       _d(report, "protocol", "thresholds", thr_key, "split", default=None) or cam_split,
                                       book, verdicts, key, title)] if sec["available"]],
         "localization": _localization_rows(report),
+        "evidence": _evidence_view(report, order, gated, book),
         "notes": [str(n) for n in report.get("thresholds_notes") or []],
         "is_check": _d(report, "protocol", "kind", default="") == "check",
         "export": _export(order, runs),

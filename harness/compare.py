@@ -1,0 +1,413 @@
+"""`harness compare BASELINE NEW`: what changed between two runs on the same test images, and whether NEW regresses.
+
+Conventions:
+- A side is a run directory (its report.json) or a report.json file; its run directory is the file's folder (the
+  `run_dir` recorded inside may name another machine, e.g. a nightly's artefact).
+- Models are report.json's `variants[*].model` ('efficientnet_lite0-imagenet-all'); seeds are their folders'.
+  A model's value on a test set is the mean over that side's seeds, its Wilson 95% interval the one of the counts
+  pooled over those seeds (sum k of sum n: the same interval as the recorded one for a single seed).
+- Paired evidence (flips, McNemar) pairs each prediction of BASELINE with NEW's for the same (seed, image), over the
+  seeds both sides have, pooled. `stats.paired(a=BASELINE, b=NEW)`: a_only = right -> wrong, b_only = wrong -> right.
+- Gated = NEW's thresholds (its report's protocol.thresholds, or --thresholds FILE) gate the model; the same test
+  decides which verdicts count.
+- Regression (`Thresholds.regression`, RegressionRule):
+  * "verdict": a gated criterion (criterion, id) that is PASS in BASELINE and is not PASS in NEW (FAIL, ERROR, SKIP
+    or absent);
+  * "accuracy_drop": a gated model's soft or strict accuracy on a common test set falls by more than max_drop
+    (a drop of exactly max_drop, e.g. one photo in 20 at 0.05, is allowed);
+  * "mcnemar": it falls (more right -> wrong than wrong -> right among the paired predictions) with exact McNemar
+    p < mcnemar_p.
+  Localization and latency changes are reported, not judged here: their gated criteria are verdicts.
+- Nothing to pair (different classes, no common test set, a common test set whose images or recorded fingerprint
+  differ) is a CompareError naming both report files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import statistics
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from harness import artifacts
+from harness.thresholds import Thresholds, is_gated, parse_thresholds
+
+__all__ = ["CompareError", "load_report", "thresholds_of_report", "compare_reports", "compare_paths",
+           "default_out_dir", "write_compare", "SALIENCY_KEYS", "EPS"]
+
+# saliency evidence of a variant entry: method key -> where it lives ("cam" at the top, the others under "saliency")
+SALIENCY_KEYS = ("cam", "occlusion", "rise")
+EPS = 1e-9  # accuracies are k/n floats: 1.0 - 0.95 is 0.05000000000000004, which is not a drop above 0.05
+REPORT = "report.json"
+
+
+class CompareError(ValueError):
+    """The two reports cannot be compared (nothing to pair); the message names both report files."""
+
+
+# --- loading ------------------------------------------------------------------------------------------------------
+
+def load_report(path: Path | str) -> tuple[dict[str, Any], Path]:
+    """(report, run_dir) from a run directory (its report.json) or a report.json file.
+
+    FileNotFoundError when neither exists (a run directory without report.json: run `harness report DIR`);
+    ValueError when the file is not a harness report.json.
+    """
+    path = Path(path)
+    if path.is_dir():
+        file, run_dir = path / REPORT, path
+        if not file.is_file():
+            raise FileNotFoundError(f"{path} is a directory without {REPORT}; run `harness report {path}` to write "
+                                    f"it (or pass a report.json file)")
+    elif path.is_file():
+        file, run_dir = path, path.parent
+    else:
+        raise FileNotFoundError(f"{path} does not exist (expected a run directory or a report.json file)")
+    report = artifacts.read_json(file)
+    if not isinstance(report, dict) or not isinstance(report.get("variants"), dict) \
+            or not isinstance(report.get("protocol"), dict) or not isinstance(report.get("verdicts"), list):
+        raise ValueError(f"{file}: not a harness report.json (needs 'variants', 'protocol' and 'verdicts'); "
+                         f"rewrite it with `harness report {run_dir}`")
+    return report, run_dir
+
+
+def thresholds_of_report(report: Mapping[str, Any], where: str, user_file: Path | None = None) -> Thresholds:
+    """The thresholds recorded in a report (protocol.thresholds), optionally overridden by a user TOML file."""
+    raw = (report.get("protocol") or {}).get("thresholds")
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: protocol.thresholds is missing; rewrite the report with `harness report DIR`")
+    return parse_thresholds({k: v for k, v in raw.items() if k != "source"}, str(raw.get("source") or where),
+                            user_file)
+
+
+# --- reading one side -----------------------------------------------------------------------------------------------
+
+def _models(report: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
+    """model -> seed -> variant entry."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for folder, entry in report["variants"].items():
+        if not isinstance(entry, dict):
+            continue
+        model = entry.get("model") or f"{entry.get('backbone')}-{entry.get('variant')}"
+        out.setdefault(str(model), {})[int(entry.get("seed") or 0)] = entry
+    return out
+
+
+def _test_sets(report: Mapping[str, Any]) -> list[str]:
+    proto = report["protocol"]
+    names = list((proto.get("profile") or {}).get("test_sets") or [])
+    names += [s for s in ((proto.get("data") or {}).get("test") or {}) if s not in names]
+    for entry in report["variants"].values():
+        names += [s for s in (entry.get("test_sets") or {}) if s not in names]
+    return names
+
+
+def _classes(report: Mapping[str, Any]) -> list[str] | None:
+    classes = ((report["protocol"].get("data") or {}).get("classes"))
+    if classes:
+        return list(classes)
+    for entry in report["variants"].values():
+        for ts in (entry.get("test_sets") or {}).values():
+            if ts.get("classes"):
+                return list(ts["classes"])
+    return None
+
+
+def _images(report: Mapping[str, Any], split: str) -> set[str]:
+    return {str(p.get("image")) for entry in report["variants"].values()
+            for p in ((entry.get("test_sets") or {}).get(split) or {}).get("predictions") or []}
+
+
+def _fingerprint(report: Mapping[str, Any], split: str) -> Any:
+    return ((report["protocol"].get("data") or {}).get("test") or {}).get(split)
+
+
+def _some(names: Iterable[str], k: int = 3) -> str:
+    names = sorted(names)
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+def _check_pairable(base: Mapping[str, Any], new: Mapping[str, Any], files: tuple[str, str]) -> list[str]:
+    """The common test sets; CompareError when nothing can be paired."""
+    fb, fn = files
+    cb, cn = _classes(base), _classes(new)
+    if cb is not None and cn is not None and cb != cn:
+        raise CompareError(f"nothing to pair: {fb} has classes {cb}, {fn} has classes {cn} "
+                           f"(protocol.data.classes); compare runs of the same dataset")
+    tb, tn = _test_sets(base), _test_sets(new)
+    common = [s for s in tn if s in tb]
+    if not common:
+        raise CompareError(f"nothing to pair: no common test set: {fb} has {tb}, {fn} has {tn}")
+    for split in common:
+        hb, hn = _fingerprint(base, split), _fingerprint(new, split)
+        if hb is not None and hn is not None and hb != hn:
+            raise CompareError(f"nothing to pair: test set {split!r} has different images: fingerprint "
+                               f"(protocol.data.test.{split}) {hb} in {fb}, {hn} in {fn}")
+        ib, in_ = _images(base, split), _images(new, split)
+        if ib and in_ and ib != in_:
+            raise CompareError(f"nothing to pair: test set {split!r} has different images: {len(ib)} in {fb}, "
+                               f"{len(in_)} in {fn}; only in the first: {_some(ib - in_) or 'none'}; only in the "
+                               f"second: {_some(in_ - ib) or 'none'}")
+    return common
+
+
+# --- per (model, test set) ------------------------------------------------------------------------------------------
+
+def _side_accuracy(per_seed: Mapping[int, Mapping[str, Any]], kind: str) -> dict[str, Any] | None:
+    from harness.stats import wilson
+
+    vals = [ts[kind] for ts in per_seed.values() if isinstance(ts.get(kind), Mapping)]
+    if not vals:
+        return None
+    k = sum(int(v["k"]) for v in vals)
+    n = sum(int(ts["n"]) for ts in per_seed.values() if isinstance(ts.get(kind), Mapping))
+    value = statistics.fmean(float(v["value"]) for v in vals)
+    return {"value": value, "k": k, "n": n, "seeds": len(vals), "wilson": list(wilson(k, n)) if n else None}
+
+
+def _correct(pred: Mapping[str, Any], key: str, file: str) -> bool:
+    v = pred.get(key)
+    if not isinstance(v, bool):
+        raise ValueError(f"{file}: prediction of {pred.get('image')!r} has {key} = {v!r}, not true/false; rewrite "
+                         f"the report with `harness report DIR`")
+    return v
+
+
+def _pairs(base: Mapping[int, Mapping[str, Any]], new: Mapping[int, Mapping[str, Any]], seeds: Sequence[int]
+           ) -> list[tuple[int, dict, dict]]:
+    """(seed, BASELINE prediction, NEW prediction) for every image both predicted, seed by seed, sorted."""
+    out = []
+    for seed in seeds:
+        pb = {str(p["image"]): p for p in base[seed].get("predictions") or []}
+        pn = {str(p["image"]): p for p in new[seed].get("predictions") or []}
+        out += [(seed, pb[img], pn[img]) for img in sorted(pb) if img in pn]
+    return out
+
+
+def _flip(seed: int, b: Mapping[str, Any], n: Mapping[str, Any]) -> dict[str, Any]:
+    def conf(p: Mapping[str, Any]) -> float | None:
+        probs = p.get("probabilities") or {}
+        return probs.get(p.get("predicted")) if isinstance(probs, Mapping) else None
+
+    return {"seed": seed, "image": str(b["image"]), "primary": b.get("primary"), "acceptable": b.get("acceptable"),
+            "baseline_predicted": b.get("predicted"), "new_predicted": n.get("predicted"),
+            "baseline_confidence": conf(b), "new_confidence": conf(n)}
+
+
+def _summary_value(entry: Mapping[str, Any], method: str, split: str, key: str) -> float | None:
+    ev = entry.get("cam") if method == "cam" else (entry.get("saliency") or {}).get(method)
+    v = (((ev or {}).get("summary") or {}).get(split) or {}).get(key)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def _localization(base: Mapping[int, dict], new: Mapping[int, dict], split: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for method in SALIENCY_KEYS:
+        row = {}
+        for key, name in (("energy_share_mean", "energy_share"), ("pointing_hit_rate", "pointing_rate")):
+            vb = _mean(_summary_value(e, method, split, key) for e in base.values())
+            vn = _mean(_summary_value(e, method, split, key) for e in new.values())
+            if vb is not None and vn is not None:
+                row[name] = {"baseline": vb, "new": vn, "delta": vn - vb}
+        if row:
+            out[method] = row
+    return out
+
+
+def _compare_split(model: str, split: str, base: Mapping[int, dict], new: Mapping[int, dict], gated: bool,
+                   files: tuple[str, str]) -> dict[str, Any]:
+    from harness.stats import paired
+
+    tb = {s: e["test_sets"][split] for s, e in base.items() if split in (e.get("test_sets") or {})}
+    tn = {s: e["test_sets"][split] for s, e in new.items() if split in (e.get("test_sets") or {})}
+    common = sorted(set(tb) & set(tn))
+    pairs = _pairs(tb, tn, common)
+    row: dict[str, Any] = {"model": model, "test_set": split, "gated": gated,
+                           "seeds": {"baseline": sorted(tb), "new": sorted(tn), "paired": common},
+                           "n": next(iter(tn.values()))["n"] if tn else None, "pairs": len(pairs)}
+    for kind in ("soft", "strict"):
+        ab, an = _side_accuracy(tb, kind), _side_accuracy(tn, kind)
+        key = f"{kind}_correct"
+        p = paired([_correct(b, key, files[0]) for _, b, _ in pairs],
+                   [_correct(n, key, files[1]) for _, _, n in pairs]) if pairs else None
+        row[kind] = {"baseline": ab, "new": an,
+                     "delta": an["value"] - ab["value"] if ab and an else None, "paired": p}
+    row["flips"] = {
+        "right_to_wrong": [_flip(s, b, n) for s, b, n in pairs if b["soft_correct"] and not n["soft_correct"]],
+        "wrong_to_right": [_flip(s, b, n) for s, b, n in pairs if not b["soft_correct"] and n["soft_correct"]]}
+    row["localization"] = _localization({s: base[s] for s in tb}, {s: new[s] for s in tn}, split)
+    return row
+
+
+def _latency_ms(entry: Mapping[str, Any], batch: int) -> float | None:
+    rec = ((((entry.get("latency") or {}).get("by_provider") or {}).get("CPUExecutionProvider") or {})
+           .get(str(batch)) or {})
+    v = rec.get("median_ms")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _latency(model: str, base: Mapping[int, dict], new: Mapping[int, dict], batch: int) -> dict[str, Any] | None:
+    """Median over seeds of each side's median CPU time per call of `batch` images; ratio NEW / BASELINE."""
+    vb = [v for v in (_latency_ms(e, batch) for e in base.values()) if v is not None]
+    vn = [v for v in (_latency_ms(e, batch) for e in new.values()) if v is not None]
+    if not vb or not vn:
+        return None
+    mb, mn = statistics.median(vb), statistics.median(vn)
+    return {"model": model, "provider": "CPUExecutionProvider", "batch": batch, "baseline_ms": mb, "new_ms": mn,
+            "ratio": mn / mb if mb > 0 else None}
+
+
+# --- verdicts and the rule ------------------------------------------------------------------------------------------
+
+def _verdict_gated(v: Mapping[str, Any], thresholds: Thresholds) -> bool:
+    if "variant" in v and "backbone" in v:
+        return is_gated(thresholds, str(v.get("backbone") or ""), str(v.get("variant") or ""))
+    return bool(v.get("gated"))
+
+
+def _verdict_changes(base: Mapping[str, Any], new: Mapping[str, Any], thresholds: Thresholds) -> list[dict[str, Any]]:
+    """Every gated (criterion, id) whose status differs (a side without it: status None), in NEW's order."""
+    key = lambda v: (str(v.get("criterion")), str(v.get("id")))  # noqa: E731
+    vb = {key(v): v for v in base["verdicts"] if isinstance(v, Mapping)}
+    vn = {key(v): v for v in new["verdicts"] if isinstance(v, Mapping)}
+    out = []
+    for k in list(vn) + [k for k in vb if k not in vn]:
+        b, n = vb.get(k), vn.get(k)
+        sb, sn = (b or {}).get("status"), (n or {}).get("status")
+        if sb == sn or not _verdict_gated(n or b, thresholds):
+            continue
+        ref = n or b
+        out.append({"criterion": k[0], "id": k[1], "model": ref.get("model"), "subject": ref.get("subject") or "",
+                    "baseline": sb, "new": sn, "baseline_value": (b or {}).get("value"),
+                    "new_value": (n or {}).get("value"), "threshold": (n or b).get("threshold"),
+                    "comparison": ref.get("comparison")})
+    return out
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _regressions(rows: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]],
+                 thresholds: Thresholds) -> list[dict[str, Any]]:
+    rule = thresholds.regression
+    out = []
+    for c in changes:
+        if c["baseline"] == "PASS" and c["new"] != "PASS":
+            out.append({"kind": "verdict", "model": c["model"], "subject": c["subject"],
+                        "detail": f"{c['criterion']}[{c['id']}] PASS -> {c['new'] or 'absent'} "
+                                  f"(value {_fmt(c['baseline_value'])} -> {_fmt(c['new_value'])}, "
+                                  f"threshold {_fmt(c['threshold'])})"})
+    for r in rows:
+        if not r["gated"]:
+            continue
+        for kind in ("soft", "strict"):
+            m = r[kind]
+            if m["delta"] is None:
+                continue
+            drop = -m["delta"]
+            values = f"{m['baseline']['value']:.3f} -> {m['new']['value']:.3f}"
+            if rule.max_drop is not None and drop > rule.max_drop + EPS:
+                out.append({"kind": "accuracy_drop", "model": r["model"], "subject": r["test_set"],
+                            "detail": f"{kind} accuracy {values} drops by {drop:.3f} > max_drop {rule.max_drop:g}"})
+            p = m["paired"]
+            if rule.mcnemar_p is not None and p and p["a_only"] > p["b_only"] and p["p"] < rule.mcnemar_p:
+                out.append({"kind": "mcnemar", "model": r["model"], "subject": r["test_set"],
+                            "detail": f"{kind} accuracy {values}: {p['a_only']} right -> wrong vs {p['b_only']} "
+                                      f"wrong -> right, exact McNemar p = {p['p']:.3g} < {rule.mcnemar_p:g}"})
+    return out
+
+
+# --- entry points ---------------------------------------------------------------------------------------------------
+
+def _side(report: Mapping[str, Any], run_dir: Path, file: str) -> dict[str, Any]:
+    proto = report["protocol"]
+    return {"file": file, "run_dir": str(run_dir), "name": Path(run_dir).resolve().name,
+            "recorded_run_dir": report.get("run_dir"), "created": report.get("created"),
+            "verdict": report.get("verdict"), "data_root": proto.get("data_root"),
+            "profile": (proto.get("profile") or {}).get("name"), "seeds": list(proto.get("seeds") or [])}
+
+
+def compare_reports(baseline: Mapping[str, Any], new: Mapping[str, Any], thresholds: Thresholds | None,
+                    baseline_dir: Path | str, new_dir: Path | str, *, baseline_file: str | None = None,
+                    new_file: str | None = None) -> dict[str, Any]:
+    """The JSON-ready comparison of two reports (see the module docstring for every convention).
+
+    thresholds None: NEW's recorded ones. baseline_file / new_file: how errors name the reports (default
+    <dir>/report.json).
+    """
+    files = (baseline_file or str(Path(baseline_dir) / REPORT), new_file or str(Path(new_dir) / REPORT))
+    if thresholds is None:
+        thresholds = thresholds_of_report(new, files[1])
+    common = _check_pairable(baseline, new, files)
+    mb, mn = _models(baseline), _models(new)
+    tb, tn = _test_sets(baseline), _test_sets(new)
+    rows, latency, only_b, only_n = [], [], [], []
+    for model in list(mn) + [m for m in mb if m not in mn]:
+        if model not in mb or model not in mn:
+            (only_n if model in mn else only_b).append(model)
+            continue
+        ref = next(iter(mn[model].values()))
+        gated = is_gated(thresholds, str(ref.get("backbone") or ""), str(ref.get("variant") or ""))
+        for split in common:
+            has_b = any(split in (e.get("test_sets") or {}) for e in mb[model].values())
+            has_n = any(split in (e.get("test_sets") or {}) for e in mn[model].values())
+            if has_b and has_n:
+                rows.append(_compare_split(model, split, mb[model], mn[model], gated, files))
+            elif has_b or has_n:
+                (only_b if has_b else only_n).append(f"{model} on {split}")
+        lat = _latency(model, mb[model], mn[model], thresholds.latency_batch)
+        if lat:
+            latency.append(lat | {"gated": gated})
+    changes = _verdict_changes(baseline, new, thresholds)
+    regressions = _regressions(rows, changes, thresholds)
+    rule = thresholds.regression
+    return {
+        "schema": 1,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "baseline": _side(baseline, Path(baseline_dir), files[0]),
+        "new": _side(new, Path(new_dir), files[1]),
+        "thresholds": {"source": thresholds.source, "gated": list(thresholds.gated),
+                       "regression": {"max_drop": rule.max_drop, "mcnemar_p": rule.mcnemar_p}},
+        "classes": _classes(new),
+        "test_sets": common,
+        "only_in_baseline": {"test_sets": [s for s in tb if s not in common], "models": only_b},
+        "only_in_new": {"test_sets": [s for s in tn if s not in common], "models": only_n},
+        "comparisons": rows,
+        "latency": latency,
+        "verdict_changes": changes,
+        "regressions": regressions,
+        "verdict": "REGRESSION" if regressions else "OK",
+    }
+
+
+def compare_paths(baseline: Path | str, new: Path | str, thresholds_file: Path | None = None
+                  ) -> tuple[dict[str, Any], Path]:
+    """load_report both sides and compare them with NEW's thresholds (overridden by thresholds_file).
+    Returns (result, NEW's run directory)."""
+    rb, db = load_report(baseline)
+    rn, dn = load_report(new)
+    fb = str(Path(baseline) if Path(baseline).is_file() else db / REPORT)
+    fn = str(Path(new) if Path(new).is_file() else dn / REPORT)
+    thresholds = thresholds_of_report(rn, fn, thresholds_file)
+    return compare_reports(rb, rn, thresholds, db, dn, baseline_file=fb, new_file=fn), dn
+
+
+def default_out_dir(result: Mapping[str, Any]) -> Path:
+    """NEW_RUN_DIR/compare-<baseline run directory's name>/."""
+    return Path(result["new"]["run_dir"]) / f"compare-{result['baseline']['name']}"
+
+
+def write_compare(result: Mapping[str, Any], out_dir: Path | str | None = None) -> tuple[Path, Path]:
+    """compare.json and a self-contained compare.html in out_dir (default: default_out_dir), written atomically."""
+    from harness.report.compare_html import render_compare_html
+
+    out = Path(out_dir) if out_dir is not None else default_out_dir(result)
+    json_path = artifacts.write_json(out / "compare.json", result)
+    html_path = artifacts.write_text(out / "compare.html", render_compare_html(result))
+    return json_path, html_path
