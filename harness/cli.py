@@ -1,4 +1,4 @@
-"""Command line: harness train | export | evaluate | cam | run | check | report."""
+"""Command line: harness train | export | evaluate | cam | run | check | compare | report."""
 
 from __future__ import annotations
 
@@ -173,6 +173,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import compare_paths, write_compare
+
+    result, _ = compare_paths(args.baseline, args.new, args.thresholds)
+    _, html_path = write_compare(result, args.out)
+    for r in result["regressions"]:
+        where = f" {r['subject']}" if r["subject"] else ""
+        print(f"REGRESSION {r['kind']} {r['model']}{where}: {r['detail']}")
+    for c in result["verdict_changes"]:
+        value = lambda v: "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+        print(f"verdict {c['baseline'] or 'absent'} -> {c['new'] or 'absent'} {c['criterion']}[{c['id']}] "
+              f"{value(c['baseline_value'])} -> {value(c['new_value'])}")
+    print(f"compare: {result['verdict']}")
+    print(f"report: {html_path}")
+    return 1 if result["verdict"] == "REGRESSION" else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
@@ -235,6 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--thresholds", type=Path, help="TOML file overriding the thresholds recorded in run.json")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="what changed from BASELINE to NEW (run directories or report.json files): "
+                                       "paired accuracy, flipped photos, McNemar p; exit 1 on a regression")
+    p.add_argument("baseline", type=Path, metavar="BASELINE", help="run directory or report.json of the reference run")
+    p.add_argument("new", type=Path, metavar="NEW", help="run directory or report.json of the run to judge")
+    p.add_argument("--thresholds", type=Path, help="TOML file overriding NEW's recorded thresholds "
+                                                   "([thresholds.regression] max_drop, mcnemar_p; gated)")
+    p.add_argument("--out", type=Path, help="folder for compare.json / compare.html "
+                                            "(default NEW_RUN_DIR/compare-<baseline run directory name>/)")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -51,6 +51,11 @@ def _num(v: Any, digits: int = 3, signed: bool = False) -> str:
     return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
 
+def _conf(v: Any) -> str:
+    """A probability beside a predicted label, or "" when not recorded."""
+    return "" if v is None else _num(v, 2)
+
+
 def _p(v: Any) -> str:
     if v is None:
         return NA
@@ -127,8 +132,7 @@ def _flips(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         return {"image": name, "src": src, "note": note, "seed": f"s{f['seed']}", "primary": f.get("primary") or NA,
                 "acceptable": ", ".join(map(str, acceptable)) if len(acceptable) > 1 else "",
                 "baseline": str(f.get("baseline_predicted")), "new": str(f.get("new_predicted")),
-                "baseline_conf": _num(f.get("baseline_confidence"), 2) if f.get("baseline_confidence") is not None else "",
-                "new_conf": _num(f.get("new_confidence"), 2) if f.get("new_confidence") is not None else ""}
+                "baseline_conf": _conf(f.get("baseline_confidence")), "new_conf": _conf(f.get("new_confidence"))}
 
     out = []
     for r in result["comparisons"]:
