@@ -100,13 +100,13 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
         raise ValueError(f"k must satisfy 0 <= k <= n, got k={k}, n={n}")
     if not (math.isfinite(z) and z > 0):
         raise ValueError(f"z must be a positive finite number, got z={z!r}")
+    # scipy's binomtest(...).proportion_ci(method="wilson") computes it; z is turned into its two-sided level
+    from scipy.stats import binomtest, norm
+
     p = k / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = (z / denom) * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n))
-    lo = 0.0 if k == 0 else max(0.0, min(p, centre - half))
-    hi = 1.0 if k == n else min(1.0, max(p, centre + half))
+    ci = binomtest(k, n).proportion_ci(confidence_level=float(2 * norm.cdf(z) - 1), method="wilson")
+    lo = 0.0 if k == 0 else max(0.0, min(p, float(ci.low)))
+    hi = 1.0 if k == n else min(1.0, max(p, float(ci.high)))
     return lo, hi
 
 
