@@ -129,25 +129,45 @@ def _thresholds(profile, user_file):
 
 
 def _print_verdicts(report: dict) -> None:
+    """The gated verdicts one line each, one line counting the others (ablations: reported, never failing the
+    gate; each is in report.html), then the overall verdict."""
+    from collections import Counter
+
+    rest = Counter()
     for v in report["verdicts"]:
-        kind = "GATE" if v["gated"] else "info"
+        if not v["gated"]:
+            rest[v["status"]] += 1
+            continue
         value = "-" if v["value"] is None else f"{v['value']:.4g}"
         thr = "-" if v["threshold"] is None else f"{v['threshold']:.4g}"
-        print(f"{v['status']:5} {kind} {v['criterion']}[{v['id']}] {value} {v['comparison']} {thr}  {v['detail']}")
+        print(f"{v['status']:5} GATE {v['criterion']}[{v['id']}] {value} {v['comparison']} {thr}  {v['detail']}")
+    if rest:
+        order = {"PASS": 0, "FAIL": 1, "ERROR": 2, "SKIP": 3}
+        counts = ", ".join(f"{rest[s]} {s}" for s in sorted(rest, key=lambda s: (order.get(s, len(order)), s)))
+        total = sum(rest.values())
+        print(f"ablations: {total} verdict{'' if total == 1 else 's'} ({counts}); details in report.html")
     print(f"verdict: {report['verdict']}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.run import default_run_dir, run_matrix
+    from harness.run import MatrixInterrupted, run_matrix, shown
 
     profile = _load_profile(args)
     variants = _variants(args.variants)
     seeds = _seeds(args.seeds)
-    out = args.out or default_run_dir(profile)
-    report = run_matrix(profile, _thresholds(profile, args.thresholds), args.data, out, variants, seeds,
-                        args.weights_file, args.force)
+    if args.out is not None and args.new:
+        from harness.config import ConfigError
+
+        raise ConfigError(f"--new starts a fresh run in a new folder under reports/runs/; it cannot be combined "
+                          f"with --out {args.out} (drop one of them)")
+    try:
+        report = run_matrix(profile, _thresholds(profile, args.thresholds), args.data, args.out, variants, seeds,
+                            args.weights_file, args.force, new=args.new)
+    except MatrixInterrupted as exc:
+        print(f"interrupted: rerun the same command to resume ({shown(exc.run_dir)})", file=sys.stderr)
+        return 130
     _print_verdicts(report)
-    print(f"report: {out / 'report.html'}")
+    print(f"report: {Path(args.out or shown(Path(report['run_dir']))) / 'report.html'}")
     return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
 
 
@@ -190,9 +210,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if result["verdict"] == "REGRESSION" else 0
 
 
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    from harness.weights import format_weights_table, weights_statuses
+
+    print(format_weights_table(weights_statuses()))
+    return 0
+
+
+def cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from harness.weights import fetch_weights
+
+    result = fetch_weights(args.backbone, args.url, progress=not args.no_progress)
+    print(result.message)
+    return 0 if result.ok else 1
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from harness.doctor import exit_code, format_checks, run_checks
+
+    checks = run_checks()
+    print(format_checks(checks))
+    return exit_code(checks)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
+    parser.add_argument("--version", action="version", version=_version_line(),
+                        help="print the harness version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one variant (init-level, e.g. imagenet-all) into OUT/<backbone>-<variant>-s<seed>/")
@@ -229,7 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile_args(p)
     p.add_argument("--variants", help="comma-separated subset, e.g. imagenet-all,scratch-all (default: the profile's)")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the profile's)")
-    p.add_argument("--out", type=Path, help="run directory (default reports/runs/<time>-<profile>-<backbone>)")
+    p.add_argument("--out", type=Path, help="run directory (default: resume the latest run under reports/runs/ when "
+                                            "the same command made it and it is incomplete, else a new "
+                                            "reports/runs/<time>-<profile>-<backbone>)")
+    p.add_argument("--new", action="store_true", help="start a fresh run even where the latest one could be resumed")
     p.add_argument("--thresholds", type=Path, help="TOML file overriding the profile's thresholds")
     p.add_argument("--force", action="store_true", help="redo every step even where its artifacts exist")
     p.set_defaults(func=cmd_run)
@@ -262,7 +310,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="folder for compare.json / compare.html "
                                             "(default NEW_RUN_DIR/compare-<baseline run directory name>/)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("weights", help="backbone ImageNet weights: list what each needs and whether it is here; "
+                                       "fetch VGG16's into the torch hub cache (the only command that downloads)")
+    wsub = p.add_subparsers(dest="weights_command", required=True)
+    w = wsub.add_parser("list", help="per backbone: the weights file, where it is looked for, size, source, present?")
+    w.set_defaults(func=cmd_weights_list)
+    w = wsub.add_parser("fetch", help="download a backbone's ImageNet weights with torchvision's downloader into "
+                                      "$TORCH_HOME/hub/checkpoints/ (sha256 checked against the file name)")
+    w.add_argument("backbone", metavar="BACKBONE", help="a registered backbone, e.g. vgg16")
+    w.add_argument("--url", help="download from this URL instead of the published one (file name "
+                                 "<name>-<sha256 prefix>.pth, e.g. a mirror or a file:// URL)")
+    w.add_argument("--no-progress", action="store_true", help="no byte progress bar")
+    w.set_defaults(func=cmd_weights_fetch)
+
+    p = sub.add_parser("doctor", help="is this machine ready? versions, GPU, threads, weights, Chromium, dataset: "
+                                      "OK / WARN / FAIL with a fix each; exit 1 on a FAIL")
+    p.set_defaults(func=cmd_doctor)
     return parser
+
+
+def _version_line() -> str:
+    from harness import __version__
+
+    return f"harness {__version__}"
+
+
+def _main_without_torch(argv: list[str]) -> int | None:
+    """`harness --version` and `harness doctor` run before main's imports (which import torch): both must work, and
+    say what is wrong, where torch cannot be imported. None: any other command line, for main to handle."""
+    rest = [a for a in argv if a != "--debug"]
+    if rest == ["--version"]:
+        print(_version_line())
+        return 0
+    if rest[:1] == ["doctor"]:
+        args = build_parser().parse_args(rest)
+        return args.func(args)
+    return None
 
 
 def _log_dir(args: argparse.Namespace) -> Path:
@@ -289,6 +373,9 @@ def _write_traceback(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    early = _main_without_torch(list(sys.argv[1:] if argv is None else argv))
+    if early is not None:
+        return early
     from harness.backbones import WeightsUnavailable
     from harness.config import ConfigError
     from harness.data import DataError

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import json
 import os
 import sys
 import time
@@ -19,9 +21,16 @@ from harness.thresholds import Thresholds
 REPORTS = Path("reports")
 
 
-def default_run_dir(profile: Profile, reports: Path = REPORTS) -> Path:
+def default_run_dir(profile: Profile, reports: Path = REPORTS, under: str = "runs") -> Path:
+    """<reports>/<under>/<time>-<profile>-<backbone>, with -2, -3... appended when that folder exists already (two
+    runs started within the same second must not share a folder). Only <reports>/runs/ folders move `latest`."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return reports / "runs" / f"{stamp}-{profile.name}-{profile.backbone}"
+    base = Path(reports) / under / f"{stamp}-{profile.name}-{profile.backbone}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    return run_dir
 
 
 def point_latest(run_dir: Path, reports: Path = REPORTS) -> Path | None:
@@ -36,6 +45,92 @@ def point_latest(run_dir: Path, reports: Path = REPORTS) -> Path | None:
     tmp.symlink_to(Path("runs") / run_dir.name)
     os.replace(tmp, latest)
     return latest
+
+
+# run.json's fields that make two runs "the same command" (profile content with its overrides, dataset location and
+# content, backbone (in the profile), variants, seeds, weights, thresholds); the machine, versions and argv are not
+IDENTITY_KEYS = ("profile", "variants", "seeds", "data_root", "weights_file", "data", "thresholds")
+# what every (variant, seed) folder holds once all its steps ran, besides <method>.json per black-box saliency method
+STEP_OUTPUTS = ("history.json", "model.pt", "model.onnx", "export.json", "metrics.json", "cam.json")
+
+
+class MatrixInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the matrix, after its temporaries were removed; names the run directory to resume."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = Path(run_dir)
+
+
+def run_identity(proto: dict) -> dict:
+    """The IDENTITY_KEYS of a protocol (run.json) in JSON form, without the profile's and thresholds' `source`
+    (where they were read from, not what they say)."""
+    ident = {k: proto.get(k) for k in IDENTITY_KEYS}
+    for k in ("profile", "thresholds"):
+        if isinstance(ident[k], dict):
+            ident[k] = {f: v for f, v in ident[k].items() if f != "source"}
+    return json.loads(json.dumps(ident, default=artifacts._json_default))  # tuples -> lists, as read back
+
+
+def latest_run(reports: Path = REPORTS) -> Path | None:
+    """The run `<reports>/latest` points at, else the folder of <reports>/runs/ whose run.json is newest; None when
+    there is none. Returned as <reports>/runs/<id>."""
+    runs = Path(reports) / "runs"
+    latest = Path(reports) / "latest"
+    if latest.is_symlink() or latest.exists():
+        target = latest.resolve()
+        if runs.is_dir() and target.parent == runs.resolve() and (target / "run.json").is_file():
+            return runs / target.name
+    candidates = [p for p in runs.glob("*/run.json") if p.is_file()] if runs.is_dir() else []
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.parent.name)).parent
+
+
+def complete_jobs(run_dir: Path, backbone: str, jobs: Sequence[tuple[str, int]],
+                  black_box: Sequence[str] = ()) -> set[tuple[str, int]]:
+    """The (variant, seed) jobs whose folder holds every STEP_OUTPUTS file and <method>.json for each black-box
+    saliency method (present; whether each is current is for its step to check)."""
+    from harness.train import variant_id
+
+    outputs = STEP_OUTPUTS + tuple(f"{m}.json" for m in black_box)
+    return {(v, s) for v, s in jobs if all((Path(run_dir) / variant_id(backbone, v, s) / f).is_file() for f in outputs)}
+
+
+def matrix_progress(run_dir: Path, proto: dict) -> tuple[int, int]:
+    """(done, total) (variant, seed) jobs of the matrix a protocol (run.json) describes; done as complete_jobs."""
+    from harness.saliency.settings import GRADCAM
+
+    prof = proto.get("profile") if isinstance(proto.get("profile"), dict) else {}
+    methods = (prof.get("saliency") or {}).get("methods") or ()
+    jobs = [(v, s) for s in proto.get("seeds") or () for v in proto.get("variants") or ()]
+    done = complete_jobs(run_dir, str(prof.get("backbone")), jobs, [m for m in methods if m != GRADCAM])
+    return len(done), len(jobs)
+
+
+def find_resumable(reports: Path, protocol_like: dict) -> Path | None:
+    """The latest run (latest_run) when it was made by the same command as `protocol_like` (the protocol this run
+    would record: run_identity equal) and is incomplete (a (variant, seed) lacks a step's output, or no report.json);
+    None otherwise: no run, another command, a complete run, or an unreadable run.json. Reads, never writes."""
+    run_dir = latest_run(reports)
+    if run_dir is None:
+        return None
+    try:
+        recorded = artifacts.read_json(run_dir / "run.json")
+    except (FileNotFoundError, ValueError):
+        return None
+    if not isinstance(recorded, dict) or run_identity(recorded) != run_identity(protocol_like):
+        return None
+    done, total = matrix_progress(run_dir, protocol_like)
+    return None if done == total and (run_dir / "report.json").is_file() else run_dir
+
+
+def shown(path: Path) -> str:
+    """A path as a person would type it: relative to the current folder when it lies below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def protocol(profile: Profile, thresholds: Thresholds, data_root: Path, variants: Sequence[str], seeds: Sequence[int],
@@ -152,14 +247,17 @@ def check_not_stale(run_dir: Path, profile: Profile, jobs: Sequence[tuple[str, i
         raise provenance.StaleRunError("; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
 
 
-def run_matrix(profile: Profile, thresholds: Thresholds, data_root: Path, run_dir: Path,
+def run_matrix(profile: Profile, thresholds: Thresholds, data_root: Path, run_dir: Path | None,
                variants: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
                weights_file: Path | None = None, force: bool = False, progress: bool | None = None,
-               reports: Path = REPORTS) -> dict:
+               reports: Path = REPORTS, new: bool = False) -> dict:
     """Run every (variant, seed) through all steps; completed, current steps are skipped, so a rerun resumes.
 
-    Nothing is written (no run directory, no run.json, no `latest`) before every input has been validated.
-    Returns the report (also written as report.json and report.html in run_dir).
+    run_dir None: the latest run under <reports>/runs/ when it was made by the same command and is incomplete
+    (find_resumable; said in one line), unless `new`; else a fresh default_run_dir. Nothing is written (no run
+    directory, no run.json, no `latest`) before every input has been validated. Ctrl-C removes the current step's
+    temporaries, releases the lock and raises MatrixInterrupted naming the run directory.
+    Returns the report (also written as report.json and report.html in run_dir; report["run_dir"] is where).
     """
     from harness import provenance, runlock
     from harness.camcheck import cam_variant
@@ -167,7 +265,7 @@ def run_matrix(profile: Profile, thresholds: Thresholds, data_root: Path, run_di
     from harness.export import export_variant
     from harness.report.build import build_report, write_reports
     from harness.saliency.evidence import variant_blackbox
-    from harness.train import train_variant
+    from harness.train import clock, train_variant
 
     variants = list(variants or profile.variants)
     seeds = list(seeds if seeds is not None else profile.seeds)
@@ -176,30 +274,75 @@ def run_matrix(profile: Profile, thresholds: Thresholds, data_root: Path, run_di
     train_fp = provenance.dataset_fingerprint(ds)
     data = {"train": train_fp, "test": provenance.fingerprints(tests), "classes": list(ds.classes)}
     jobs = [(v, s) for s in seeds for v in variants]
-    run_dir = Path(run_dir)
-    with runlock.hold(run_dir):
-        check_not_stale(run_dir, profile, jobs, train_fp, weights_file, force)
-        artifacts.write_json(run_dir / "run.json",
-                             protocol(profile, thresholds, data_root, variants, seeds, weights_file, data, notes))
-        for note in notes:
-            tqdm.write(f"note: {note}", file=sys.stderr)
-        point_latest(run_dir, reports)
-        show = sys.stderr.isatty() if progress is None else progress
-        t0 = time.perf_counter()
-        bar = tqdm(jobs, desc="matrix", unit="variant", disable=not show)
-        for n, (variant, seed) in enumerate(bar, 1):
-            bar.set_postfix_str(f"{variant} s{seed}")
-            tqdm.write(f"== [{n}/{len(jobs)}] {variant} seed {seed} ({time.perf_counter() - t0:.0f}s elapsed)",
+    proto = protocol(profile, thresholds, data_root, variants, seeds, weights_file, data, notes)
+    resumed = False
+    if run_dir is None:
+        run_dir = None if new else find_resumable(reports, proto)
+        if run_dir is not None:
+            resumed = True
+            done, total = matrix_progress(run_dir, proto)
+            what = "variants" if len(seeds) == 1 else "(variant, seed) runs"
+            tqdm.write(f"resuming {shown(run_dir)} ({done} of {total} {what} done); --new starts a fresh run",
                        file=sys.stderr)
-            vdir = train_variant(run_dir, profile, ds, data_root, variant, seed, weights_file, force, progress=show,
-                                 train_fingerprint=train_fp)
-            record = export_variant(vdir, force=force, data_root=data_root)
-            test_data = (record.get("inputs") or {}).get("test_data")
-            if force or not _current(vdir, "metrics.json", "onnx_sha256", record.get("sha256"), test_data):
-                evaluate_variant(vdir, data_root=data_root)
-            cam_variant(vdir, force=force, data_root=data_root)  # redoes itself when stale
-            for method in (profile.saliency.black_box if profile.saliency else ()):
-                variant_blackbox(vdir, method, force=force, data_root=data_root)
-        report = build_report(run_dir, thresholds)
-        write_reports(run_dir, report)
+        else:
+            run_dir = default_run_dir(profile, reports)
+    run_dir = Path(run_dir)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(runlock.hold(run_dir))
+        except runlock.RunLocked as exc:  # e.g. the same command still running in another terminal
+            if not resumed:
+                raise
+            raise runlock.RunLocked(f"{exc}; or start a fresh run with --new") from None
+        try:
+            check_not_stale(run_dir, profile, jobs, train_fp, weights_file, force)
+            artifacts.write_json(run_dir / "run.json", proto)
+            for note in notes:
+                tqdm.write(f"note: {note}", file=sys.stderr)
+            point_latest(run_dir, reports)
+            black_box = profile.saliency.black_box if profile.saliency else ()
+            done_before = set() if force else complete_jobs(run_dir, profile.backbone, jobs, black_box)
+            show = sys.stderr.isatty() if progress is None else progress
+            t0 = time.perf_counter()
+            measured: list[float] = []  # seconds of each variant that did work here (not one found done)
+            # the bar's own remaining time would count variants found complete as fast ones: ours instead
+            bar = tqdm(jobs, desc="matrix", unit="variant", disable=not show,
+                       bar_format="matrix {n_fmt}/{total_fmt} |{bar}| {desc}")
+            for n, (variant, seed) in enumerate(bar, 1):
+                when = matrix_eta(time.perf_counter() - t0, measured,
+                                  sum(1 for j in jobs[n - 1:] if j not in done_before))
+                bar.set_description_str(f"{variant} s{seed}: {when}")
+                done = "; already complete" if (variant, seed) in done_before else ""
+                tqdm.write(f"== [{n}/{len(jobs)}] {variant} seed {seed} ({when}{done})", file=sys.stderr)
+                t_job = time.perf_counter()
+                vdir = train_variant(run_dir, profile, ds, data_root, variant, seed, weights_file, force,
+                                     progress=show, train_fingerprint=train_fp)
+                record = export_variant(vdir, force=force, data_root=data_root)
+                test_data = (record.get("inputs") or {}).get("test_data")
+                if force or not _current(vdir, "metrics.json", "onnx_sha256", record.get("sha256"), test_data):
+                    evaluate_variant(vdir, data_root=data_root)
+                cam_variant(vdir, force=force, data_root=data_root)  # redoes itself when stale
+                for method in black_box:
+                    variant_blackbox(vdir, method, force=force, data_root=data_root)
+                if (variant, seed) not in done_before:
+                    measured.append(time.perf_counter() - t_job)
+            bar.close()
+            if jobs:
+                tqdm.write(f"== matrix done in {clock(time.perf_counter() - t0)}", file=sys.stderr)
+            report = build_report(run_dir, thresholds)
+            write_reports(run_dir, report)
+        except KeyboardInterrupt as exc:
+            runlock.remove_temporaries(run_dir)  # the lock is still held: no live writer owns them
+            raise MatrixInterrupted(run_dir) from exc
     return report
+
+
+def matrix_eta(elapsed: float, measured: Sequence[float], left: int) -> str:
+    """'5:12 elapsed, ~15:40 left for the matrix' from the mean of the measured variant times and the number of
+    variants left to do (the current one included); '5:12 elapsed' while nothing was measured or nothing is left."""
+    from harness.train import clock
+
+    text = f"{clock(elapsed)} elapsed"
+    if measured and left > 0:
+        text += f", ~{clock(sum(measured) / len(measured) * left)} left for the matrix"
+    return text

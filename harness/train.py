@@ -101,6 +101,14 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.
     return losses / max(len(x), 1), correct / max(len(x), 1)
 
 
+def clock(seconds: float) -> str:
+    """A duration as m:ss, or h:mm:ss from an hour on (rounded to the second; negative or NaN reads 0:00)."""
+    total = int(round(seconds)) if seconds == seconds and seconds > 0 else 0
+    h, rest = divmod(total, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
 def fit(model: Classifier, data: TrainData, level: Level, profile: Profile, phases: tuple[Phase, ...],
         device: torch.device, seed: int, label: str = "", progress: bool | None = None,
         freeze_bn: bool = False) -> list[dict[str, Any]]:
@@ -117,9 +125,11 @@ def fit(model: Classifier, data: TrainData, level: Level, profile: Profile, phas
     show = sys.stderr.isatty() if progress is None else progress
     history: list[dict[str, Any]] = []
     bs = profile.batch_size
+    total_epochs, done_epochs, t_fit = sum(p.epochs for p in phases), 0, time.perf_counter()
     for phase in phases:
         if phase.epochs == 0:
             continue
+        phase_seconds = 0.0  # the remaining time is estimated from this phase's epochs (phases differ in speed)
         set_trainable(model, profile.backbone, phase.train_from)
         opt = _optimizer(phase, [p for p in model.parameters() if p.requires_grad])
         steps = phase.epochs * ((len(data.epoch_index) + bs - 1) // bs)
@@ -154,8 +164,13 @@ def fit(model: Classifier, data: TrainData, level: Level, profile: Profile, phas
             history.append(row)
             if val_loss < best_loss:
                 best_loss, best_state = val_loss, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-            print(f"[{label}] {phase.name} {epoch}/{phase.epochs} loss {row['loss']:.4f} acc {row['accuracy']:.3f} "
-                  f"val_loss {val_loss:.4f} val_acc {val_acc:.3f} {row['seconds']:.1f}s", file=sys.stderr, flush=True)
+            done_epochs, phase_seconds = done_epochs + 1, phase_seconds + row["seconds"]
+            left = total_epochs - done_epochs
+            eta = f", ~{clock(phase_seconds / epoch * left)} left" if left else ""
+            tqdm.write(f"[{label}] epoch {done_epochs}/{total_epochs} ({phase.name} {epoch}/{phase.epochs}) "
+                       f"loss {row['loss']:.4f} acc {row['accuracy']:.3f} val_loss {val_loss:.4f} "
+                       f"val_acc {val_acc:.3f} {row['seconds']:.1f}s | variant "
+                       f"{clock(time.perf_counter() - t_fit)} elapsed{eta}", file=sys.stderr)
         if best_state is not None:
             model.load_state_dict(best_state)
     return history
@@ -227,7 +242,7 @@ def train_variant(run_dir: Path, profile: Profile, ds: Dataset, data_root: Path,
                                      provenance.weights_identity(profile.backbone, init, weights_file))
     state, why = trained_state(vdir, inputs)
     if state == "current" and not force:
-        print(f"[{vdir.name}] already trained from the same inputs, skipping ({ckpt})", file=sys.stderr)
+        tqdm.write(f"[{vdir.name}] already trained from the same inputs, skipping ({ckpt})", file=sys.stderr)
         return vdir
     if state == "stale" and not force:
         raise provenance.StaleRunError(stale_message(vdir, why))

@@ -20,7 +20,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--weights-file", type=Path, help="ImageNet weights file for VGG16")
     g.addoption("--thresholds", type=Path, help="TOML file overriding the thresholds")
     g.addoption("--harness-set", action="append", default=[], metavar="KEY=VALUE", help="profile override (repeatable)")
-    g.addoption("--out", type=Path, help="run directory to create with --profile (default reports/runs/<time>-...)")
+    g.addoption("--out", type=Path, help="run directory to create with --profile (default reports/gate/<time>-...: "
+                                         "its own folder, so reports/latest keeps pointing at the main run)")
 
 
 def _plan(config: pytest.Config) -> dict:
@@ -69,7 +70,8 @@ def _make_plan(config: pytest.Config) -> dict:
         variants = config.getoption("--variants")
         variants = variants.split(",") if variants else (list(thresholds.gated) or list(profile.variants))
         seeds = config.getoption("--seeds")
-        plan = {"run_dir": config.getoption("--out") or default_run_dir(profile), "profile": profile,
+        # the gate's run goes to reports/gate/, not reports/runs/: `latest` stays on the user's main run
+        plan = {"run_dir": config.getoption("--out") or default_run_dir(profile, under="gate"), "profile": profile,
                 "thresholds": thresholds, "test_sets": list(profile.test_sets), "variants": variants,
                 "backbone": profile.backbone, "run_profile": profile.to_dict(),
                 "seeds": [int(s) for s in seeds.split(",")] if seeds else None}
