@@ -314,6 +314,10 @@ def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = 
                 os.replace(staging / "cam", vdir / "cam")
             shutil.rmtree(old, ignore_errors=True)
         artifacts.write_json(out_json, result)
+        from harness.saliency.evidence import headline
+
+        print(f"[{vdir.name}] Grad-CAM: {n_images} images, {result['seconds_per_image']:.2f} s/image; "
+              + headline(result), file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result

@@ -9,13 +9,29 @@ from pathlib import Path
 DEFAULT_DATA = Path("data/small-book-images")
 
 
+def bundled_data(data: Path | None) -> Path:
+    """--data as given, or the bundled dataset: data/small-book-images under the current folder, else under the
+    project the harness package was installed from (so a run from another folder still finds it)."""
+    from harness.data import DataError
+
+    if data is not None:
+        return data
+    here = DEFAULT_DATA
+    project = Path(__file__).resolve().parents[1] / DEFAULT_DATA
+    for candidate in (here, project):
+        if (candidate / "train").is_dir():
+            return candidate
+    raise DataError(f"the bundled dataset was not found: looked in {here.resolve()} and {project}; pass --data DIR "
+                    f"(a folder with train/<class>/ and test sets)")
+
+
 def _add_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="smoke", help="built-in profile name (smoke, cpu, full) or a .toml path")
     p.add_argument("--backbone", help="override the profile's backbone (vgg16, efficientnet_lite0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a profile field (repeatable); values are TOML literals, tables use dotted keys: "
                         "--set image_size=160 --set augment.zoom_out=2.0 --set seeds=[0,1]")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"dataset root (default {DEFAULT_DATA})")
+    p.add_argument("--data", type=Path, default=None, help=f"dataset root (default: the bundled {DEFAULT_DATA})")
     p.add_argument("--weights-file", type=Path, help="explicit ImageNet weights file for the backbone (VGG16)")
 
 
@@ -60,6 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     pick_device(profile.device)
     if init == "imagenet":
         check_weights_available(profile.backbone, args.weights_file)
+    args.data = bundled_data(args.data)
     ds = load_train(args.data, max_short_side=working_short_side(profile.image_size))
     seeds = [args.seed] if args.seed is not None else list(profile.seeds)
     with runlock.hold(args.out):
@@ -161,7 +178,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--new starts a fresh run in a new folder under reports/runs/; it cannot be combined "
                           f"with --out {args.out} (drop one of them)")
     try:
-        report = run_matrix(profile, _thresholds(profile, args.thresholds), args.data, args.out, variants, seeds,
+        report = run_matrix(profile, _thresholds(profile, args.thresholds), bundled_data(args.data), args.out,
+                            variants, seeds,
                             args.weights_file, args.force, new=args.new)
     except MatrixInterrupted as exc:
         print(f"interrupted: rerun the same command to resume ({shown(exc.run_dir)})", file=sys.stderr)
@@ -174,7 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from harness.check import check_model
 
-    report, run_dir = check_model(args.model, args.data, args.spec, args.set, args.profile, args.thresholds, args.out)
+    report, run_dir = check_model(args.model, bundled_data(args.data), args.spec, args.set, args.profile, args.thresholds, args.out)
     _print_verdicts(report)
     print(f"report: {run_dir / 'report.html'}")
     return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
@@ -285,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="gate any ONNX image classifier on a dataset: accuracy beside its baselines, "
                                      "black-box localization beside chance, latency -> a run directory and report")
     p.add_argument("model", type=Path, metavar="MODEL.onnx", help="the ONNX model file")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"dataset root (default {DEFAULT_DATA})")
+    p.add_argument("--data", type=Path, default=None, help=f"dataset root (default: the bundled {DEFAULT_DATA})")
     p.add_argument("--spec", type=Path, help="TOML file with the model's input/output contract (layout, size, dtype, "
                                              "value_range, mean, std, channels, resize, output_kind, classes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,8 +87,16 @@ def _report(config: pytest.Config) -> dict:
         if "profile" in plan:
             from harness.run import run_matrix
 
-            report = run_matrix(plan["profile"], plan["thresholds"], config.getoption("--data"), plan["run_dir"],
-                                plan["variants"], plan["seeds"], config.getoption("--weights-file"))
+            import contextlib
+
+            # the run takes minutes: its progress lines go to the terminal, not into pytest's capture
+            capture = config.pluginmanager.getplugin("capturemanager")
+            quiet = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+            with quiet:
+                print(f"\nharness gate: producing the run {plan['run_dir']} (profile {plan['profile'].name}, "
+                      f"variants {', '.join(plan['variants'])}); progress below", file=sys.stderr, flush=True)
+                report = run_matrix(plan["profile"], plan["thresholds"], config.getoption("--data"), plan["run_dir"],
+                                    plan["variants"], plan["seeds"], config.getoption("--weights-file"))
         else:
             from harness.report.build import build_report, write_reports
 
