@@ -254,8 +254,7 @@ def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = 
     datasets = {split: load_test(Path(config["data_root"]), split, classes,
                                  max_short_side=working_short_side(int(meta["image_size"]))) for split in splits}
     settings = profile.saliency or SaliencySettings()
-    sanity = ({"layers": settings.sanity_layers, "seed": settings.sanity_seed, "images": settings.sanity_images}
-              if settings.sanity else None)
+    sanity = settings.sanity_inputs()
     made_from = cam_inputs(vdir, datasets, sanity)
     if not force and cam_is_current(vdir, made_from):
         print(f"[{vdir.name}] cam.json is current, skipping (--force to redo)", file=sys.stderr)

@@ -16,11 +16,14 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from harness import artifacts
 from harness.config import ConfigError, _keys, _str, _str_list, _table, apply_overrides, read_profile_toml
@@ -126,8 +129,6 @@ def default_check_dir(name: str, reports: Path) -> Path:
 
 
 def _latency(session, spec, batch_sizes=LATENCY_BATCHES) -> dict[str, Any]:
-    import numpy as np
-
     from harness import runtime
     from harness.spec import to_model
 
@@ -210,8 +211,6 @@ def check_model(model_path: Path, data_root: Path, spec_file: Path | None = None
         if not evidence_is_current(metrics_path, made_from):
             test_results = {}
             for split, ds in datasets.items():
-                import numpy as np
-
                 x = prepare(spec, [s.image for s in ds.samples])
                 probs = np.concatenate([forward(x[i:i + 16]) for i in range(0, len(x), 16)], axis=0)
                 test_results[split] = split_metrics(ds, None, classes, probabilities=probs)
@@ -221,7 +220,7 @@ def check_model(model_path: Path, data_root: Path, spec_file: Path | None = None
                     f"{s['baselines']['constant_strict']['value']:.3f})")
             latency = _latency(session, spec)
             log(f"[{name}] latency CPU: " + ", ".join(f"batch {b} {v['median_ms']:.1f} ms" for b, v in latency.items()))
-            import onnxruntime
+            import onnxruntime  # already loaded by the session
 
             artifacts.write_json(metrics_path, {
                 "schema": 1, "variant": name, "kind": "check", "inputs": made_from, "backbone": CHECK_BACKBONE,
@@ -238,8 +237,7 @@ def check_model(model_path: Path, data_root: Path, spec_file: Path | None = None
             log(f"[{name}] metrics.json is current, skipping")
 
         settings = prof.saliency
-        sanity = ({"layers": settings.sanity_layers, "seed": settings.sanity_seed, "images": settings.sanity_images}
-                  if settings.sanity else None)
+        sanity = settings.sanity_inputs()
         for method in settings.black_box:
             params = dict(settings.params.get(method) or {})
             inputs = evidence_inputs(model_sha, datasets, method, params, sanity, spec.to_dict())
@@ -248,8 +246,6 @@ def check_model(model_path: Path, data_root: Path, spec_file: Path | None = None
                 log(f"[{name}] {method}.json is current, skipping")
                 continue
             staging = folder / f".cam-staging-{method}-{os.getpid()}"
-            import shutil
-
             shutil.rmtree(staging, ignore_errors=True)
             try:
                 sanity_forward, names = (None, [])

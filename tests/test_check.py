@@ -143,9 +143,11 @@ def test_the_pytest_gate_judges_a_check_run_unchanged(boxes_root, tmp_path):
     assert main(["check", str(model), "--data", str(boxes_root), "--out", str(out), *_classes_set(), *SMALL]) == 0
     repo = Path(__file__).resolve().parents[1]
     res = subprocess.run([sys.executable, "-m", "pytest", str(repo / "suites" / "test_gate.py"), "--run-dir",
-                          str(out), "-q", "-p", "no:cacheprovider"], capture_output=True, text=True, cwd=repo)
+                          str(out), "-v", "-p", "no:cacheprovider"], capture_output=True, text=True, cwd=repo)
     assert res.returncode == 0, res.stdout[-3000:]
-    assert "occlusion_energy" in res.stdout or " passed" in res.stdout
+    # the gate ran the check run's own criteria, by their ids
+    assert "test_occlusion_energy[onnx-colour-test_boxes] PASSED" in res.stdout
+    assert "test_accuracy[onnx-colour-test_plain] PASSED" in res.stdout
 
 
 def test_a_foreign_nhwc_uint8_bgr_probability_wrapper_gives_identical_predictions(boxes_root, tmp_path):

@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 from typing import Any, Mapping
 
-import jinja2
+from harness.report.html import template_env
 
 __all__ = ["render_compare_html", "thumbnail_uri", "THUMB_PX", "MAX_THUMBNAILS"]
 
@@ -177,12 +177,6 @@ def context(result: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"),
-                              autoescape=jinja2.select_autoescape(["html"], default_for_string=True, default=True),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-
-
 def render_compare_html(result: Mapping[str, Any]) -> str:
     """One self-contained page: the verdict, what regressed, the paired figures, the flipped photos."""
-    return _env().get_template("compare.html").render(**context(result))
+    return template_env().get_template("compare.html").render(**context(result))

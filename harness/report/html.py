@@ -889,7 +889,8 @@ def _protocol(report: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- entry point -----------------------------------------------------------------------------------------------
 
-def _env() -> jinja2.Environment:
+def template_env() -> jinja2.Environment:
+    """The jinja2 environment of harness/report/templates (report.html, compare.html)."""
     return jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"),
                               autoescape=jinja2.select_autoescape(["html"], default_for_string=True, default=True),
                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -942,4 +943,4 @@ def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
 
 def render_html(report: Mapping[str, Any], run_dir: Path) -> str:
     """One self-contained HTML page for the business owner: verdict first, then the evidence, then the protocol."""
-    return _env().get_template("report.html").render(**context(report, Path(run_dir)))
+    return template_env().get_template("report.html").render(**context(report, Path(run_dir)))

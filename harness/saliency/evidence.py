@@ -21,7 +21,7 @@ import numpy as np
 
 from harness import artifacts
 from harness.camcheck import (CAM_BOX_THRESHOLD, IOU_THRESHOLD, POINTING_TOLERANCE_PX, _overlay_path, _summary,
-                              image_record, write_overlay)
+                              image_record, sanity_thumb, write_overlay)
 from harness.data import Dataset, Sample
 
 # Bumped whenever a <method>.json changes meaning or content, so an older one is redone.
@@ -47,11 +47,6 @@ def evidence_is_current(path: Path, inputs: Mapping[str, Any]) -> bool:
     except (FileNotFoundError, ValueError):
         return False
     return isinstance(rec, dict) and rec.get("inputs") == dict(inputs)
-
-
-def _thumb(m: np.ndarray, side: int = 64) -> np.ndarray:
-    step = max(1, min(m.shape) // side)
-    return np.ascontiguousarray(m[::step, ::step])
 
 
 def blackbox_evidence(method: str, params: Mapping[str, Any], forward: Forward, spec, datasets: Mapping[str, Dataset],
@@ -144,7 +139,7 @@ def _sanity(method, params, kept, sanity, sanity_forward, layers, rank_corr, sal
     for sample, x, maps in kept:
         res = saliency(method, sanity_forward, x, sorted(maps), params, where=f"saliency.{method}")
         for c, mp in maps.items():
-            rho = rank_corr(_thumb(mp), _thumb(res.maps[c]))
+            rho = rank_corr(sanity_thumb(mp), sanity_thumb(res.maps[c]))
             rhos.append(rho)
             per_map.append({"image": sample.name, "class_index": c, "spearman": rho})
     return {"method": "model-parameter randomisation (Adebayo et al. 2018): final layer(s) of the ONNX graph "
@@ -211,8 +206,7 @@ def variant_blackbox(vdir: Path, method: str, force: bool = False, data_root: Pa
                                  max_short_side=working_short_side(profile.image_size)) for split in profile.test_sets}
     session = runtime.create_session(onnx_path, [runtime.CPU])
     spec = resolve_spec(onnx_path, {}, classes, session=session)
-    sanity = ({"layers": settings.sanity_layers, "seed": settings.sanity_seed, "images": settings.sanity_images}
-              if settings.sanity else None)
+    sanity = settings.sanity_inputs()
     made_from = evidence_inputs(sha256_file(onnx_path), datasets, method, params, sanity, spec.to_dict())
     out_json = vdir / f"{method}.json"
     if not force and evidence_is_current(out_json, made_from):

@@ -37,6 +37,12 @@ class SaliencySettings:
         """The methods that run through onnxruntime (every one but Grad-CAM)."""
         return tuple(m for m in self.methods if m != GRADCAM)
 
+    def sanity_inputs(self) -> dict[str, Any] | None:
+        """What a sanity check is made from (recorded in each saliency evidence file's inputs); None when off."""
+        if not self.sanity:
+            return None
+        return {"layers": self.sanity_layers, "seed": self.sanity_seed, "images": self.sanity_images}
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["params"] = {k: dict(v) for k, v in self.params.items()}
