@@ -177,16 +177,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"--new starts a fresh run in a new folder under reports/runs/; it cannot be combined "
                           f"with --out {args.out} (drop one of them)")
+    from harness.executors import executor_options
+
+    executor = executor_options(args.executor, args.ray_address, args.job_cpus, args.job_gpus, args.max_retries)
     try:
         report = run_matrix(profile, _thresholds(profile, args.thresholds), bundled_data(args.data), args.out,
                             variants, seeds,
-                            args.weights_file, args.force, new=args.new)
+                            args.weights_file, args.force, new=args.new, executor=executor)
     except MatrixInterrupted as exc:
         print(f"interrupted: rerun the same command to resume ({shown(exc.run_dir)})", file=sys.stderr)
         return 130
     _print_verdicts(report)
+    failed = report.get("failed_jobs") or []
+    for job in failed:
+        print(f"FAILED JOB {job['id']}: {job['error']}")
+    if failed:
+        print(f"{len(failed)} job(s) failed (tracebacks in jobs.json); rerun the same command to retry them")
     print(f"report: {Path(args.out or shown(Path(report['run_dir']))) / 'report.html'}")
-    return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
+    return 1 if report["verdict"] in ("FAIL", "ERROR") or failed else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -298,6 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new", action="store_true", help="start a fresh run even where the latest one could be resumed")
     p.add_argument("--thresholds", type=Path, help="TOML file overriding the profile's thresholds")
     p.add_argument("--force", action="store_true", help="redo every step even where its artifacts exist")
+    p.add_argument("--executor", choices=("serial", "ray"), default="serial",
+                   help="serial (default): one job after another here; ray: each (variant, seed) a Ray task "
+                        "(pip install 'harness[ray]'), on a local Ray or the cluster at --ray-address")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="with --executor ray: a running cluster's head (HOST:6379, or auto on a cluster node); "
+                        "default: a local Ray started for this run with every CPU and GPU here")
+    p.add_argument("--job-cpus", metavar="N", help="with --executor ray: CPUs per job, also its torch/onnxruntime "
+                                                   "thread count (default 1)")
+    p.add_argument("--job-gpus", metavar="F", help="with --executor ray: GPUs per job; a fraction packs several jobs "
+                                                   "on one GPU (0.125: eight); default 1 when the cluster has GPUs, "
+                                                   "else 0")
+    p.add_argument("--max-retries", metavar="N", help="with --executor ray: retries of a job whose worker died "
+                                                      "(killed, out of memory, node lost; default 3); a job that "
+                                                      "raises is never retried")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check", help="gate any ONNX image classifier on a dataset: accuracy beside its baselines, "

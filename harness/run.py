@@ -150,18 +150,6 @@ def protocol(profile: Profile, thresholds: Thresholds, data_root: Path, variants
     }
 
 
-def _current(vdir: Path, name: str, model_key: str, want_model: str | None, test_data: dict | None) -> bool:
-    """<name>.json exists, was made from the model file export.json vouches for, and from the same test images."""
-    try:
-        rec = artifacts.read_json(vdir / name)
-    except (FileNotFoundError, ValueError):
-        return False
-    if not isinstance(rec, dict):
-        return False
-    made = rec.get("inputs") or {}
-    return made.get(model_key) == want_model and want_model is not None and made.get("test_data") == test_data
-
-
 def fit_profile(profile: Profile, thresholds: Thresholds, data_root: Path) -> tuple[Profile, Thresholds, list[str]]:
     """A profile that names no test sets gets the dataset's (discovered), and its thresholds are fitted to them:
     rules for test sets this dataset does not have are set aside, with a note saying so (run.json, the report)."""
@@ -250,23 +238,25 @@ def check_not_stale(run_dir: Path, profile: Profile, jobs: Sequence[tuple[str, i
 def run_matrix(profile: Profile, thresholds: Thresholds, data_root: Path, run_dir: Path | None,
                variants: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
                weights_file: Path | None = None, force: bool = False, progress: bool | None = None,
-               reports: Path = REPORTS, new: bool = False) -> dict:
-    """Run every (variant, seed) through all steps; completed, current steps are skipped, so a rerun resumes.
+               reports: Path = REPORTS, new: bool = False, executor=None, run_one=None) -> dict:
+    """Run every (variant, seed) through all steps on an executor; completed, current steps are skipped, so a rerun
+    resumes.
 
     run_dir None: the latest run under <reports>/runs/ when it was made by the same command and is incomplete
     (find_resumable; said in one line), unless `new`; else a fresh default_run_dir. Nothing is written (no run
-    directory, no run.json, no `latest`) before every input has been validated. Ctrl-C removes the current step's
-    temporaries, releases the lock and raises MatrixInterrupted naming the run directory.
+    directory, no run.json, no `latest`) before every input has been validated. `executor`: ExecutorOptions
+    (default serial); `run_one(ctx, job, ds=None, complete=False) -> JobResult`: one job's work (default
+    harness.executors.run_job; a test passes one that fails). A job that fails is recorded in jobs.json and the
+    report while the other jobs run on. Ctrl-C removes the current step's temporaries, releases the lock and raises
+    MatrixInterrupted naming the run directory.
     Returns the report (also written as report.json and report.html in run_dir; report["run_dir"] is where).
     """
     from harness import provenance, runlock
-    from harness.camcheck import cam_variant
-    from harness.evaluate import evaluate_variant
-    from harness.export import export_variant
+    from harness.executors import ExecutorOptions, get_executor
     from harness.report.build import build_report, write_reports
-    from harness.saliency.evidence import variant_blackbox
-    from harness.train import clock, train_variant
 
+    executor = executor or ExecutorOptions()
+    get_executor(executor.name)
     variants = list(variants or profile.variants)
     seeds = list(seeds if seeds is not None else profile.seeds)
     profile, thresholds, notes = fit_profile(profile, thresholds, data_root)
@@ -296,45 +286,132 @@ def run_matrix(profile: Profile, thresholds: Thresholds, data_root: Path, run_di
             raise runlock.RunLocked(f"{exc}; or start a fresh run with --new") from None
         try:
             check_not_stale(run_dir, profile, jobs, train_fp, weights_file, force)
-            artifacts.write_json(run_dir / "run.json", proto)
+            artifacts.write_json(run_dir / "run.json", proto | {"executor": executor.to_dict()})
             for note in notes:
                 tqdm.write(f"note: {note}", file=sys.stderr)
             point_latest(run_dir, reports)
-            black_box = profile.saliency.black_box if profile.saliency else ()
-            done_before = set() if force else complete_jobs(run_dir, profile.backbone, jobs, black_box)
             show = sys.stderr.isatty() if progress is None else progress
-            t0 = time.perf_counter()
-            measured: list[float] = []  # seconds of each variant that did work here (not one found done)
-            # the bar's own remaining time would count variants found complete as fast ones: ours instead
-            bar = tqdm(jobs, desc="matrix", unit="variant", disable=not show,
-                       bar_format="matrix {n_fmt}/{total_fmt} |{bar}| {desc}")
-            for n, (variant, seed) in enumerate(bar, 1):
-                when = matrix_eta(time.perf_counter() - t0, measured,
-                                  sum(1 for j in jobs[n - 1:] if j not in done_before))
-                bar.set_description_str(f"{variant} s{seed}: {when}")
-                done = "; already complete" if (variant, seed) in done_before else ""
-                tqdm.write(f"== [{n}/{len(jobs)}] {variant} seed {seed} ({when}{done})", file=sys.stderr)
-                t_job = time.perf_counter()
-                vdir = train_variant(run_dir, profile, ds, data_root, variant, seed, weights_file, force,
-                                     progress=show, train_fingerprint=train_fp)
-                record = export_variant(vdir, force=force, data_root=data_root)
-                test_data = (record.get("inputs") or {}).get("test_data")
-                if force or not _current(vdir, "metrics.json", "onnx_sha256", record.get("sha256"), test_data):
-                    evaluate_variant(vdir, data_root=data_root)
-                cam_variant(vdir, force=force, data_root=data_root)  # redoes itself when stale
-                for method in black_box:
-                    variant_blackbox(vdir, method, force=force, data_root=data_root)
-                if (variant, seed) not in done_before:
-                    measured.append(time.perf_counter() - t_job)
-            bar.close()
-            if jobs:
-                tqdm.write(f"== matrix done in {clock(time.perf_counter() - t0)}", file=sys.stderr)
+            execute_matrix(run_dir, profile, ds, data_root, jobs, weights_file, train_fp, force, show, executor,
+                           run_one)
             report = build_report(run_dir, thresholds)
             write_reports(run_dir, report)
         except KeyboardInterrupt as exc:
             runlock.remove_temporaries(run_dir)  # the lock is still held: no live writer owns them
             raise MatrixInterrupted(run_dir) from exc
     return report
+
+
+JOBS_FILE = "jobs.json"
+
+
+def execute_matrix(run_dir: Path, profile: Profile, ds, data_root: Path, jobs: Sequence[tuple[str, int]],
+                   weights_file: Path | None, train_fp: str, force: bool, show: bool, executor, run_one=None) -> list:
+    """The jobs of the matrix on `executor`, each finished job recorded in <run_dir>/jobs.json as it finishes.
+
+    Jobs found complete are checked here, in the driver (every step finds itself current: seconds); the others go to
+    the executor. Serial: one after another with the ETA line and the matrix bar. Ray: one line per finished job and
+    a bar of finished jobs."""
+    from harness.executors import FAILED, SKIPPED, Job, JobContext, get_executor, run_job
+    from harness.export import sha256_file
+    from harness.train import clock
+
+    run_one = run_one or run_job
+    run_dir = Path(run_dir).resolve()
+    black_box = profile.saliency.black_box if profile.saliency else ()
+    done_before = set() if force else complete_jobs(run_dir, profile.backbone, jobs, black_box)
+    ctx = JobContext(run_dir=run_dir, profile=profile, data_root=Path(data_root).resolve(),
+                     weights_file=Path(weights_file).resolve() if weights_file else None, train_fingerprint=train_fp,
+                     run_json_sha256=sha256_file(run_dir / "run.json"), force=force, black_box=tuple(black_box),
+                     progress=show)
+    log = JobsLog(run_dir, executor.to_dict())
+    todo = [Job(v, s) for v, s in jobs]
+    t0 = time.perf_counter()
+    measured: list[float] = []  # seconds of each job that did work here (not one found done)
+    results = []
+
+    def record(result) -> None:
+        results.append(result)
+        log.add(result)
+        if result.status not in (FAILED, SKIPPED):
+            measured.append(result.seconds)
+
+    if executor.name == "serial":
+        bar = tqdm(todo, desc="matrix", unit="variant", disable=not show,
+                   bar_format="matrix {n_fmt}/{total_fmt} |{bar}| {desc}")
+
+        def on_start(n: int, job: Job) -> None:
+            # the bar's own remaining time would count variants found complete as fast ones: ours instead
+            when = matrix_eta(time.perf_counter() - t0, measured,
+                              sum(1 for j in jobs[n - 1:] if j not in done_before))
+            bar.set_description_str(f"{job.variant} s{job.seed}: {when}")
+            done = "; already complete" if (job.variant, job.seed) in done_before else ""
+            tqdm.write(f"== [{n}/{len(jobs)}] {job.variant} seed {job.seed} ({when}{done})", file=sys.stderr)
+
+        def on_done(result) -> None:
+            record(result)
+            bar.update(1)
+            if result.status == FAILED:
+                tqdm.write(f"FAILED {result.id}: {result.error} (traceback in {JOBS_FILE}); the other jobs go on",
+                           file=sys.stderr)
+
+        def one(ctx, job):
+            return run_one(ctx, job, ds=ds, complete=(job.variant, job.seed) in done_before)
+
+        get_executor("serial")(todo, ctx, executor, on_start, on_done, one)
+        bar.close()
+    else:
+        complete = [j for j in todo if (j.variant, j.seed) in done_before]
+        pending = [j for j in todo if (j.variant, j.seed) not in done_before]
+        bar = tqdm(total=len(todo), disable=not show, unit="job",
+                   bar_format="jobs {n_fmt}/{total_fmt} finished |{bar}| {elapsed} elapsed")
+
+        def on_done(result) -> None:
+            record(result)
+            bar.update(1)
+            where = f" on {result.host}" if result.host else ""
+            n = len(results)
+            if result.status == FAILED:
+                tqdm.write(f"FAILED [{n}/{len(todo)}] {result.id} after {clock(result.seconds)}{where}: {result.error}"
+                           f" (traceback in {JOBS_FILE}); the other jobs go on", file=sys.stderr)
+            elif result.status == SKIPPED:
+                tqdm.write(f"done [{n}/{len(todo)}] {result.id}: already complete", file=sys.stderr)
+            else:
+                left = len(todo) - n
+                tqdm.write(f"done [{n}/{len(todo)}] {result.id} in {clock(result.seconds)}{where} "
+                           f"({clock(time.perf_counter() - t0)} elapsed, {left} job(s) left)", file=sys.stderr)
+
+        for job in complete:  # cheap checks, in the driver: no worker start for a job with nothing to do
+            on_done(run_one(ctx, job, ds=ds, complete=True))
+        if pending:
+            tqdm.write(f"== {len(pending)} job(s) to {executor.name}"
+                       + (f" ({len(complete)} already complete)" if complete else ""), file=sys.stderr)
+            get_executor(executor.name)(pending, ctx, executor, None, on_done, run_one)
+        bar.close()
+    if jobs:
+        failed = sum(1 for r in results if r.status == FAILED)
+        tail = f"; {failed} job(s) FAILED, rerun the same command to retry them" if failed else ""
+        tqdm.write(f"== matrix done in {clock(time.perf_counter() - t0)}{tail}", file=sys.stderr)
+    return results
+
+
+class JobsLog:
+    """<run_dir>/jobs.json: each job's last outcome (status, seconds, host, error and traceback), rewritten
+    atomically by the driver after every finished job, so a crash keeps what finished. Entries of jobs this run
+    did not touch (another --variants subset) are kept."""
+
+    def __init__(self, run_dir: Path, executor: dict) -> None:
+        self.path = Path(run_dir) / JOBS_FILE
+        try:
+            old = artifacts.read_json(self.path)
+        except (FileNotFoundError, ValueError):
+            old = {}
+        self.jobs = dict(old.get("jobs") or {}) if isinstance(old, dict) else {}
+        self.executor = executor
+
+    def add(self, result) -> None:
+        self.jobs[result.id] = result.to_dict() | {
+            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        artifacts.write_json(self.path, {"executor": self.executor, "jobs": self.jobs})
 
 
 def matrix_eta(elapsed: float, measured: Sequence[float], left: int) -> str:

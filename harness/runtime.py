@@ -29,6 +29,14 @@ REQUESTS = ("auto", "cpu", "cuda", "tensorrt")
 # onnxruntime log severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal. Warnings on a healthy session are
 # noise (e.g. "some nodes were not assigned to the preferred provider"); real failures still raise.
 ORT_LOG_SEVERITY = 3
+# intra-op threads of every session this process creates without an explicit count (None: onnxruntime's default,
+# one per core); an executor's job sets it to its CPU share
+_DEFAULT_THREADS: int | None = None
+
+
+def set_default_threads(n: int | None) -> None:
+    global _DEFAULT_THREADS
+    _DEFAULT_THREADS = int(n) if n else None
 
 
 class RuntimeSetupError(ValueError):
@@ -98,8 +106,10 @@ def create_session(path: Path, providers: Sequence[str] | None = None, threads: 
         raise ModelLoadError(f"{path} is missing; run `harness export` for this variant first")
     opts = ort.SessionOptions()
     opts.log_severity_level = ORT_LOG_SEVERITY
+    threads = threads or _DEFAULT_THREADS
     if threads:
         opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises InvalidProtobuf, InvalidGraph, Fail, RuntimeException, ...

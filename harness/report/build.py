@@ -158,7 +158,30 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
         "thresholds_notes": list(proto.get("thresholds_notes") or []),
         "localization": localization_table(verdicts),
         "variants": variants,
+        "failed_jobs": failed_jobs(run_dir, proto),
     }
+
+
+def failed_jobs(run_dir: Path, proto: dict[str, Any]) -> list[dict[str, Any]]:
+    """The jobs jobs.json records as failed whose folder is still incomplete (a job completed since, by a rerun or
+    `harness train`, is no longer a failure): id, variant, seed, error, host, seconds; the traceback stays in
+    jobs.json."""
+    from harness.run import JOBS_FILE, complete_jobs
+    from harness.saliency.settings import GRADCAM
+
+    try:
+        log = artifacts.read_json(Path(run_dir) / JOBS_FILE)
+    except (FileNotFoundError, ValueError):
+        return []
+    entries = [e for e in ((log.get("jobs") or {}).values() if isinstance(log, dict) else [])
+               if isinstance(e, dict) and e.get("status") == "failed"]
+    prof = proto.get("profile") if isinstance(proto.get("profile"), dict) else {}
+    methods = [m for m in (prof.get("saliency") or {}).get("methods") or () if m != GRADCAM]
+    jobs = [(str(e.get("variant")), e.get("seed")) for e in entries]
+    complete = complete_jobs(run_dir, str(prof.get("backbone")), jobs, methods)
+    keep = ("id", "variant", "seed", "error", "host", "seconds", "finished")
+    return [{k: e.get(k) for k in keep} for e in sorted(entries, key=lambda e: str(e.get("id")))
+            if (str(e.get("variant")), e.get("seed")) not in complete]
 
 
 def localization_table(verdicts) -> list[dict[str, Any]]:

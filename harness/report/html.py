@@ -931,6 +931,9 @@ def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
         "localization": _localization_rows(report),
         "evidence": _evidence_view(report, order, gated, book),
         "notes": [str(n) for n in report.get("thresholds_notes") or []],
+        "failed_jobs": [{"id": str(j.get("id")), "variant": str(j.get("variant")), "seed": j.get("seed"),
+                         "error": str(j.get("error") or "no error recorded"), "host": str(j.get("host") or "")}
+                        for j in report.get("failed_jobs") or [] if isinstance(j, Mapping)],
         "is_check": _d(report, "protocol", "kind", default="") == "check",
         "export": _export(order, runs),
         "judged": [{"model": m, "sets": [{"split": split_label(k), "criteria": ", ".join(c)} for k, c in t.items()]}

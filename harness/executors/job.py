@@ -1,0 +1,170 @@
+"""One job of the matrix: a (variant, seed) through train -> export -> evaluate -> Grad-CAM -> black-box saliency.
+
+The same function runs in the driver (serial executor) and in a Ray worker; what it needs travels in a small frozen
+JobContext (paths, the profile, fingerprints), what it returns is a small JobResult. A job that raises is a FAILED
+result naming the error (the traceback kept for jobs.json), never an exception that stops the other jobs; Ctrl-C
+(KeyboardInterrupt) still stops the run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback as _traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from harness import artifacts
+from harness.config import Profile
+
+DONE, FAILED, SKIPPED = "done", "failed", "skipped"
+
+
+@dataclass(frozen=True)
+class Job:
+    variant: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Everything a job needs, as paths every node must see at the same place (resolved by the driver)."""
+
+    run_dir: Path
+    profile: Profile
+    data_root: Path
+    weights_file: Path | None
+    train_fingerprint: str
+    run_json_sha256: str  # what run.json held when the driver submitted: a node that sees another (or none) fails
+    force: bool = False
+    black_box: tuple[str, ...] = ()
+    progress: bool = False
+    threads: int | None = None  # torch + onnxruntime threads; None: leave the process defaults
+
+    def job_id(self, job: Job) -> str:
+        from harness.train import variant_id
+
+        return variant_id(self.profile.backbone, job.variant, job.seed)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    variant: str
+    seed: int
+    id: str
+    status: str  # DONE | FAILED | SKIPPED (found complete, every step current)
+    seconds: float
+    host: str = ""
+    pid: int = 0
+    error: str | None = None
+    traceback: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "variant": self.variant, "seed": self.seed, "status": self.status,
+                "seconds": round(self.seconds, 2), "host": self.host, "pid": self.pid, "error": self.error,
+                "traceback": self.traceback, **self.extra}
+
+
+class SharedStorageError(RuntimeError):
+    """A node cannot see the run directory or the dataset the driver sees (a multi-node run needs shared storage)."""
+
+
+def set_threads(n: int | None) -> None:
+    """torch's and onnxruntime's thread pools sized to this job's CPU share (oversubscribed pools on shared cores
+    run several times slower than one pool alone)."""
+    if not n:
+        return
+    import torch
+
+    from harness import runtime
+
+    n = max(1, int(n))
+    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    runtime.set_default_threads(n)
+
+
+def check_storage(ctx: JobContext) -> None:
+    """Fail fast on a node that does not see the driver's run directory (run.json as submitted) or dataset."""
+    from harness.export import sha256_file
+
+    host = socket.gethostname()
+    proto = Path(ctx.run_dir) / "run.json"
+    remedy = ("every node must mount the run directory and the dataset at the same path (NFS or another shared "
+              "volume); pass --out DIR and --data DIR on such storage")
+    if not proto.is_file():
+        raise SharedStorageError(f"node {host} cannot see the run directory {ctx.run_dir} (no run.json there); {remedy}")
+    if sha256_file(proto) != ctx.run_json_sha256:
+        raise SharedStorageError(f"node {host} sees another {proto} than the driver wrote (a local folder of the same "
+                                 f"name, not the shared one); {remedy}")
+    if not Path(ctx.data_root).is_dir():
+        raise SharedStorageError(f"node {host} cannot see the dataset {ctx.data_root}; {remedy}")
+
+
+def load_training_set(ctx: JobContext):
+    """The training set as the driver fingerprinted it; another one at the same path is a SharedStorageError."""
+    from harness import provenance
+    from harness.data import load_train, working_short_side
+
+    ds = load_train(ctx.data_root, max_short_side=working_short_side(ctx.profile.image_size))
+    if provenance.dataset_fingerprint(ds) != ctx.train_fingerprint:
+        raise SharedStorageError(f"node {socket.gethostname()} reads another training set at {ctx.data_root} than "
+                                 f"the driver did (fingerprint differs): every node must see the same dataset")
+    return ds
+
+
+def run_steps(ctx: JobContext, job: Job, ds=None) -> None:
+    """The steps of one job; each skips itself when its output is current (so a rerun resumes)."""
+    from harness.camcheck import cam_variant
+    from harness.evaluate import evaluate_variant
+    from harness.export import export_variant
+    from harness.saliency.evidence import variant_blackbox
+    from harness.train import train_variant
+
+    if ds is None:
+        check_storage(ctx)
+        ds = load_training_set(ctx)
+    vdir = train_variant(ctx.run_dir, ctx.profile, ds, ctx.data_root, job.variant, job.seed, ctx.weights_file,
+                         ctx.force, progress=ctx.progress, train_fingerprint=ctx.train_fingerprint)
+    record = export_variant(vdir, force=ctx.force, data_root=ctx.data_root)
+    test_data = (record.get("inputs") or {}).get("test_data")
+    if ctx.force or not step_current(vdir, "metrics.json", "onnx_sha256", record.get("sha256"), test_data):
+        evaluate_variant(vdir, data_root=ctx.data_root)
+    cam_variant(vdir, force=ctx.force, data_root=ctx.data_root)  # redoes itself when stale
+    for method in ctx.black_box:
+        variant_blackbox(vdir, method, force=ctx.force, data_root=ctx.data_root)
+
+
+def step_current(vdir: Path, name: str, model_key: str, want_model: str | None, test_data: dict | None) -> bool:
+    """<name>.json exists, was made from the model file export.json vouches for, and from the same test images."""
+    try:
+        rec = artifacts.read_json(vdir / name)
+    except (FileNotFoundError, ValueError):
+        return False
+    if not isinstance(rec, dict):
+        return False
+    made = rec.get("inputs") or {}
+    return made.get(model_key) == want_model and want_model is not None and made.get("test_data") == test_data
+
+
+def run_job(ctx: JobContext, job: Job, ds=None, complete: bool = False) -> JobResult:
+    """Run one job's steps and say how it went. `ds`: the training set already loaded (the driver's); None in a
+    worker, which then checks it sees the run directory and loads the dataset itself. `complete`: the job's folder
+    was found complete before the run (its result is SKIPPED unless a step found something to redo)."""
+    t0 = time.perf_counter()
+    base = dict(variant=job.variant, seed=job.seed, id=ctx.job_id(job), host=socket.gethostname(), pid=os.getpid())
+    try:
+        run_steps(ctx, job, ds)
+    except Exception as exc:  # a job's failure is reported with the others' results, not raised over them
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return JobResult(status=FAILED, seconds=time.perf_counter() - t0,
+                         error=f"{type(exc).__name__}: {first}" if first else type(exc).__name__,
+                         traceback=_traceback.format_exc(), **base)
+    return JobResult(status=SKIPPED if complete else DONE, seconds=time.perf_counter() - t0, **base)
+
+
+def in_worker(ctx: JobContext, threads: int | None) -> JobContext:
+    """The context as a worker uses it: no per-epoch progress bars, its CPU share as thread count."""
+    return replace(ctx, progress=False, threads=threads)

@@ -1,0 +1,144 @@
+"""The Ray executor: each (variant, seed) is one Ray task doing its whole job into the shared run directory.
+
+- Connects to `--ray-address` (a running cluster; `auto` finds the one this machine is part of) or, without one,
+  starts a local Ray for the run (every CPU and GPU of this machine) and shuts it down at the end; a Ray already
+  initialised in this process (a test's `ray.init(num_cpus=2)`) is used as it is.
+- Resources per task: `--job-cpus` CPUs (the job's torch and onnxruntime thread count) and `--job-gpus` GPUs, a
+  fraction packing several jobs onto one GPU (Ray sets CUDA_VISIBLE_DEVICES); `max_calls=1` makes the worker process
+  exit after each job, so its GPU memory is freed before the next job starts there.
+- Faults: an exception inside a job comes back as a FAILED result (run_job catches it) and is not retried (it would
+  fail again); a worker that died (killed, out of memory, node lost) is a system failure that Ray retries up to
+  `--max-retries` times, after which the job is FAILED with what Ray said.
+- Small payloads: a task receives a JobContext (paths and the profile) and returns a JobResult; models, metrics and
+  maps are files in the run directory, which every node must see at the same path (checked first in each task).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from harness.config import ConfigError
+from harness.executors.job import FAILED, Job, JobContext, JobResult, in_worker, set_threads
+
+INSTALL_HINT = "pip install 'harness[ray]' (or pip install 'ray>=2.40,<3')"
+
+
+class RayUnavailable(ConfigError):
+    """Ray is not installed, or the cluster cannot be reached or cannot run a job of the asked size."""
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError as exc:
+        raise RayUnavailable(f"--executor ray needs Ray, which is not installed ({exc}); {INSTALL_HINT}") from None
+    return ray
+
+
+def connect(ray, address: str | None) -> bool:
+    """Use the Ray of this process, else connect to `address`, else start a local one; True when this call
+    started or connected it (and the executor must shut it down)."""
+    if ray.is_initialized():
+        return False
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="warning")
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = f"the Ray cluster at --ray-address {address}" if address else "a local Ray instance"
+        raise RayUnavailable(f"cannot start or reach {where} ({first}); on the head node run `ray start --head "
+                             f"--port=6379`, then pass --ray-address HEAD_IP:6379 (or auto on a cluster node)") from None
+    return True
+
+
+def plan(nodes: Sequence[dict], job_cpus: int, job_gpus: float | None) -> tuple[float, str]:
+    """(GPUs per job, one line describing the cluster and how many jobs fit at once), from ray.nodes().
+
+    Raises RayUnavailable when no alive node can ever run a job of this size (the task would wait forever)."""
+    alive = [n.get("Resources") or {} for n in nodes if n.get("Alive", n.get("alive", True))]
+    cpus = sum(r.get("CPU", 0) for r in alive)
+    gpus = sum(r.get("GPU", 0) for r in alive)
+    if job_gpus is None:
+        job_gpus = 1.0 if gpus else 0.0
+    fits = [r for r in alive if r.get("CPU", 0) >= job_cpus and r.get("GPU", 0) >= job_gpus]
+    if not fits:
+        largest = max(alive, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+        raise RayUnavailable(
+            f"no node of the Ray cluster can run a job of --job-cpus {job_cpus} --job-gpus {job_gpus:g} (largest node: "
+            f"{largest.get('CPU', 0):g} CPUs, {largest.get('GPU', 0):g} GPUs; cluster: {len(alive)} node(s)); "
+            f"ask for less, or add a node with `ray start --address HEAD_IP:6379`")
+    at_once = sum(min(int(r.get("CPU", 0) // job_cpus),
+                      int(r.get("GPU", 0) // job_gpus) if job_gpus else 10**9) for r in fits)
+    line = (f"ray: {len(alive)} node(s), {cpus:g} CPUs, {gpus:g} GPUs; each job {job_cpus} CPU(s) and "
+            f"{job_gpus:g} GPU: up to {at_once} job(s) at once")
+    return job_gpus, line
+
+
+def _task(ctx: JobContext, job: Job, run_one: Callable[[JobContext, Job], JobResult]) -> JobResult:
+    """One job in a Ray worker: its CPU share as thread count, what a killed attempt left removed, then the job."""
+    from harness import runlock
+
+    set_threads(ctx.threads)
+    vdir = Path(ctx.run_dir) / ctx.job_id(job)
+    if vdir.is_dir():  # Ray never runs two attempts of one task at once: temporaries here are a dead attempt's
+        runlock.remove_temporaries(vdir)
+    return run_one(ctx, job)
+
+
+def _failed(ray, ctx: JobContext, job: Job, exc: BaseException, retries: int, seconds: float) -> JobResult:
+    import traceback
+
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = getattr(exc, "cause", None) or exc
+        text = str(cause).strip().splitlines()
+        error = f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__
+    else:  # a worker or node that died, out of memory, cancelled: Ray's own words
+        text = str(exc).strip().splitlines()
+        error = (f"{type(exc).__name__} (the worker running it died; tried {retries + 1} time(s)): "
+                 f"{text[0] if text else ''}").rstrip(": ")
+    return JobResult(job.variant, job.seed, ctx.job_id(job), FAILED, seconds, error=error,
+                     traceback="".join(traceback.format_exception(exc)))
+
+
+def execute(jobs: Sequence[Job], ctx: JobContext, options, on_start, on_done: Callable[[JobResult], None],
+            run_one: Callable[[JobContext, Job], JobResult]) -> list[JobResult]:
+    """Submit every job, report each as it finishes (in finishing order), return all results. Ctrl-C cancels the
+    jobs still running (their workers are killed) and re-raises."""
+    ray = import_ray()
+    started = connect(ray, options.address)
+    pending: dict = {}
+    try:
+        job_gpus, line = plan(ray.nodes(), options.job_cpus, options.job_gpus)
+        print(line, file=sys.stderr)
+        task = ray.remote(num_cpus=options.job_cpus, num_gpus=job_gpus, max_calls=1,
+                          max_retries=options.max_retries, retry_exceptions=False)(_task)
+        worker_ctx = in_worker(ctx, options.job_cpus)
+        t0 = time.perf_counter()
+        for job in jobs:
+            ref = task.options(name=f"harness:{ctx.job_id(job)}").remote(worker_ctx, job, run_one)
+            pending[ref] = job
+        results = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                job = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    result = _failed(ray, ctx, job, exc, options.max_retries, time.perf_counter() - t0)
+                results.append(result)
+                on_done(result)
+        return results
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started:
+            ray.shutdown()

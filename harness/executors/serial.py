@@ -1,0 +1,20 @@
+"""The serial executor: every job in this process, one after another, with the driver's dataset and progress bars."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from harness.executors.job import Job, JobContext, JobResult
+
+
+def execute(jobs: Sequence[Job], ctx: JobContext, options, on_start: Callable[[int, Job], None],
+            on_done: Callable[[JobResult], None], run_one: Callable[[JobContext, Job], JobResult]) -> list[JobResult]:
+    """Run the jobs in order; `run_one(ctx, job)` does one (harness.executors.job.run_job with the driver's dataset
+    bound). A failed job is reported and the next one starts."""
+    results = []
+    for n, job in enumerate(jobs, 1):
+        on_start(n, job)
+        result = run_one(ctx, job)
+        results.append(result)
+        on_done(result)
+    return results
