@@ -154,15 +154,21 @@ def run_job(ctx: JobContext, job: Job, ds=None, complete: bool = False) -> JobRe
     worker, which then checks it sees the run directory and loads the dataset itself. `complete`: the job's folder
     was found complete before the run (its result is SKIPPED unless a step found something to redo)."""
     t0 = time.perf_counter()
-    base = dict(variant=job.variant, seed=job.seed, id=ctx.job_id(job), host=socket.gethostname(), pid=os.getpid())
     try:
         run_steps(ctx, job, ds)
     except Exception as exc:  # a job's failure is reported with the others' results, not raised over them
+        return failed_result(ctx, job, exc, time.perf_counter() - t0)
+    return JobResult(job.variant, job.seed, ctx.job_id(job), SKIPPED if complete else DONE,
+                     time.perf_counter() - t0, host=socket.gethostname(), pid=os.getpid())
+
+
+def failed_result(ctx: JobContext, job: Job, exc: BaseException, seconds: float, error: str | None = None) -> JobResult:
+    """A FAILED JobResult: `error` (default: the exception's type and first line), the traceback for jobs.json."""
+    if error is None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return JobResult(status=FAILED, seconds=time.perf_counter() - t0,
-                         error=f"{type(exc).__name__}: {first}" if first else type(exc).__name__,
-                         traceback=_traceback.format_exc(), **base)
-    return JobResult(status=SKIPPED if complete else DONE, seconds=time.perf_counter() - t0, **base)
+        error = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return JobResult(job.variant, job.seed, ctx.job_id(job), FAILED, seconds, host=socket.gethostname(),
+                     pid=os.getpid(), error=error, traceback="".join(_traceback.format_exception(exc)))
 
 
 def in_worker(ctx: JobContext, threads: int | None) -> JobContext:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 from harness.config import ConfigError
-from harness.executors.job import FAILED, Job, JobContext, JobResult, in_worker, set_threads
+from harness.executors.job import Job, JobContext, JobResult, failed_result, in_worker, set_threads
 
 INSTALL_HINT = "pip install 'harness[ray]' (or pip install 'ray>=2.40,<3')"
 
@@ -92,18 +93,15 @@ def _task(ctx: JobContext, job: Job, run_one: Callable[[JobContext, Job], JobRes
 
 
 def _failed(ray, ctx: JobContext, job: Job, exc: BaseException, retries: int, seconds: float) -> JobResult:
-    import traceback
-
-    if isinstance(exc, ray.exceptions.RayTaskError):
+    if isinstance(exc, ray.exceptions.RayTaskError):  # the job function itself raised (run_job reports its own)
         cause = getattr(exc, "cause", None) or exc
-        text = str(cause).strip().splitlines()
-        error = f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__
+        result = failed_result(ctx, job, cause, seconds)
     else:  # a worker or node that died, out of memory, cancelled: Ray's own words
         text = str(exc).strip().splitlines()
         error = (f"{type(exc).__name__} (the worker running it died; tried {retries + 1} time(s)): "
                  f"{text[0] if text else ''}").rstrip(": ")
-    return JobResult(job.variant, job.seed, ctx.job_id(job), FAILED, seconds, error=error,
-                     traceback="".join(traceback.format_exception(exc)))
+        result = failed_result(ctx, job, exc, seconds, error)
+    return replace(result, host="", pid=0)  # not where it ran: the driver
 
 
 def execute(jobs: Sequence[Job], ctx: JobContext, options, on_start, on_done: Callable[[JobResult], None],

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Sequence
 
-from harness.executors.job import Job, JobContext, JobResult
+from harness.executors.job import Job, JobContext, JobResult, failed_result
 
 
 def execute(jobs: Sequence[Job], ctx: JobContext, options, on_start: Callable[[int, Job], None],
@@ -14,7 +15,11 @@ def execute(jobs: Sequence[Job], ctx: JobContext, options, on_start: Callable[[i
     results = []
     for n, job in enumerate(jobs, 1):
         on_start(n, job)
-        result = run_one(ctx, job)
+        t0 = time.perf_counter()
+        try:
+            result = run_one(ctx, job)
+        except Exception as exc:  # run_job reports its own failures; this catches a job function's own bug
+            result = failed_result(ctx, job, exc, time.perf_counter() - t0)
         results.append(result)
         on_done(result)
     return results

@@ -1,0 +1,254 @@
+"""Executors: options at the edge, the cluster plan, failed jobs in jobs.json and the report, and the Ray executor
+on a local 2-CPU Ray started here (same figures as serial, an injected failure, a worker killed mid-job)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness import runtime
+from harness.cli import main
+from harness.config import ConfigError, load_profile
+from harness.executors import ExecutorOptions, executor_options
+from harness.executors.job import set_threads
+from harness.executors.ray import RayUnavailable, plan
+from harness.run import run_matrix
+from harness.thresholds import parse_thresholds
+
+BUNDLED = Path(__file__).resolve().parents[1] / "data" / "small-book-images"
+TINY = ["backbone=vgg16", "image_size=32", "batch_size=4", "val_fraction=0.4", "device=cpu", "tta_hflip=false",
+        "test_sets=['test_plain']", "inits=['scratch']", "levels=['none', 'usual']",
+        'phases.scratch=[{name="all", epochs=0}]', "thresholds.gated=[]", "thresholds.accuracy={}",
+        "thresholds.cam={}"]
+# the smoke matrix of two variants on the bundled photos, 32 px: one real epoch each
+SMOKE = ["image_size=32", "inits=['scratch']", "levels=['none', 'mixup']"]
+
+
+def _run(profile_sets, data, out, **kw):
+    prof = load_profile("smoke", profile_sets)
+    return run_matrix(prof, parse_thresholds(prof.thresholds, prof.source), data, out, progress=False, **kw)
+
+
+def _metrics(run_dir: Path) -> dict:
+    """Every variant's metrics.json figures that depend on the model (not on the clock or the machine)."""
+    out = {}
+    for m in sorted(run_dir.glob("*/metrics.json")):
+        rec = json.loads(m.read_text())
+        hist = json.loads((m.parent / "history.json").read_text())["epochs"]
+        out[m.parent.name] = {"test_sets": rec["test_sets"],
+                              "history": [{k: v for k, v in e.items() if k != "seconds"} for e in hist]}
+    return out
+
+
+# --- options, plan: no Ray needed ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"name": "dask"}, "--executor 'dask' is not an executor"),
+    ({"name": "serial", "job_gpus": "0.5"}, "--job-gpus only apply with --executor ray"),
+    ({"name": "ray", "job_cpus": "0"}, r"--job-cpus '0': give a whole number of CPUs >= 1"),
+    ({"name": "ray", "job_cpus": "1.5"}, "--job-cpus '1.5'"),
+    ({"name": "ray", "job_cpus": "many"}, "--job-cpus 'many' is not a number"),
+    ({"name": "ray", "job_gpus": "-0.25"}, "--job-gpus '-0.25': give a fraction"),
+    ({"name": "ray", "job_gpus": "1.5"}, "--job-gpus '1.5'"),
+    ({"name": "ray", "job_gpus": "nan"}, "not a finite number"),
+    ({"name": "ray", "max_retries": "-1"}, "--max-retries '-1'"),
+    ({"name": "ray", "address": " "}, "--ray-address is empty"),
+])
+def test_executor_options_name_the_option_at_fault(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        executor_options(**kw)
+
+
+def test_executor_options_defaults_and_values():
+    assert executor_options() == ExecutorOptions("serial", None, 1, None, 3)
+    assert executor_options("ray", "auto", "2", "0.125", "0") == ExecutorOptions("ray", "auto", 2, 0.125, 0)
+
+
+def test_plan_packs_fractional_gpus_and_refuses_a_job_no_node_can_run():
+    h200 = [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 1.0}}]
+    gpus, line = plan(h200, 2, 0.125)
+    assert gpus == 0.125 and "up to 8 job(s) at once" in line  # 8 eighths of the GPU, 8 x 2 of the 16 CPUs
+    assert plan(h200, 1, None)[0] == 1.0  # default: a whole GPU per job where the cluster has GPUs
+    gpus, line = plan([{"Alive": True, "Resources": {"CPU": 2.0}}], 1, None)
+    assert gpus == 0.0 and "up to 2 job(s) at once" in line  # no GPU in the cluster: CPU-only jobs
+    two = h200 + [{"Alive": True, "Resources": {"CPU": 4.0}}, {"Alive": False, "Resources": {"CPU": 64.0}}]
+    assert "up to 5 job(s) at once" in plan(two, 4, 0)[1]  # 16//4 + 4//4; the dead node counts for nothing
+    with pytest.raises(RayUnavailable, match=r"--job-cpus 32 .*largest node: 16 CPUs"):
+        plan(two, 32, 0)
+    with pytest.raises(RayUnavailable, match="--job-gpus 1"):
+        plan([{"Alive": True, "Resources": {"CPU": 8.0}}], 1, 1.0)
+
+
+def test_cli_rejects_ray_options_without_ray_executor(tiny_root, tmp_path, capsys):
+    code = main(["run", "--profile", "smoke", *[x for s in TINY for x in ("--set", s)], "--data", str(tiny_root),
+                 "--out", str(tmp_path / "o"), "--job-gpus", "0.5"])
+    assert code == 2 and "--job-gpus only apply with --executor ray" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_ray_not_installed_is_one_clear_line(tiny_root, tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, *a, **k):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    code = main(["run", "--profile", "smoke", *[x for s in TINY for x in ("--set", s)], "--data", str(tiny_root),
+                 "--out", str(tmp_path / "o"), "--executor", "ray"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install 'harness[ray]'" in err and "Traceback" not in err
+
+
+# --- failures, serial --------------------------------------------------------------------------------------------
+
+
+def test_serial_failed_job_is_reported_while_the_other_finishes_and_a_rerun_retries_it(tiny_root, tmp_path):
+    from tests.ray_jobs import fail_one
+
+    out = tmp_path / "run"
+    report = _run(TINY, tiny_root, out, run_one=fail_one)
+    failed = report["failed_jobs"]
+    assert [(j["variant"], j["seed"]) for j in failed] == [("scratch-usual", 0)]
+    assert "RuntimeError: injected failure in scratch-usual seed 0" == failed[0]["error"]
+    assert (out / "vgg16-scratch-none-s0" / "cam.json").is_file()
+    log = json.loads((out / "jobs.json").read_text())["jobs"]
+    assert log["vgg16-scratch-usual-s0"]["status"] == "failed" and "Traceback" in log["vgg16-scratch-usual-s0"]["traceback"]
+    assert log["vgg16-scratch-none-s0"]["status"] == "done"
+    html = (out / "report.html").read_text()
+    assert 'data-job="vgg16-scratch-usual-s0"' in html and "injected failure" in html
+    # the same command again (no injected failure) runs the failed job only; the report no longer lists it
+    before = (out / "vgg16-scratch-none-s0" / "model.pt").stat().st_mtime_ns
+    report = _run(TINY, tiny_root, out)
+    assert report["failed_jobs"] == [] and (out / "vgg16-scratch-usual-s0" / "cam.json").is_file()
+    assert (out / "vgg16-scratch-none-s0" / "model.pt").stat().st_mtime_ns == before
+    log = json.loads((out / "jobs.json").read_text())["jobs"]
+    assert log["vgg16-scratch-none-s0"]["status"] == "skipped" and log["vgg16-scratch-usual-s0"]["status"] == "done"
+    assert 'id="failed-jobs"' not in (out / "report.html").read_text()
+
+
+def test_a_failed_gated_variant_is_an_error(tiny_root, tmp_path):
+    from tests import ray_jobs
+
+    out = tmp_path / "run"
+    prof_sets = TINY[:-3] + ["thresholds.gated=['scratch-usual']", "thresholds.accuracy={}", "thresholds.cam={}"]
+    report = _run(prof_sets, tiny_root, out, run_one=ray_jobs.fail_one)
+    assert report["verdict"] == "ERROR"  # a gated variant that has no results never passes by absence
+    gated = [v for v in report["verdicts"] if v["gated"]]
+    assert gated and all(v["status"] == "ERROR" for v in gated)
+
+
+# --- the Ray executor on a local 2-CPU Ray -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray  # the test extra installs it: CI tests the Ray executor
+
+    import tests.ray_jobs
+
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(tests.ray_jobs)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_gives_the_serial_figures_at_the_same_thread_count(local_ray, tmp_path):
+    """The same seed, the same per-job thread count (1): identical metrics.json figures and training curves, with
+    the two Ray jobs running at once on the two CPUs."""
+    threads = torch.get_num_threads()
+    set_threads(1)
+    try:
+        _run(SMOKE, BUNDLED, tmp_path / "serial")
+    finally:
+        torch.set_num_threads(threads)
+        runtime.set_default_threads(None)
+    report = _run(SMOKE, BUNDLED, tmp_path / "ray", executor=executor_options("ray", job_cpus=1))
+    serial, on_ray = _metrics(tmp_path / "serial"), _metrics(tmp_path / "ray")
+    assert sorted(on_ray) == ["vgg16-scratch-mixup-s0", "vgg16-scratch-none-s0"]
+    assert on_ray == serial
+    assert report["failed_jobs"] == []
+    cfg = json.loads((tmp_path / "ray" / "vgg16-scratch-none-s0" / "config.json").read_text())
+    assert cfg["device"]["cpu_threads"] == 1  # the task set torch's threads to its CPU share
+    log = json.loads((tmp_path / "ray" / "jobs.json").read_text())
+    assert log["executor"]["name"] == "ray" and {j["status"] for j in log["jobs"].values()} == {"done"}
+    assert all(j["pid"] != os.getpid() for j in log["jobs"].values())  # ran in workers, not here
+    proto = json.loads((tmp_path / "ray" / "run.json").read_text())
+    assert proto["executor"] == {"name": "ray", "address": None, "job_cpus": 1, "job_gpus": None, "max_retries": 3}
+
+
+@pytest.mark.slow
+def test_ray_injected_failure_leaves_the_other_job_complete(local_ray, tiny_root, tmp_path, capsys):
+    from tests.ray_jobs import fail_one
+
+    out = tmp_path / "run"
+    report = _run(TINY, tiny_root, out, executor=executor_options("ray"), run_one=fail_one)
+    err = capsys.readouterr().err
+    assert [j["id"] for j in report["failed_jobs"]] == ["vgg16-scratch-usual-s0"]
+    assert report["failed_jobs"][0]["error"] == "RuntimeError: injected failure in scratch-usual seed 0"
+    assert "FAILED [" in err and "done [" in err and "vgg16-scratch-none-s0" in err
+    assert (out / "vgg16-scratch-none-s0" / "cam.json").is_file()
+    assert 'data-job="vgg16-scratch-usual-s0"' in (out / "report.html").read_text()
+    # rerun on Ray: the complete job is checked in the driver, the failed one runs in a worker
+    report = _run(TINY, tiny_root, out, executor=executor_options("ray"))
+    log = json.loads((out / "jobs.json").read_text())["jobs"]
+    assert report["failed_jobs"] == [] and log["vgg16-scratch-none-s0"]["status"] == "skipped"
+    assert log["vgg16-scratch-usual-s0"]["status"] == "done"
+
+
+def _kill_first_worker_once(run_dir: Path, job_id: str, killed: list) -> None:
+    """Wait for the job's training to start (its config.json), then SIGKILL the Ray worker running it."""
+    import psutil
+
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / job_id / "config.json").is_file():
+        time.sleep(0.05)
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if cmd.startswith("ray::") and ("harness:" in cmd or "_task" in cmd):
+            killed.append(p.pid)
+            os.kill(p.pid, signal.SIGKILL)
+            return
+
+
+@pytest.mark.slow
+def test_ray_worker_killed_mid_job_is_retried_and_the_run_ends_complete(local_ray, tmp_path):
+    out = tmp_path / "run"
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_first_worker_once, args=(out, "vgg16-scratch-none-s0", killed))
+    killer.start()
+    report = _run(SMOKE[:-1] + ["levels=['none']"], BUNDLED, out,
+                  executor=executor_options("ray", job_cpus=2, max_retries=1))
+    killer.join()
+    assert len(killed) == 1, "no Ray worker was found to kill"
+    job = json.loads((out / "jobs.json").read_text())["jobs"]["vgg16-scratch-none-s0"]
+    assert job["status"] == "done" and job["pid"] not in killed  # a second worker did it
+    assert report["failed_jobs"] == [] and (out / "vgg16-scratch-none-s0" / "cam.json").is_file()
+    assert not list(out.rglob(".*.tmp"))  # the killed attempt's temporaries were removed
+
+
+@pytest.mark.slow
+def test_ray_worker_killed_without_retries_is_a_failed_job(local_ray, tiny_root, tmp_path):
+    out = tmp_path / "run"
+    killed: list[int] = []
+    sets = TINY[:-5] + ["levels=['none']", 'phases.scratch=[{name="all", epochs=3}]', "thresholds.gated=[]",
+                        "thresholds.accuracy={}", "thresholds.cam={}"]
+    killer = threading.Thread(target=_kill_first_worker_once, args=(out, "vgg16-scratch-none-s0", killed))
+    killer.start()
+    report = _run(sets, tiny_root, out, executor=executor_options("ray", max_retries=0))
+    killer.join()
+    assert killed
+    [failed] = report["failed_jobs"]
+    assert failed["id"] == "vgg16-scratch-none-s0" and "the worker running it died; tried 1 time(s)" in failed["error"]
