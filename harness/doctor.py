@@ -36,6 +36,7 @@ OK, WARN, FAIL = "OK", "WARN", "FAIL"
 PYTHON_RANGE = ((3, 11), (3, 13))  # min inclusive, max exclusive
 PINNED = {"torch": "2.14.1", "torchvision": "0.29.1"}
 RANGES = {"timm": ("1.0.9", "1.1"), "onnx": ("1.17", "1.24"), "onnxruntime": ("1.20", "1.32")}
+OPTIONAL = {"ray": ("2.40", "3")}  # extras: [project.optional-dependencies] ray
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")  # as tests/test_report_html.py looks for them
 CHROMIUM_FALLBACK = Path("/usr/bin/chromium")
@@ -125,6 +126,21 @@ def check_module(module: str, needed_for: str) -> list[Check]:
                else f"pip install '{module}>={lo},<{hi}'")
         return [Check(FAIL, module, f"not importable ({type(exc).__name__}: {exc}); needed for {needed_for}", fix)]
     return [_in_range(module, version) or Check(OK, module, version)]
+
+
+def check_ray() -> list[Check]:
+    """Ray is optional (`--executor ray`): absent is OK (said so), outside the declared range a WARN."""
+    lo, hi = OPTIONAL["ray"]
+    try:
+        version = str(_import("ray").__version__)
+    except ImportError:
+        return [Check(OK, "ray", "not installed (optional: only --executor ray needs it; pip install 'harness[ray]')")]
+    except Exception as exc:  # noqa: BLE001  a broken install
+        return [Check(WARN, "ray", f"installed but not importable ({type(exc).__name__}: {exc})",
+                      f"pip install 'ray>={lo},<{hi}'")]
+    if not _version_tuple(lo) <= _version_tuple(version) < _version_tuple(hi):
+        return [Check(WARN, "ray", f"{version} is outside the declared >={lo},<{hi}", f"pip install 'ray>={lo},<{hi}'")]
+    return [Check(OK, "ray", f"{version} (--executor ray)")]
 
 
 def check_onnxruntime() -> list[Check]:
@@ -267,6 +283,7 @@ def run_checks() -> list[Check]:
         ("onnxruntime", check_onnxruntime),
         ("timm", lambda: check_module("timm", "the efficientnet_lite0 backbone")),
         ("onnx", lambda: check_module("onnx", "export's model checker")),
+        ("ray", check_ray),
         ("gpu", check_gpu),
         ("threads", check_threads),
         ("weights", check_weights),

@@ -3,6 +3,7 @@
 #
 #   bash scripts/gpu_run.sh                          # on a machine with a GPU: full profile, seed 0
 #   PROFILE=smoke EXTRA_SET="image_size=32" VARIANTS=scratch-none,imagenet-all bash scripts/gpu_run.sh   # CPU proof
+#   EXECUTOR=ray bash scripts/gpu_run.sh             # Ray mode: all variants of a backbone packed onto the one GPU
 #
 # 1. prints nvidia-smi and what torch sees (device, bf16, cuDNN), and samples GPU utilisation every second;
 # 2. runs `harness run --profile $PROFILE --backbone efficientnet_lite0 --seeds $SEEDS` for every variant of the
@@ -27,6 +28,12 @@
 #   DEADLINE_S          start no new variant after this many seconds (default 0: no deadline); for a lent machine
 #                       with a per-command limit, so that the summary is still written. Rerunning with the same
 #                       OUT skips the variants already complete, so a run can be finished in several calls
+#   EXECUTOR            serial (default: one `harness run` per variant, one after another) or ray: one
+#                       `harness run --executor ray` per backbone with every (variant, seed) a Ray task at once on a
+#                       local Ray, sharing the GPU (wall time of the whole matrix in summary.md; per-job times from
+#                       jobs.json). DEADLINE_S then interrupts the run (SIGINT: clean, resumable by a rerun)
+#   JOB_GPUS            Ray mode: GPU share per job (default 1/jobs: 0.125 for 8 variants x 1 seed)
+#   JOB_CPUS            Ray mode: CPUs (= threads) per job (default cores/jobs, at least 1)
 #   DATA                dataset root (default data/small-book-images)
 #   PYTHON              interpreter with the harness installed (default .venv/bin/python, else python3)
 set -uo pipefail
@@ -43,6 +50,10 @@ VGG16_WEIGHTS=${VGG16_WEIGHTS:-}
 LITE0_FINETUNE_FROM=${LITE0_FINETUNE_FROM:-blocks.3}
 DEADLINE_S=${DEADLINE_S:-0}
 DATA=${DATA:-data/small-book-images}
+EXECUTOR=${EXECUTOR:-serial}
+JOB_GPUS=${JOB_GPUS:-}
+JOB_CPUS=${JOB_CPUS:-}
+[[ $EXECUTOR == serial || $EXECUTOR == ray ]] || { echo "EXECUTOR=$EXECUTOR: use serial or ray" >&2; exit 2; }
 OUT=${OUT:-$REPO/reports/gpu_run/$(date +%Y%m%d-%H%M%S)}
 if [[ -z ${PYTHON:-} ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
@@ -149,6 +160,47 @@ vgg16_weights_available() {
   "$PYTHON" -c "from harness.backbones import vgg16_weights_file; vgg16_weights_file(None)" >/dev/null 2>&1
 }
 
+# Ray mode, one backbone: every (variant, seed) of $wanted x $SEED_LIST as Ray tasks of one `harness run`, packed
+# onto the GPU(s) by JOB_GPUS; wall_times.tsv rebuilt from jobs.json (each job's own start and end).
+run_ray() {
+  local bb=$1 run_dir=$2; shift 2
+  local n=$(( ${#wanted[@]} * ${#SEED_LIST[@]} ))
+  local gpus=${JOB_GPUS:-$(awk -v n="$n" 'BEGIN{printf "%.4g", (n > 1 ? 1 / n : 1)}')}
+  local cpus=${JOB_CPUS:-$(( $(nproc) / n > 0 ? $(nproc) / n : 1 ))}
+  local all; all=$(IFS=,; echo "${wanted[*]}")
+  local cmd=("$PYTHON" -m harness.cli run --profile "$PROFILE" --backbone "$bb" --seeds "$SEEDS" --variants "$all"
+             --out "$run_dir" --data "$DATA" --executor ray --job-gpus "$gpus" --job-cpus "$cpus" "$@")
+  if (( DEADLINE_S > 0 )); then
+    local left=$(( DEADLINE_S - ($(date +%s) - T0) ))
+    (( left > 30 )) || { log "$bb: skipped (DEADLINE_S=$DEADLINE_S reached)"; return 0; }
+    cmd=(timeout -s INT -k 60 "$left" "${cmd[@]}")
+  fi
+  log "$bb: ray mode, $n job(s) at once at $gpus GPU and $cpus CPU(s) each -> $run_dir"
+  local start end rc
+  start=$(date +%s.%N)
+  "${cmd[@]}" >"$OUT/logs/$bb-ray.log" 2>&1
+  rc=$?
+  end=$(date +%s.%N)
+  "$PYTHON" - "$run_dir" >"$run_dir/wall_times.tsv" <<'EOF'
+import datetime as dt, json, sys
+from pathlib import Path
+try:
+    jobs = json.loads((Path(sys.argv[1]) / "jobs.json").read_text())["jobs"]
+except (OSError, ValueError, KeyError):
+    jobs = {}
+for job_id, j in sorted(jobs.items()):
+    if j.get("status") != "done" or not j.get("finished"):
+        continue
+    end = dt.datetime.fromisoformat(j["finished"]).timestamp()
+    print(f"{job_id}\t{end - float(j['seconds']):.3f}\t{end:.3f}\t0")
+EOF
+  local wall; wall=$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.1f", b-a}')
+  log "$bb: ray matrix of $n job(s) in $wall s (rc $rc); $(grep -E '^verdict:' "$OUT/logs/$bb-ray.log" || echo 'no verdict')"
+  grep -E '^(done|FAILED) \[|^ray: ' "$OUT/logs/$bb-ray.log" | sed 's/^/    /'
+  { echo; echo "ray mode, $bb: $n job(s) at $gpus GPU / $cpus CPU(s) each, matrix wall $wall s (rc $rc)"; } >>"$OUT/summary.md"
+  (( rc == 0 || rc == 1 )) && [[ -f $run_dir/report.json ]]
+}
+
 # --- 2./3. the runs ---------------------------------------------------------------------------------------------------
 FAILED=0
 IFS=',' read -r -a SEED_LIST <<<"$SEEDS"
@@ -180,6 +232,13 @@ for bb in $BACKBONES; do
   run_dir="$OUT/$(basename "${PROFILE%.toml}")-$bb"
   mkdir -p "$run_dir"
   log "$bb: ${#wanted[@]} variant(s) x seeds $SEEDS -> $run_dir"
+  if [[ $EXECUTOR == ray ]]; then
+    run_ray "$bb" "$run_dir" "${extra[@]}" || FAILED=1
+    gpu_args=()
+    [[ -s $OUT/gpu_util.csv ]] && gpu_args=(--gpu-log "$OUT/gpu_util.csv")
+    { echo; "$PYTHON" scripts/summarize_run.py "$run_dir" "${gpu_args[@]}"; } | tee -a "$OUT/summary.md"
+    continue
+  fi
   done_variants=()
   for seed in "${SEED_LIST[@]}"; do
     for v in "${wanted[@]}"; do

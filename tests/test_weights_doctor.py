@@ -381,6 +381,9 @@ def test_doctor_pins_match_pyproject():
         assert f"{dist}>={lo},<{hi}" in deps
         if module == "onnxruntime":
             assert f"onnxruntime>={lo},<{hi}" in deps
+    extras = {d.replace(" ", "") for group in project["optional-dependencies"].values() for d in group}
+    for module, (lo, hi) in doctor.OPTIONAL.items():
+        assert f"{module}>={lo},<{hi}" in {e.split("#")[0] for e in extras}
     (lo_major, lo_minor), (hi_major, hi_minor) = doctor.PYTHON_RANGE
     assert project["requires-python"] == f">={lo_major}.{lo_minor},<{hi_major}.{hi_minor}"
 
@@ -410,3 +413,19 @@ def test_version_and_doctor_work_where_torch_cannot_be_imported(tmp_path):
     assert "fix: pip install torch==2.14.1" in out and "Traceback" not in proc.stderr
     assert _line(out, "weights").startswith("FAIL") and "not checked: torch is not importable" in out
     assert _line(out, "python").startswith("OK") and out.splitlines()[-1].endswith("-> exit 1")
+
+
+def test_doctor_ray_is_optional(monkeypatch):
+    real = doctor._import
+
+    def no_ray(name):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real(name)
+
+    monkeypatch.setattr(doctor, "_import", no_ray)
+    [c] = doctor.check_ray()
+    assert c.status == "OK" and "not installed" in c.detail and "harness[ray]" in c.detail
+    monkeypatch.setattr(doctor, "_import", lambda name: type("M", (), {"__version__": "1.13.0"}))
+    [c] = doctor.check_ray()
+    assert c.status == "WARN" and ">=2.40,<3" in c.fix
