@@ -32,7 +32,7 @@
 #                       `harness run --executor ray` per backbone with every (variant, seed) a Ray task at once on a
 #                       local Ray, sharing the GPU (wall time of the whole matrix in summary.md; per-job times from
 #                       jobs.json). DEADLINE_S then interrupts the run (SIGINT: clean, resumable by a rerun)
-#   JOB_GPUS            Ray mode: GPU share per job (default 1/jobs: 0.125 for 8 variants x 1 seed)
+#   JOB_GPUS            Ray mode: GPU share per job (default 1/jobs: 0.125 for 8 variants x 1 seed; 0 without a GPU)
 #   JOB_CPUS            Ray mode: CPUs (= threads) per job (default cores/jobs, at least 1)
 #   DATA                dataset root (default data/small-book-images)
 #   PYTHON              interpreter with the harness installed (default .venv/bin/python, else python3)
@@ -165,7 +165,12 @@ vgg16_weights_available() {
 run_ray() {
   local bb=$1 run_dir=$2; shift 2
   local n=$(( ${#wanted[@]} * ${#SEED_LIST[@]} ))
-  local gpus=${JOB_GPUS:-$(awk -v n="$n" 'BEGIN{printf "%.4g", (n > 1 ? 1 / n : 1)}')}
+  local gpus=${JOB_GPUS:-}
+  if [[ -z $gpus ]]; then  # the jobs share one GPU; none on a machine without one (a CPU proof)
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+      gpus=$(awk -v n="$n" 'BEGIN{printf "%.4g", (n > 1 ? 1 / n : 1)}')
+    else gpus=0; fi
+  fi
   local cpus=${JOB_CPUS:-$(( $(nproc) / n > 0 ? $(nproc) / n : 1 ))}
   local all; all=$(IFS=,; echo "${wanted[*]}")
   local cmd=("$PYTHON" -m harness.cli run --profile "$PROFILE" --backbone "$bb" --seeds "$SEEDS" --variants "$all"
