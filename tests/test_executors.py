@@ -252,3 +252,33 @@ def test_ray_worker_killed_without_retries_is_a_failed_job(local_ray, tiny_root,
     assert killed
     [failed] = report["failed_jobs"]
     assert failed["id"] == "vgg16-scratch-none-s0" and "the worker running it died; tried 1 time(s)" in failed["error"]
+
+
+# --- a node that does not see the shared run directory fails fast -------------------------------------------------
+
+
+def _ctx(tmp_path, tiny_root, sha="0" * 64, **kw):
+    from harness.executors import JobContext
+
+    return JobContext(run_dir=tmp_path / "run", profile=load_profile("smoke", TINY), data_root=tiny_root,
+                      weights_file=None, train_fingerprint=kw.pop("fp", "fp"), run_json_sha256=sha, **kw)
+
+
+def test_a_worker_that_cannot_see_the_run_directory_fails_fast_saying_so(tiny_root, tmp_path):
+    from harness import artifacts
+    from harness.executors import FAILED, Job, run_job
+    from harness.export import sha256_file
+
+    job = Job("scratch-none", 0)
+    result = run_job(_ctx(tmp_path, tiny_root), job)  # ds=None: as in a worker
+    assert result.status == FAILED and result.error.startswith("SharedStorageError: node ")
+    assert "cannot see the run directory" in result.error and "same path" in result.error
+    assert not (tmp_path / "run" / "vgg16-scratch-none-s0").exists()  # nothing trained, nothing written
+    artifacts.write_json(tmp_path / "run" / "run.json", {"a": 1})  # a local run.json, not the driver's
+    result = run_job(_ctx(tmp_path, tiny_root), job)
+    assert "sees another" in result.error and "run.json" in result.error
+    sha = sha256_file(tmp_path / "run" / "run.json")
+    result = run_job(_ctx(tmp_path, tiny_root, sha=sha, fp="another"), job)  # same path, another dataset
+    assert "reads another training set" in result.error
+    result = run_job(_ctx(tmp_path, tmp_path / "nowhere", sha=sha), job)
+    assert "cannot see the dataset" in result.error
