@@ -282,3 +282,25 @@ def test_a_worker_that_cannot_see_the_run_directory_fails_fast_saying_so(tiny_ro
     assert "reads another training set" in result.error
     result = run_job(_ctx(tmp_path, tmp_path / "nowhere", sha=sha), job)
     assert "cannot see the dataset" in result.error
+
+
+def test_set_threads_sizes_torch_and_every_onnxruntime_session(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    path = tmp_path / "id.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    before = torch.get_num_threads()
+    try:
+        set_threads(1)
+        assert torch.get_num_threads() == 1
+        session = runtime.create_session(path, [runtime.CPU])
+        assert session.get_session_options().intra_op_num_threads == 1
+        assert runtime.create_session(path, [runtime.CPU], threads=2).get_session_options().intra_op_num_threads == 2
+    finally:
+        torch.set_num_threads(before)
+        runtime.set_default_threads(None)
+    assert runtime.create_session(path, [runtime.CPU]).get_session_options().intra_op_num_threads == 0  # ORT default
