@@ -82,7 +82,6 @@ def set_threads(n: int | None) -> None:
 
     n = max(1, int(n))
     torch.set_num_threads(n)
-    os.environ["OMP_NUM_THREADS"] = str(n)
     runtime.set_default_threads(n)
 
 
