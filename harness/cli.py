@@ -185,6 +185,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                             variants, seeds,
                             args.weights_file, args.force, new=args.new, executor=executor)
     except MatrixInterrupted as exc:
+        if exc.still_running:
+            print(f"warning: Ray did not confirm that {len(exc.still_running)} cancelled job(s) stopped: "
+                  f"{', '.join(exc.still_running)}; they may still write into their folders of {shown(exc.run_dir)}. "
+                  f"Check with `ray list tasks --filter state=RUNNING` (or the Ray dashboard) and wait for them to "
+                  f"end before rerunning", file=sys.stderr)
         print(f"interrupted: rerun the same command to resume ({shown(exc.run_dir)})", file=sys.stderr)
         return 130
     _print_verdicts(report)

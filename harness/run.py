@@ -55,11 +55,13 @@ STEP_OUTPUTS = ("history.json", "model.pt", "model.onnx", "export.json", "metric
 
 
 class MatrixInterrupted(KeyboardInterrupt):
-    """Ctrl-C during the matrix, after its temporaries were removed; names the run directory to resume."""
+    """Ctrl-C during the matrix, after its temporaries were removed; names the run directory to resume, and the jobs
+    a remote Ray cluster did not confirm stopped (their folders are left as they are)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, still_running: tuple[str, ...] = ()) -> None:
         super().__init__(str(run_dir))
         self.run_dir = Path(run_dir)
+        self.still_running = tuple(still_running)
 
 
 def run_identity(proto: dict) -> dict:
@@ -296,8 +298,10 @@ def run_matrix(profile: Profile, thresholds: Thresholds, data_root: Path, run_di
             report = build_report(run_dir, thresholds)
             write_reports(run_dir, report)
         except KeyboardInterrupt as exc:
-            runlock.remove_temporaries(run_dir)  # the lock is still held: no live writer owns them
-            raise MatrixInterrupted(run_dir) from exc
+            still = tuple(getattr(exc, "job_ids", ()))  # JobsStillRunning: remote workers that may still write
+            # the lock is still held: no live writer owns the temporaries, except in the folders of those jobs
+            runlock.remove_temporaries(run_dir, keep=[run_dir / job_id for job_id in still])
+            raise MatrixInterrupted(run_dir, still) from exc
     return report
 
 

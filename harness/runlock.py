@@ -11,7 +11,7 @@ import shutil
 import socket
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 LOCK_NAME = ".harness.lock"
 
@@ -103,12 +103,14 @@ def hold(run_dir: Path, command: str = "") -> Iterator[Path]:
             release(lock)
 
 
-def remove_temporaries(run_dir: Path) -> list[Path]:
+def remove_temporaries(run_dir: Path, keep: Iterable[Path] = ()) -> list[Path]:
     """Delete what a killed step leaves behind: `.<name>.*.tmp` files (atomic writes, ONNX exports) and cam staging
-    folders. Only ever called with the lock held, so no live writer owns them."""
+    folders. Only ever called with the lock held, so no live writer owns them, except below the `keep` folders (the
+    variant folders of remote jobs not confirmed stopped), which are left as they are."""
     removed = []
+    keep = [Path(k).resolve() for k in keep]
     for p in sorted(Path(run_dir).rglob(".*")):
-        if p.name.startswith(LOCK_NAME):
+        if p.name.startswith(LOCK_NAME) or any(p.resolve().is_relative_to(k) for k in keep):
             continue
         if p.is_file() and p.name.endswith(".tmp"):
             p.unlink(missing_ok=True)

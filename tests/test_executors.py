@@ -1,5 +1,6 @@
 """Executors: options at the edge, the cluster plan, failed jobs in jobs.json and the report, and the Ray executor
-on a local 2-CPU Ray started here (same figures as serial, an injected failure, a worker killed mid-job)."""
+on a local 2-CPU Ray started here (same figures as serial, an injected failure, a worker killed mid-job, Ctrl-C).
+A Ray initialised by the test is used as it is and not shut down by the run, as a remote cluster would be."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import os
 import signal
 import threading
 import time
+import types
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -19,7 +22,7 @@ from harness.config import ConfigError, load_profile
 from harness.executors import ExecutorOptions, executor_options
 from harness.executors.job import set_threads
 from harness.executors.ray import RayUnavailable, plan
-from harness.run import run_matrix
+from harness.run import MatrixInterrupted, run_matrix
 from harness.thresholds import parse_thresholds
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "small-book-images"
@@ -252,6 +255,112 @@ def test_ray_worker_killed_without_retries_is_a_failed_job(local_ray, tiny_root,
     assert killed
     [failed] = report["failed_jobs"]
     assert failed["id"] == "vgg16-scratch-none-s0" and "the worker running it died; tried 1 time(s)" in failed["error"]
+
+
+def _interrupt_when(paths_ready: Callable[[], bool]) -> threading.Thread:
+    """A thread that sends this process SIGINT (Ctrl-C) once paths_ready() is true (within two minutes)."""
+    def interrupt():
+        deadline = time.time() + 120
+        while time.time() < deadline and not paths_ready():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=interrupt)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+def test_ray_ctrl_c_cancels_the_running_jobs_and_waits_until_their_workers_stopped(local_ray, tiny_root, tmp_path,
+                                                                                   capsys):
+    from tests.ray_jobs import beat
+
+    out = tmp_path / "run"
+    interrupter = _interrupt_when(lambda: len(list(out.glob("*/beat"))) == 2)  # both jobs running in workers
+    with pytest.raises(MatrixInterrupted) as info:
+        _run(TINY, tiny_root, out, executor=executor_options("ray"), run_one=beat)
+    interrupter.join()
+    err = capsys.readouterr().err
+    assert "interrupted: cancelling 2 job(s) on Ray" in err and "cancelled 2 job(s); their workers have stopped" in err
+    assert info.value.still_running == ()
+    beats = {p.parent.name: p.read_text() for p in out.glob("*/beat")}
+    assert sorted(beats) == ["vgg16-scratch-none-s0", "vgg16-scratch-usual-s0"]
+    time.sleep(1.0)  # a live worker rewrites its heartbeat ten times a second
+    assert {p.parent.name: p.read_text() for p in out.glob("*/beat")} == beats
+    assert not list(out.rglob(".*.tmp"))  # removed once the workers were confirmed stopped
+
+
+class _UnansweringRay:
+    """Just enough of Ray's API for the executor, as a remote cluster that never confirms a cancel: the first wait
+    for finished jobs is interrupted (Ctrl-C), and cancelled jobs stay running. Each job on submission leaves a
+    temporary in its folder, as a running step would."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.cancelled = run_dir, []
+
+    def is_initialized(self):
+        return True
+
+    def nodes(self):
+        return [{"Alive": True, "Resources": {"CPU": 2.0}}]
+
+    def remote(self, **options):
+        ray = self
+
+        class Task:
+            def options(self, name):
+                job_id = name.removeprefix("harness:")
+                return types.SimpleNamespace(remote=lambda ctx, job, run_one: ray._start(job_id))
+        return lambda function: Task()
+
+    def _start(self, job_id):
+        (self.run_dir / job_id).mkdir(parents=True, exist_ok=True)
+        (self.run_dir / job_id / ".metrics.json.1.tmp").write_text("")
+        return job_id
+
+    def wait(self, refs, num_returns=1, timeout=None, fetch_local=True):
+        if not self.cancelled:
+            raise KeyboardInterrupt
+        return [], list(refs)
+
+    def cancel(self, ref, force=False):
+        self.cancelled.append((ref, force))
+
+
+def test_jobs_a_cluster_does_not_confirm_stopped_are_named_and_their_folders_left_alone(tiny_root, tmp_path, capsys,
+                                                                                        monkeypatch):
+    import harness.executors.ray as ray_executor
+
+    out = tmp_path / "run"
+    fake = _UnansweringRay(out)
+    monkeypatch.setattr(ray_executor, "import_ray", lambda: fake)
+    monkeypatch.setattr(ray_executor, "CANCEL_WAIT_S", 0.01)
+    (out / "vgg16-scratch-none-s0").mkdir(parents=True)
+    sets = [s for s in TINY if not s.startswith("levels=")] + ["levels=['none', 'usual', 'mixup']"]
+    code = main(["run", "--profile", "smoke", *[x for s in sets for x in ("--set", s)], "--data", str(tiny_root),
+                 "--out", str(out), "--executor", "ray"])
+    err = capsys.readouterr().err
+    assert code == 130 and "Traceback" not in err
+    assert sorted(fake.cancelled) == [(f"vgg16-scratch-{v}-s0", True) for v in ("mixup", "none", "usual")]
+    assert ("warning: Ray did not confirm that 3 cancelled job(s) stopped: vgg16-scratch-mixup-s0, "
+            "vgg16-scratch-none-s0, vgg16-scratch-usual-s0; they may still write into their folders") in err
+    assert "ray list tasks" in err and err.strip().splitlines()[-1].startswith("interrupted: rerun the same command")
+    # a live worker's temporaries are its own: none removed
+    assert len(list(out.glob("*/.metrics.json.1.tmp"))) == 3
+
+
+def test_remove_temporaries_keeps_what_is_below_the_kept_folders(tmp_path, capsys):
+    from harness import runlock
+
+    for job_id in ("a", "b"):
+        (tmp_path / job_id / ".cam-staging-1").mkdir(parents=True)
+        (tmp_path / job_id / ".model.onnx.7.tmp").write_text("")
+    (tmp_path / ".report.json.3.tmp").write_text("")
+    removed = runlock.remove_temporaries(tmp_path, keep=[tmp_path / "b"])
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
+        ".report.json.3.tmp", "a/.cam-staging-1", "a/.model.onnx.7.tmp"]
+    assert (tmp_path / "b" / ".cam-staging-1").is_dir() and (tmp_path / "b" / ".model.onnx.7.tmp").is_file()
+    assert "removed 3 leftover temporaries" in capsys.readouterr().err
 
 
 # --- a node that does not see the shared run directory fails fast -------------------------------------------------

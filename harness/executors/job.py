@@ -67,6 +67,15 @@ class JobResult:
                 "traceback": self.traceback, **self.extra}
 
 
+class JobsStillRunning(KeyboardInterrupt):
+    """Ctrl-C, and some cancelled jobs were not confirmed stopped (a remote cluster that did not answer in time): their
+    workers may still write into their variant folders, so those folders' temporaries are not theirs to remove."""
+
+    def __init__(self, job_ids) -> None:
+        self.job_ids = tuple(job_ids)
+        super().__init__(", ".join(self.job_ids))
+
+
 class SharedStorageError(RuntimeError):
     """A node cannot see the run directory or the dataset the driver sees (a multi-node run needs shared storage)."""
 

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from harness.config import ConfigError
-from harness.executors.job import Job, JobContext, JobResult, failed_result, in_worker, set_threads
+from harness.executors.job import (Job, JobContext, JobResult, JobsStillRunning, failed_result, in_worker,
+                                   set_threads)
 
 INSTALL_HINT = "pip install 'harness[ray]' (or pip install 'ray>=2.40,<3')"
+CANCEL_WAIT_S = 30.0  # after Ctrl-C, how long to wait for Ray to confirm the cancelled jobs' workers have stopped
 
 
 class RayUnavailable(ConfigError):
@@ -104,10 +106,29 @@ def _failed(ray, ctx: JobContext, job: Job, exc: BaseException, retries: int, se
     return replace(result, host="", pid=0)  # not where it ran: the driver
 
 
+def cancel(ray, refs: list, wait_s: float = CANCEL_WAIT_S) -> list:
+    """Cancel the tasks of `refs` (force: a running one's worker is killed; a queued one never starts) and wait up
+    to `wait_s` for each to end: Ray's cancel is asynchronous, and on a remote cluster a worker could otherwise still
+    be writing into the run directory after the driver has gone. Returns the refs not confirmed ended."""
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # already finished, or its node is gone: waiting below tells which
+            pass
+    if not refs:
+        return []
+    try:
+        _, left = ray.wait(refs, num_returns=len(refs), timeout=wait_s, fetch_local=False)
+    except KeyboardInterrupt:  # Ctrl-C again: stop waiting, none confirmed
+        return list(refs)
+    return list(left)
+
+
 def execute(jobs: Sequence[Job], ctx: JobContext, options, on_start, on_done: Callable[[JobResult], None],
             run_one: Callable[[JobContext, Job], JobResult]) -> list[JobResult]:
     """Submit every job, report each as it finishes (in finishing order), return all results. Ctrl-C cancels the
-    jobs still running (their workers are killed) and re-raises."""
+    jobs still running (their workers are killed), waits for Ray to confirm they stopped and re-raises; jobs not
+    confirmed stopped within CANCEL_WAIT_S raise JobsStillRunning naming them."""
     ray = import_ray()
     started = connect(ray, options.address)
     pending: dict = {}
@@ -134,8 +155,13 @@ def execute(jobs: Sequence[Job], ctx: JobContext, options, on_start, on_done: Ca
                 on_done(result)
         return results
     except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        if pending:
+            print(f"interrupted: cancelling {len(pending)} job(s) on Ray and waiting for their workers to stop "
+                  f"(up to {CANCEL_WAIT_S:g} s; Ctrl-C again to stop waiting)", file=sys.stderr)
+            left = cancel(ray, list(pending))
+            if left and not (started and not options.address):  # a Ray started here: its shutdown kills them
+                raise JobsStillRunning(sorted(ctx.job_id(pending[ref]) for ref in left)) from None
+            print(f"cancelled {len(pending)} job(s); their workers have stopped", file=sys.stderr)
         raise
     finally:
         if started:
