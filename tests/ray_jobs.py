@@ -29,3 +29,29 @@ def beat(ctx, job, ds=None, complete=False):
         (vdir / "beat").write_text(str(i))
         time.sleep(0.1)
     raise RuntimeError("beat was not cancelled within 5 minutes")
+
+
+def gpu_probe(ctx, job, ds=None, complete=False):
+    """A job that trains nothing: it says what it was given (CUDA_VISIBLE_DEVICES, torch threads, its pid) and waits
+    until as many jobs as <run_dir>/at_once says have started (60 s at most), so a test can tell they ran together,
+    then holds on half a second; it returns when it started and ended."""
+    import os
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from harness.executors import DONE, JobResult
+
+    run_dir = Path(ctx.run_dir)
+    started = time.time()
+    (run_dir / f"{ctx.job_id(job)}.started").write_text(str(os.getpid()))
+    want = int((run_dir / "at_once").read_text())
+    deadline = time.time() + 60
+    while len(list(run_dir.glob("*.started"))) < want and time.time() < deadline:
+        time.sleep(0.05)
+    together = len(list(run_dir.glob("*.started"))) >= want
+    time.sleep(0.5)  # still holding its share: a job that may not run beside it has not started yet
+    return JobResult(job.variant, job.seed, ctx.job_id(job), DONE, 0.0, pid=os.getpid(),
+                     extra={"seen_cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": torch.get_num_threads(),
+                            "together": together, "started": started, "ended": time.time()})

@@ -41,6 +41,7 @@ class JobContext:
     black_box: tuple[str, ...] = ()
     progress: bool = False
     threads: int | None = None  # torch + onnxruntime threads; None: leave the process defaults
+    gpus: float | None = None  # the GPU share a Ray task was given (0: none, so it must not touch a GPU); None: serial
 
     def job_id(self, job: Job) -> str:
         from harness.train import variant_id
@@ -179,6 +180,14 @@ def failed_result(ctx: JobContext, job: Job, exc: BaseException, seconds: float,
                      pid=os.getpid(), error=error, traceback="".join(_traceback.format_exception(exc)))
 
 
-def in_worker(ctx: JobContext, threads: int | None) -> JobContext:
-    """The context as a worker uses it: no per-epoch progress bars, its CPU share as thread count."""
-    return replace(ctx, progress=False, threads=threads)
+def in_worker(ctx: JobContext, threads: int | None, gpus: float | None = None) -> JobContext:
+    """The context as a worker uses it: no per-epoch progress bars, its CPU share as thread count, its GPU share."""
+    return replace(ctx, progress=False, threads=threads, gpus=gpus)
+
+
+def hide_gpus_unless_given(gpus: float | None) -> None:
+    """A job given no GPU share sees no GPU. Ray sets CUDA_VISIBLE_DEVICES only for a task that asks for GPUs, so a
+    `--job-gpus 0` job on a GPU node would otherwise see every GPU and train there (device and provider 'auto'),
+    uncounted by Ray's scheduler, beside the jobs that were given those GPUs. Called before anything touches CUDA."""
+    if gpus is not None and gpus <= 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""

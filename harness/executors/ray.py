@@ -5,7 +5,8 @@
   initialised in this process (a test's `ray.init(num_cpus=2)`) is used as it is.
 - Resources per task: `--job-cpus` CPUs (the job's torch and onnxruntime thread count) and `--job-gpus` GPUs, a
   fraction packing several jobs onto one GPU (Ray sets CUDA_VISIBLE_DEVICES); `max_calls=1` makes the worker process
-  exit after each job, so its GPU memory is freed before the next job starts there.
+  exit after each job, so its GPU memory is freed before the next job starts there. A job given no GPU share sees
+  no GPU (Ray leaves CUDA_VISIBLE_DEVICES unset for it); each result records the share and the GPU ids it got.
 - Faults: an exception inside a job comes back as a FAILED result (run_job catches it) and is not retried (it would
   fail again); a worker that died (killed, out of memory, node lost) is a system failure that Ray retries up to
   `--max-retries` times, after which the job is FAILED with what Ray said.
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from harness.config import ConfigError
-from harness.executors.job import (Job, JobContext, JobResult, JobsStillRunning, failed_result, in_worker,
-                                   set_threads)
+from harness.executors.job import (Job, JobContext, JobResult, JobsStillRunning, failed_result,
+                                   hide_gpus_unless_given, in_worker, set_threads)
 
 INSTALL_HINT = "pip install 'harness[ray]' (or pip install 'ray>=2.40,<3')"
 CANCEL_WAIT_S = 30.0  # after Ctrl-C, how long to wait for Ray to confirm the cancelled jobs' workers have stopped
@@ -84,14 +85,23 @@ def plan(nodes: Sequence[dict], job_cpus: int, job_gpus: float | None) -> tuple[
 
 
 def _task(ctx: JobContext, job: Job, run_one: Callable[[JobContext, Job], JobResult]) -> JobResult:
-    """One job in a Ray worker: its CPU share as thread count, what a killed attempt left removed, then the job."""
+    """One job in a Ray worker: no GPU unless given a share, its CPU share as thread count, what a killed attempt
+    left removed, then the job; its result says which GPU(s) it was given (jobs.json)."""
+    import os
+
+    import ray
+
     from harness import runlock
 
+    hide_gpus_unless_given(ctx.gpus)
     set_threads(ctx.threads)
     vdir = Path(ctx.run_dir) / ctx.job_id(job)
     if vdir.is_dir():  # Ray never runs two attempts of one task at once: temporaries here are a dead attempt's
         runlock.remove_temporaries(vdir)
-    return run_one(ctx, job)
+    result = run_one(ctx, job)
+    placed = {"gpu_share": ctx.gpus, "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
+              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    return replace(result, extra={**result.extra, **placed})
 
 
 def _failed(ray, ctx: JobContext, job: Job, exc: BaseException, retries: int, seconds: float) -> JobResult:
@@ -137,7 +147,7 @@ def execute(jobs: Sequence[Job], ctx: JobContext, options, on_start, on_done: Ca
         print(line, file=sys.stderr)
         task = ray.remote(num_cpus=options.job_cpus, num_gpus=job_gpus, max_calls=1,
                           max_retries=options.max_retries, retry_exceptions=False)(_task)
-        worker_ctx = in_worker(ctx, options.job_cpus)
+        worker_ctx = in_worker(ctx, options.job_cpus, job_gpus)
         t0 = time.perf_counter()
         for job in jobs:
             ref = task.options(name=f"harness:{ctx.job_id(job)}").remote(worker_ctx, job, run_one)
