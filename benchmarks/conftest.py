@@ -19,9 +19,10 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -41,28 +42,55 @@ PROFILE_ENV = {"vgg16": ("BENCH_VGG16_PROFILE", "smoke"), "efficientnet_lite0": 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("harness benchmarks")
-    g.addoption("--bench-vgg16-profile", default=os.environ.get(*PROFILE_ENV["vgg16"]),
-                help="profile whose image/batch size, phases and augmentation VGG16 benchmarks use "
-                     "(env BENCH_VGG16_PROFILE; default smoke = 64 px; full = 224 px)")
-    g.addoption("--bench-lite0-profile", default=os.environ.get(*PROFILE_ENV["efficientnet_lite0"]),
-                help="profile for efficientnet_lite0 benchmarks (env BENCH_LITE0_PROFILE; default cpu = 224 px)")
-    g.addoption("--bench-image-size", type=int, default=int(os.environ.get("BENCH_IMAGE_SIZE", "0")) or None,
-                help="force one image size for every benchmark (env BENCH_IMAGE_SIZE), e.g. 64 for a quick pass")
-    g.addoption("--bench-backbones", default=os.environ.get("BENCH_BACKBONES", ",".join(BACKBONES)),
-                help="comma-separated backbones (env BENCH_BACKBONES; default both)")
-    g.addoption("--bench-providers", default=os.environ.get("BENCH_PROVIDERS", "auto"),
-                help="onnxruntime providers to benchmark: auto (cpu, plus cuda when a GPU is usable) or a list "
-                     "such as cpu,cuda,tensorrt (env BENCH_PROVIDERS)")
-    g.addoption("--bench-budget", type=float, default=float(os.environ.get("BENCH_BUDGET_S", "3")),
-                help="seconds of timed rounds per benchmark; rounds = budget / one call, clamped to "
-                     "[--bench-min-rounds, --bench-max-rounds] (env BENCH_BUDGET_S, default 3)")
+    g.addoption(
+        "--bench-vgg16-profile",
+        default=os.environ.get(*PROFILE_ENV["vgg16"]),
+        help="profile whose image/batch size, phases and augmentation VGG16 benchmarks use "
+        "(env BENCH_VGG16_PROFILE; default smoke = 64 px; full = 224 px)",
+    )
+    g.addoption(
+        "--bench-lite0-profile",
+        default=os.environ.get(*PROFILE_ENV["efficientnet_lite0"]),
+        help="profile for efficientnet_lite0 benchmarks (env BENCH_LITE0_PROFILE; default cpu = 224 px)",
+    )
+    g.addoption(
+        "--bench-image-size",
+        type=int,
+        default=int(os.environ.get("BENCH_IMAGE_SIZE", "0")) or None,
+        help="force one image size for every benchmark (env BENCH_IMAGE_SIZE), e.g. 64 for a quick pass",
+    )
+    g.addoption(
+        "--bench-backbones",
+        default=os.environ.get("BENCH_BACKBONES", ",".join(BACKBONES)),
+        help="comma-separated backbones (env BENCH_BACKBONES; default both)",
+    )
+    g.addoption(
+        "--bench-providers",
+        default=os.environ.get("BENCH_PROVIDERS", "auto"),
+        help="onnxruntime providers to benchmark: auto (cpu, plus cuda when a GPU is usable) or a list "
+        "such as cpu,cuda,tensorrt (env BENCH_PROVIDERS)",
+    )
+    g.addoption(
+        "--bench-budget",
+        type=float,
+        default=float(os.environ.get("BENCH_BUDGET_S", "3")),
+        help="seconds of timed rounds per benchmark; rounds = budget / one call, clamped to "
+        "[--bench-min-rounds, --bench-max-rounds] (env BENCH_BUDGET_S, default 3)",
+    )
     g.addoption("--bench-min-rounds", type=int, default=int(os.environ.get("BENCH_MIN_ROUNDS", "5")))
     g.addoption("--bench-max-rounds", type=int, default=int(os.environ.get("BENCH_MAX_ROUNDS", "200")))
-    g.addoption("--bench-compare", action="store_true",
-                help="compare against the latest baseline saved for this machine's fingerprint and fail on "
-                     "regressions beyond --bench-fail; does nothing (and says so) when there is no such baseline")
-    g.addoption("--bench-fail", action="append", default=[],
-                help=f"regression threshold(s) for --bench-compare, pytest-benchmark syntax (default {DEFAULT_FAIL})")
+    g.addoption(
+        "--bench-compare",
+        action="store_true",
+        help="compare against the latest baseline saved for this machine's fingerprint and fail on "
+        "regressions beyond --bench-fail; does nothing (and says so) when there is no such baseline",
+    )
+    g.addoption(
+        "--bench-fail",
+        action="append",
+        default=[],
+        help=f"regression threshold(s) for --bench-compare, pytest-benchmark syntax (default {DEFAULT_FAIL})",
+    )
 
 
 # --- fingerprint and storage -----------------------------------------------------------------------------------------
@@ -91,8 +119,12 @@ def machine_fingerprint() -> dict[str, str]:
     """What makes timings comparable: CPU model, core count, GPU name(s), torch version -> a 12-hex-digit key."""
     import torch
 
-    parts = {"cpu_model": _cpu_model(), "cpu_count": str(os.cpu_count()), "gpu": _gpu_names(),
-             "torch": torch.__version__}
+    parts = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": str(os.cpu_count()),
+        "gpu": _gpu_names(),
+        "torch": torch.__version__,
+    }
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
     return {"fingerprint": key, **parts}
 
@@ -114,9 +146,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.benchmark_storage = f"file://{storage_dir}"
     else:
         raw = config.option.benchmark_storage
-        storage_dir = Path(raw[len("file://"):] if raw.startswith("file://") else raw)
-    config._bench_notes = [f"machine fingerprint {fp['fingerprint']} ({fp['cpu_model']}, {fp['cpu_count']} cores, "
-                           f"GPU {fp['gpu']}, torch {fp['torch']}); storage {config.option.benchmark_storage}"]
+        storage_dir = Path(raw[len("file://") :] if raw.startswith("file://") else raw)
+    config._bench_notes = [
+        f"machine fingerprint {fp['fingerprint']} ({fp['cpu_model']}, {fp['cpu_count']} cores, "
+        f"GPU {fp['gpu']}, torch {fp['torch']}); storage {config.option.benchmark_storage}"
+    ]
     if config.option.benchmark_save or config.option.benchmark_autosave:
         storage_dir.mkdir(parents=True, exist_ok=True)
         (storage_dir / "MACHINE.json").write_text(json.dumps(fp, indent=2) + "\n", encoding="utf-8")
@@ -134,11 +168,15 @@ def pytest_configure(config: pytest.Config) -> None:
                 config.option.benchmark_compare_fail = [parse_compare_fail(e) for e in exprs]
             else:
                 exprs = ["as given by --benchmark-compare-fail"]
-            config._bench_notes.append(f"comparing against the latest baseline of this fingerprint ({runs[-1].name}); "
-                                       f"fail on {', '.join(exprs)}")
+            config._bench_notes.append(
+                f"comparing against the latest baseline of this fingerprint ({runs[-1].name}); "
+                f"fail on {', '.join(exprs)}"
+            )
         else:
-            config._bench_notes.append(f"no baseline for fingerprint {fp['fingerprint']} in {storage_dir}: nothing "
-                                       f"compared (save one with --benchmark-save=baseline)")
+            config._bench_notes.append(
+                f"no baseline for fingerprint {fp['fingerprint']} in {storage_dir}: nothing "
+                f"compared (save one with --benchmark-save=baseline)"
+            )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -199,8 +237,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             for batch in (1, 8):
                 for prov in ort_providers(config):
                     for engine in ("torch", "onnxruntime"):
-                        cases.append(pytest.param((bb, size, batch, prov, engine),
-                                                  id=f"{bb}-{size}px-b{batch}-{prov}-{engine}"))
+                        cases.append(
+                            pytest.param((bb, size, batch, prov, engine), id=f"{bb}-{size}px-b{batch}-{prov}-{engine}")
+                        )
         metafunc.parametrize("infer_case", cases)
     if "model_case" in metafunc.fixturenames:  # (backbone, profile) for train / augment / cam benchmarks
         cases = []
@@ -385,5 +424,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     tr.section("onnxruntime vs PyTorch (medians of the same session; ratio > 1: onnxruntime faster)")
     tr.write_line(f"{'backbone':20} {'px':>4} {'batch':>5} {'provider':9} {'torch ms':>10} {'ort ms':>10} {'ratio':>6}")
     for (bb, size, batch, prov), v in rows:
-        tr.write_line(f"{bb:20} {size:>4} {batch:>5} {prov:9} {v['torch'] * 1e3:>10.2f} "
-                      f"{v['onnxruntime'] * 1e3:>10.2f} {v['torch'] / v['onnxruntime']:>6.2f}")
+        tr.write_line(
+            f"{bb:20} {size:>4} {batch:>5} {prov:9} {v['torch'] * 1e3:>10.2f} "
+            f"{v['onnxruntime'] * 1e3:>10.2f} {v['torch'] / v['onnxruntime']:>6.2f}"
+        )

@@ -26,7 +26,7 @@ def test_augment(benchmark, timer, prepared, sync_device, model_case, level, dev
     starts = itertools.cycle(range(0, len(order) - bs + 1, bs))
 
     def run():
-        idx = torch.as_tensor(order[next(starts):][:bs], device=device)
+        idx = torch.as_tensor(order[next(starts) :][:bs], device=device)
         xb = torch.stack([per_image(img) for img in x[idx]])
         xb, target = per_batch(xb, y[idx])
         xb = xb.contiguous(memory_format=torch.channels_last)
@@ -34,8 +34,14 @@ def test_augment(benchmark, timer, prepared, sync_device, model_case, level, dev
         return xb, target
 
     benchmark.group = f"augment {profile.name} {profile.image_size}px batch {bs}"
-    benchmark.extra_info.update(level=level, profile=profile.name, image_size=profile.image_size, batch=bs,
-                                device=device, augment=LEVELS[level].description)
+    benchmark.extra_info.update(
+        level=level,
+        profile=profile.name,
+        image_size=profile.image_size,
+        batch=bs,
+        device=device,
+        augment=LEVELS[level].description,
+    )
     median = timer(benchmark, run)
     if median is not None:
         benchmark.extra_info["images_per_s"] = bs / median

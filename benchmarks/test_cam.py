@@ -17,14 +17,16 @@ def test_cam(benchmark, timer, make_model, difficult_set, sync_device, model_cas
     samples = itertools.cycle(difficult_set.samples)
 
     def one():
-        out = cam_image(model, layer, profile.image_size, difficult_set.classes, next(samples),
-                        difficult_set.has_regions)
+        out = cam_image(
+            model, layer, profile.image_size, difficult_set.classes, next(samples), difficult_set.has_regions
+        )
         sync_device(device)
         return out
 
     benchmark.group = f"cam {backbone} {profile.image_size}px"
-    benchmark.extra_info.update(backbone=backbone, image_size=profile.image_size, device=device, layer=layer,
-                                images=len(difficult_set.samples))
+    benchmark.extra_info.update(
+        backbone=backbone, image_size=profile.image_size, device=device, layer=layer, images=len(difficult_set.samples)
+    )
     median = timer(benchmark, one)
     if median is not None:
         benchmark.extra_info["seconds_per_image"] = median

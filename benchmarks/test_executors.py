@@ -26,8 +26,9 @@ def _matrix(out, sets, executor):
 
     prof = load_profile("smoke", sets)
     t0 = time.perf_counter()
-    report = run_matrix(prof, parse_thresholds(prof.thresholds, prof.source), DATA, out, progress=False,
-                        executor=executor)
+    report = run_matrix(
+        prof, parse_thresholds(prof.thresholds, prof.source), DATA, out, progress=False, executor=executor
+    )
     seconds = time.perf_counter() - t0
     assert not report["failed_jobs"], report["failed_jobs"]
     return seconds
@@ -41,10 +42,14 @@ def test_ray_one_vs_two_concurrent_jobs(benchmark, tmp_path, pytestconfig):
     quick = benchmark.disabled
     size = pytestconfig.getoption("--bench-image-size") or (32 if quick else 64)
     variants = VARIANTS[:2] if quick else VARIANTS
-    sets = [f"image_size={size}", "inits=['scratch']",
-            "levels=[" + ", ".join(repr(v.split("-", 1)[1]) for v in variants) + "]"]
+    sets = [
+        f"image_size={size}",
+        "inits=['scratch']",
+        "levels=[" + ", ".join(repr(v.split("-", 1)[1]) for v in variants) + "]",
+    ]
     ray.init(num_cpus=cpus, num_gpus=0, include_dashboard=False, log_to_driver=False)
     try:
+
         def measure():
             times = {}
             if not quick:
@@ -59,8 +64,11 @@ def test_ray_one_vs_two_concurrent_jobs(benchmark, tmp_path, pytestconfig):
     ratio = times["ray_1_at_a_time"] / times["ray_2_at_once"]
     benchmark.group = f"executors smoke {len(variants)} variants {size}px"
     benchmark.extra_info.update({f"{k}_s": round(v, 1) for k, v in times.items()})
-    benchmark.extra_info.update(variants=variants, image_size=size, cpus=cpus,
-                                ratio_1_over_2_concurrent=round(ratio, 3))
-    print(f"\nexecutors, smoke matrix of {len(variants)} variants at {size} px on {cpus} CPUs: "
-          + ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
-          + f"; 1 at a time / 2 at once = {ratio:.2f}")
+    benchmark.extra_info.update(
+        variants=variants, image_size=size, cpus=cpus, ratio_1_over_2_concurrent=round(ratio, 3)
+    )
+    print(
+        f"\nexecutors, smoke matrix of {len(variants)} variants at {size} px on {cpus} CPUs: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
+        + f"; 1 at a time / 2 at once = {ratio:.2f}"
+    )

@@ -25,8 +25,15 @@ def test_inference(benchmark, timer, ratios, onnx_model, profile_of, sync_device
     x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     benchmark.group = f"inference {backbone} {size}px batch {batch} {provider}"
     info = benchmark.extra_info
-    info.update(backbone=backbone, image_size=size, batch=batch, provider=provider, engine=engine, device=device,
-                torch_threads=torch.get_num_threads())
+    info.update(
+        backbone=backbone,
+        image_size=size,
+        batch=batch,
+        provider=provider,
+        engine=engine,
+        device=device,
+        torch_threads=torch.get_num_threads(),
+    )
 
     if engine == "torch":
         m = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last).eval()
@@ -37,8 +44,11 @@ def test_inference(benchmark, timer, ratios, onnx_model, profile_of, sync_device
             sync_device(device)
             return out
 
-        info.update(memory_format="channels_last", dtype="float32",
-                    cudnn_allow_tf32=bool(torch.backends.cudnn.allow_tf32) if device == "cuda" else None)
+        info.update(
+            memory_format="channels_last",
+            dtype="float32",
+            cudnn_allow_tf32=bool(torch.backends.cudnn.allow_tf32) if device == "cuda" else None,
+        )
     else:
         try:
             providers = runtime.select_providers(provider)
@@ -52,8 +62,11 @@ def test_inference(benchmark, timer, ratios, onnx_model, profile_of, sync_device
         def run():
             return session.run(None, {name: xn})[0]
 
-        info.update(session_providers=session.get_providers(), export_seconds=export_s,
-                    intra_op_threads=torch.get_num_threads() if provider == "cpu" else None)
+        info.update(
+            session_providers=session.get_providers(),
+            export_seconds=export_s,
+            intra_op_threads=torch.get_num_threads() if provider == "cpu" else None,
+        )
 
     # TensorRT builds an engine per new input shape on the first calls: warm up more than once there.
     median = timer(benchmark, run, warmup=3 if provider == "tensorrt" else 1)

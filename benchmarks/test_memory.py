@@ -59,12 +59,19 @@ def test_peak_rss_of_500_phone_photos(benchmark, tmp_path):
     if not results:  # --benchmark-disable still calls it once through pedantic; be safe
         load_in_fresh_process()
     r = results[-1]
-    benchmark.extra_info.update(images=r["images"], photo=f"{SIZE[0]}x{SIZE[1]} JPEG", working_shape=r["shape"],
-                                peak_rss_mb=round(r["peak_rss_mb"], 1),
-                                import_rss_mb=round(r["import_rss_mb"], 1), load_seconds=round(r["seconds"], 2),
-                                jpeg_bytes=one.stat().st_size)
-    print(f"\n500 x {SIZE[0]}x{SIZE[1]} JPEG: peak RSS {r['peak_rss_mb']:.0f} MB ({r['import_rss_mb']:.0f} MB after the "
-          f"imports alone), {r['seconds']:.1f} s "
-          f"({time.perf_counter() - t0:.1f} s with the subprocess), working shape {r['shape']}")
+    benchmark.extra_info.update(
+        images=r["images"],
+        photo=f"{SIZE[0]}x{SIZE[1]} JPEG",
+        working_shape=r["shape"],
+        peak_rss_mb=round(r["peak_rss_mb"], 1),
+        import_rss_mb=round(r["import_rss_mb"], 1),
+        load_seconds=round(r["seconds"], 2),
+        jpeg_bytes=one.stat().st_size,
+    )
+    print(
+        f"\n500 x {SIZE[0]}x{SIZE[1]} JPEG: peak RSS {r['peak_rss_mb']:.0f} MB ({r['import_rss_mb']:.0f} MB after the "
+        f"imports alone), {r['seconds']:.1f} s "
+        f"({time.perf_counter() - t0:.1f} s with the subprocess), working shape {r['shape']}"
+    )
     assert r["images"] == N_IMAGES and r["shape"] == [3, 512, 683]
     assert r["peak_rss_mb"] < GOAL_MB

@@ -34,11 +34,20 @@ def test_train_step(benchmark, timer, make_model, sync_device, train_case, devic
         return value
 
     benchmark.group = f"train step {backbone} {size}px batch {bs}"
-    benchmark.extra_info.update(backbone=backbone, profile=profile.name, image_size=size, batch=bs, init=init,
-                                phase=phase.name, train_from=phase.train_from, optimizer=phase.optimizer,
-                                trainable_params=trainable, device=device,
-                                autocast="bfloat16" if device == "cuda" else None,
-                                torch_threads=torch.get_num_threads())
+    benchmark.extra_info.update(
+        backbone=backbone,
+        profile=profile.name,
+        image_size=size,
+        batch=bs,
+        init=init,
+        phase=phase.name,
+        train_from=phase.train_from,
+        optimizer=phase.optimizer,
+        trainable_params=trainable,
+        device=device,
+        autocast="bfloat16" if device == "cuda" else None,
+        torch_threads=torch.get_num_threads(),
+    )
     median = timer(benchmark, step)
     if median is not None:
         benchmark.extra_info["images_per_s"] = bs / median

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -30,9 +31,15 @@ class CheckResult:
         return [v for v in self.report["verdicts"] if v["gated"] and v["status"] not in ("PASS", "SKIP")]
 
 
-def check_model(model: str | Path, data: str | Path = "data/small-book-images", spec: str | Path | None = None,
-                sets: Sequence[str] = (), profile: str = "check", thresholds: str | Path | None = None,
-                out: str | Path | None = None) -> CheckResult:
+def check_model(
+    model: str | Path,
+    data: str | Path = "data/small-book-images",
+    spec: str | Path | None = None,
+    sets: Sequence[str] = (),
+    profile: str = "check",
+    thresholds: str | Path | None = None,
+    out: str | Path | None = None,
+) -> CheckResult:
     """Gate an ONNX image classifier on a labelled dataset, as `harness check MODEL.onnx --data DIR` does.
 
     `spec` is a TOML file with the model's input/output contract, `sets` KEY=VALUE overrides of it (or of the check
@@ -40,6 +47,13 @@ def check_model(model: str | Path, data: str | Path = "data/small-book-images", 
     """
     from harness.check import check_model as _check
 
-    report, run_dir = _check(Path(model), Path(data), Path(spec) if spec else None, list(sets), profile,
-                             Path(thresholds) if thresholds else None, Path(out) if out else None)
+    report, run_dir = _check(
+        Path(model),
+        Path(data),
+        Path(spec) if spec else None,
+        list(sets),
+        profile,
+        Path(thresholds) if thresholds else None,
+        Path(out) if out else None,
+    )
     return CheckResult(report["verdict"], Path(run_dir), report)

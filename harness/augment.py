@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,9 @@ def image_transform(level: Level, params: AugmentParams, size: int) -> v2.Compos
             steps.append(v2.RandomResizedCrop(size, scale=params.crop_scale, antialias=True))
     steps.append(v2.ToDtype(torch.float32, scale=True))
     if level.usual and params.erase_p > 0:
-        steps.append(UniformRandomErasing(p=params.erase_p, scale=params.erase_scale, ratio=params.erase_ratio, value="random"))
+        steps.append(
+            UniformRandomErasing(p=params.erase_p, scale=params.erase_scale, ratio=params.erase_ratio, value="random")
+        )
     return v2.Compose(steps)
 
 

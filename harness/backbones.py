@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,9 +39,18 @@ class Backbone:
 # --- VGG16 (torchvision) -------------------------------------------------------------------------------------------
 
 _VGG_STAGES = (
-    ("block1_conv1", "0."), ("block1_conv2", "2."), ("block2_conv1", "5."), ("block2_conv2", "7."),
-    ("block3_conv1", "10."), ("block3_conv2", "12."), ("block3_conv3", "14."), ("block4_conv1", "17."),
-    ("block4_conv2", "19."), ("block4_conv3", "21."), ("block5_conv1", "24."), ("block5_conv2", "26."),
+    ("block1_conv1", "0."),
+    ("block1_conv2", "2."),
+    ("block2_conv1", "5."),
+    ("block2_conv2", "7."),
+    ("block3_conv1", "10."),
+    ("block3_conv2", "12."),
+    ("block3_conv3", "14."),
+    ("block4_conv1", "17."),
+    ("block4_conv2", "19."),
+    ("block4_conv3", "21."),
+    ("block5_conv1", "24."),
+    ("block5_conv2", "26."),
     ("block5_conv3", "28."),
 )
 
@@ -53,7 +62,9 @@ def vgg16_weights_file(weights_file: Path | None) -> Path:
     if weights_file is not None:
         path = Path(weights_file)
         if not path.is_file():
-            raise WeightsUnavailable(f"--weights-file {path} does not exist; pass the path of {os.path.basename(VGG16_Weights.IMAGENET1K_V1.url)}")
+            raise WeightsUnavailable(
+                f"--weights-file {path} does not exist; pass the path of {os.path.basename(VGG16_Weights.IMAGENET1K_V1.url)}"
+            )
         return path
     url = VGG16_Weights.IMAGENET1K_V1.url
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
@@ -66,7 +77,9 @@ def vgg16_weights_file(weights_file: Path | None) -> Path:
     )
 
 
-def read_checkpoint(path: Path, what: str, remedy: str, loader: Callable[[], Any] | None = None) -> dict[str, torch.Tensor]:
+def read_checkpoint(
+    path: Path, what: str, remedy: str, loader: Callable[[], Any] | None = None
+) -> dict[str, torch.Tensor]:
     """torch.load a state dict (or run `loader`), turning garbage, truncated files and non-state-dict pickles into
     WeightsUnavailable naming the file, what it should be (`what`) and what to do (`remedy`)."""
     try:
@@ -79,10 +92,14 @@ def read_checkpoint(path: Path, what: str, remedy: str, loader: Callable[[], Any
             f"{path}: torch.load cannot read it ({type(exc).__name__}), so it is not {what}: "
             f"it is truncated, damaged or another kind of file. {remedy}"
         ) from exc
-    if not isinstance(state, Mapping) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise WeightsUnavailable(f"{path}: holds a {type(state).__name__}, not {what} (a mapping of parameter names "
-                                 f"to tensors). {remedy}")
+    if (
+        not isinstance(state, Mapping)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        raise WeightsUnavailable(
+            f"{path}: holds a {type(state).__name__}, not {what} (a mapping of parameter names to tensors). {remedy}"
+        )
     return dict(state)
 
 
@@ -96,14 +113,20 @@ def _build_vgg16(init: str, weights_file: Path | None) -> nn.Module:
         url = VGG16_Weights.IMAGENET1K_V1.url
         if weights_file is None:
             # torchvision's own loading path: it reads the cached file and downloads only when it is absent.
-            state = read_checkpoint(path, what, f"Delete it and copy {url} there again, or pass --weights-file PATH.",
-                                    loader=lambda: VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False))
+            state = read_checkpoint(
+                path,
+                what,
+                f"Delete it and copy {url} there again, or pass --weights-file PATH.",
+                loader=lambda: VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False),
+            )
         else:
             state = read_checkpoint(path, what, f"Pass the path of {os.path.basename(url)} (downloaded from {url}).")
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise WeightsUnavailable(f"{path}: not a torchvision VGG16 state dict ({str(exc).splitlines()[0]})") from exc
+            raise WeightsUnavailable(
+                f"{path}: not a torchvision VGG16 state dict ({str(exc).splitlines()[0]})"
+            ) from exc
     features = model.features
     for m in features.modules():
         if isinstance(m, nn.ReLU):
@@ -137,9 +160,11 @@ def _build_lite0(init: str, weights_file: Path | None) -> nn.Module:
     return TimmFeatures(body)
 
 
-_LITE0_STAGES = (("conv_stem", "body.conv_stem."),) + tuple(
-    (f"blocks.{i}", f"body.blocks.{i}.") for i in range(7)
-) + (("conv_head", "body.conv_head."),)
+_LITE0_STAGES = (
+    (("conv_stem", "body.conv_stem."),)
+    + tuple((f"blocks.{i}", f"body.blocks.{i}.") for i in range(7))
+    + (("conv_head", "body.conv_head."),)
+)
 
 
 def _lite0_weights_file(weights_file: Path | None) -> Path:
@@ -206,8 +231,10 @@ def resolve_train_from(backbone: str, name: str) -> str:
     stages = [s for s, _ in b.stages]
     if name in stages:
         return name
-    raise ValueError(f"train_from {name!r} is not 'head', 'all', a named fine-tuning point of {backbone} "
-                     f"{dict(b.finetune_points)} or a {backbone} stage: {stages}")
+    raise ValueError(
+        f"train_from {name!r} is not 'head', 'all', a named fine-tuning point of {backbone} "
+        f"{dict(b.finetune_points)} or a {backbone} stage: {stages}"
+    )
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
@@ -229,8 +256,11 @@ def check_weights_available(backbone: str, weights_file: Path | None) -> str:
         raise WeightsUnavailable(f"backbone {backbone} has no ImageNet weights; use init 'scratch'")
     path = Path(b.locate_weights(weights_file))
     origin = "--weights-file" if weights_file is not None else b.weights_source
-    remedy = ("pass the path of a real checkpoint with --weights-file" if weights_file is not None
-              else f"restore it (weights source: {b.weights_source}) or pass --weights-file PATH")
+    remedy = (
+        "pass the path of a real checkpoint with --weights-file"
+        if weights_file is not None
+        else f"restore it (weights source: {b.weights_source}) or pass --weights-file PATH"
+    )
     try:
         size = path.stat().st_size
         with path.open("rb") as fh:
@@ -238,12 +268,16 @@ def check_weights_available(backbone: str, weights_file: Path | None) -> str:
     except OSError as exc:
         raise WeightsUnavailable(f"{backbone} ImageNet weights {path} cannot be read ({exc}); {remedy}") from exc
     if size < b.min_weights_bytes:
-        raise WeightsUnavailable(f"{backbone} ImageNet weights {path} is {size} bytes, less than the "
-                                 f"{b.min_weights_bytes} bytes any {backbone} checkpoint has: it is truncated or "
-                                 f"another file; {remedy}")
+        raise WeightsUnavailable(
+            f"{backbone} ImageNet weights {path} is {size} bytes, less than the "
+            f"{b.min_weights_bytes} bytes any {backbone} checkpoint has: it is truncated or "
+            f"another file; {remedy}"
+        )
     if not _looks_like_checkpoint(head):
-        raise WeightsUnavailable(f"{backbone} ImageNet weights {path} does not start like a torch checkpoint "
-                                 f"(zip or pickle; first bytes {head!r}); {remedy}")
+        raise WeightsUnavailable(
+            f"{backbone} ImageNet weights {path} does not start like a torch checkpoint "
+            f"(zip or pickle; first bytes {head!r}); {remedy}"
+        )
     return f"{backbone} ImageNet weights from {origin}: {path} ({size / 1e6:.0f} MB)"
 
 
@@ -253,7 +287,9 @@ class Classifier(nn.Module):
     Input: RGB float32 in [0, 1], N x 3 x H x W. Output: logits. Normalisation is inside, so ONNX gets it too.
     """
 
-    def __init__(self, features: nn.Module, channels: int, num_classes: int, mean, std, hidden: int = 256, dropout: float = 0.0):
+    def __init__(
+        self, features: nn.Module, channels: int, num_classes: int, mean, std, hidden: int = 256, dropout: float = 0.0
+    ):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -267,8 +303,14 @@ class Classifier(nn.Module):
         return self.head(self.pool(self.features((x - self.mean) / self.std)))
 
 
-def build_classifier(backbone: str, init: str, num_classes: int, hidden: int = 256, dropout: float = 0.0,
-                     weights_file: Path | None = None) -> Classifier:
+def build_classifier(
+    backbone: str,
+    init: str,
+    num_classes: int,
+    hidden: int = 256,
+    dropout: float = 0.0,
+    weights_file: Path | None = None,
+) -> Classifier:
     b = get_backbone(backbone)
     return Classifier(b.build(init, weights_file), b.channels, num_classes, b.mean, b.std, hidden, dropout)
 

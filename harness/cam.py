@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -32,8 +32,14 @@ def _finish(weighted: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return (cam / peak).clamp_(0.0, 1.0).cpu().numpy().astype(np.float32)
 
 
-def gradcam_maps(model: nn.Module, layer_path: str, x: torch.Tensor, class_indices: Iterable[int] = (),
-                 size: tuple[int, int] | None = None, predicted: bool = False) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def gradcam_maps(
+    model: nn.Module,
+    layer_path: str,
+    x: torch.Tensor,
+    class_indices: Iterable[int] = (),
+    size: tuple[int, int] | None = None,
+    predicted: bool = False,
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """One forward pass, one gradient per class: (softmax probabilities, {class index: map}).
 
     `x` is one image as the model takes it (RGB float in [0, 1], 3 x H x W or 1 x 3 x H x W). Each map is
@@ -95,8 +101,9 @@ def gradcam_maps(model: nn.Module, layer_path: str, x: torch.Tensor, class_indic
     return probs, maps
 
 
-def gradcam(model: nn.Module, layer_path: str, x: torch.Tensor, class_idx: int,
-            size: tuple[int, int] | None = None) -> np.ndarray:
+def gradcam(
+    model: nn.Module, layer_path: str, x: torch.Tensor, class_idx: int, size: tuple[int, int] | None = None
+) -> np.ndarray:
     """Grad-CAM map of class `class_idx` for one image: float32 (height, width) in [0, 1] (see gradcam_maps)."""
     return gradcam_maps(model, layer_path, x, [class_idx], size)[1][int(class_idx)]
 
@@ -121,8 +128,14 @@ def jet_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.4) -> np.nd
     return np.clip((1 - alpha) * image / 255.0 + alpha * heat, 0, 1)
 
 
-def save_overlay(path: Path, image: torch.Tensor | np.ndarray, rows: Sequence[tuple[str, np.ndarray]],
-                 regions: Sequence = (), title: str = "", dpi: int = 72) -> Path:
+def save_overlay(
+    path: Path,
+    image: torch.Tensor | np.ndarray,
+    rows: Sequence[tuple[str, np.ndarray]],
+    regions: Sequence = (),
+    title: str = "",
+    dpi: int = 72,
+) -> Path:
     """Write the experiment's three panels (heat map, jet overlay, original) as one PNG, atomically.
 
     `rows` are (caption, map) pairs, one row of panels each (the original photo only in the first row);
@@ -170,8 +183,16 @@ def save_overlay(path: Path, image: torch.Tensor | np.ndarray, rows: Sequence[tu
                     x, y, bw, bh = r.bbox
                     a.add_patch(Rectangle((x, y), bw, bh, fill=False, edgecolor=c, linewidth=1.5))
                     tx, ty = x, y
-                a.text(max(tx, 0), max(ty, 0), r.label, color="black", fontsize=8, va="top", parse_math=False,
-                       bbox={"facecolor": c, "edgecolor": "none", "pad": 1, "alpha": 0.8})
+                a.text(
+                    max(tx, 0),
+                    max(ty, 0),
+                    r.label,
+                    color="black",
+                    fontsize=8,
+                    va="top",
+                    parse_math=False,
+                    bbox={"facecolor": c, "edgecolor": "none", "pad": 1, "alpha": 0.8},
+                )
             a.set_xlim(0, w)
             a.set_ylim(h, 0)
     if title:

@@ -6,8 +6,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,15 +80,18 @@ def _overlay_path(split: str, name: str) -> Path:
     """
     rel = Path(name)
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise DataError(f"image name {name!r} of test set {split!r} is not a path inside the dataset root; "
-                        f"refusing to write its overlay")
+        raise DataError(
+            f"image name {name!r} of test set {split!r} is not a path inside the dataset root; "
+            f"refusing to write its overlay"
+        )
     if rel.parts[0] == split and len(rel.parts) > 1:
         rel = Path(*rel.parts[1:])
     return Path("cam") / split / rel.with_suffix(".png")
 
 
-def image_record(sample: Sample, classes: Sequence[str], probs: np.ndarray, maps: dict[str, np.ndarray],
-                 has_regions: bool) -> dict[str, Any]:
+def image_record(
+    sample: Sample, classes: Sequence[str], probs: np.ndarray, maps: dict[str, np.ndarray], has_regions: bool
+) -> dict[str, Any]:
     """The record of one test image (prediction, localization of every labelled class's map against its regions,
     the predicted class's map against the primary label's) whatever method made the maps (Grad-CAM, occlusion...).
     `maps` holds a map over the image for the predicted class and every labelled class present."""
@@ -98,8 +102,12 @@ def image_record(sample: Sample, classes: Sequence[str], probs: np.ndarray, maps
     # the pointing tolerance is 15 px of the stored photo; the image may be kept at a smaller working size
     tolerance = POINTING_TOLERANCE_PX * float(getattr(sample, "scale", 1.0) or 1.0)
     rec: dict[str, Any] = {
-        "image": sample.name, "label": sample.label, "acceptable": sorted(sample.acceptable),
-        "predicted": pred, "probability": float(np.max(probs)), "correct": pred in sample.acceptable,
+        "image": sample.name,
+        "label": sample.label,
+        "acceptable": sorted(sample.acceptable),
+        "predicted": pred,
+        "probability": float(np.max(probs)),
+        "correct": pred in sample.acceptable,
         "labelled_classes": sorted(by_class),
     }
     if not has_regions:
@@ -112,13 +120,17 @@ def image_record(sample: Sample, classes: Sequence[str], probs: np.ndarray, maps
         rec["status"] = "scored"
         rec["classes"] = {c: _scores(maps[c], regs, tolerance) for c, regs in sorted(by_class.items())}
         if sample.label in by_class:  # the prediction's map against the primary label's region
-            rec["predicted_map"] = {"class": pred, "against": sample.label,
-                                    **_scores(maps[pred], by_class[sample.label], tolerance)}
+            rec["predicted_map"] = {
+                "class": pred,
+                "against": sample.label,
+                **_scores(maps[pred], by_class[sample.label], tolerance),
+            }
     return rec
 
 
-def write_overlay(staging: Path, rel: Path, sample: Sample, rec: dict[str, Any], maps: dict[str, np.ndarray],
-                  tag: str = "") -> float:
+def write_overlay(
+    staging: Path, rel: Path, sample: Sample, rec: dict[str, Any], maps: dict[str, np.ndarray], tag: str = ""
+) -> float:
     """The overlay PNG of one image (predicted class's map, plus the primary label's when the answer is wrong) at
     staging/rel (refused outside staging); records rel in `rec`; returns the seconds it took."""
     t0 = time.perf_counter()
@@ -126,15 +138,18 @@ def write_overlay(staging: Path, rel: Path, sample: Sample, rec: dict[str, Any],
     if sample.label in maps and sample.label != rec["predicted"]:
         rows.append((f"label {sample.label}", maps[sample.label]))
     verdict = "correct" if rec["correct"] else "wrong"
-    title = (f"{Path(sample.name).name}: predicted {rec['predicted']} ({rec['probability']:.2f}), "
-             f"label {sample.label} - {verdict}" + (f" [{tag}]" if tag else ""))
+    title = (
+        f"{Path(sample.name).name}: predicted {rec['predicted']} ({rec['probability']:.2f}), "
+        f"label {sample.label} - {verdict}" + (f" [{tag}]" if tag else "")
+    )
     save_overlay(_inside(staging, staging / rel), sample.image, rows, sample.regions, title, dpi=OVERLAY_DPI)
     rec["overlay"] = rel.as_posix()
     return time.perf_counter() - t0
 
 
-def cam_image(model: torch.nn.Module, layer: str, image_size: int, classes: Sequence[str], sample: Sample,
-              has_regions: bool) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+def cam_image(
+    model: torch.nn.Module, layer: str, image_size: int, classes: Sequence[str], sample: Sample, has_regions: bool
+) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
     """Maps and localization scores of one test image: (record, {class: map}, probabilities)."""
     labelled = sorted({r.label for r in sample.regions})
     x = resize_batch([sample.image], image_size)[0].float().div_(255)
@@ -155,17 +170,22 @@ def _summary(records: list[dict[str, Any]], ds: Dataset) -> dict[str, Any]:
     pred = [r["predicted_map"] for r in scored if "predicted_map" in r]
 
     def block(scores: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"n": len(scores), "energy_share_mean": _rate([s["energy_share"] for s in scores]),
-                "energy_chance_mean": _rate([s["energy_chance"] for s in scores]),
-                "pointing_hit_rate": _rate([s["pointing_hit"] for s in scores]),
-                "pointing_chance_mean": _rate([s["pointing_chance"] for s in scores]),
-                "localization_correct_rate": _rate([s["localization_correct"] for s in scores]),
-                "iou_mean": _rate([s["iou"] for s in scores])}
+        return {
+            "n": len(scores),
+            "energy_share_mean": _rate([s["energy_share"] for s in scores]),
+            "energy_chance_mean": _rate([s["energy_chance"] for s in scores]),
+            "pointing_hit_rate": _rate([s["pointing_hit"] for s in scores]),
+            "pointing_chance_mean": _rate([s["pointing_chance"] for s in scores]),
+            "localization_correct_rate": _rate([s["localization_correct"] for s in scores]),
+            "iou_mean": _rate([s["iou"] for s in scores]),
+        }
 
     out = {
         "has_regions": ds.has_regions,
         "localization": "scored" if ds.has_regions else "skipped: the test set has no region annotations",
-        "images": len(records), "images_scored": len(scored), "images_skipped": len(records) - len(scored),
+        "images": len(records),
+        "images_scored": len(scored),
+        "images_skipped": len(records) - len(scored),
         "skipped": reasons,
         "regions_scored": len(per_class),
         **{k: v for k, v in block(per_class).items() if k != "n"},
@@ -180,8 +200,14 @@ def sanity_thumb(m: np.ndarray, side: int = 64) -> np.ndarray:
     return np.ascontiguousarray(m[::step, ::step])
 
 
-def gradcam_sanity(model: torch.nn.Module, layer: str, image_size: int, classes: Sequence[str],
-                   kept: Sequence[tuple[Sample, dict[str, np.ndarray]]], sanity: dict[str, Any]) -> dict[str, Any]:
+def gradcam_sanity(
+    model: torch.nn.Module,
+    layer: str,
+    image_size: int,
+    classes: Sequence[str],
+    kept: Sequence[tuple[Sample, dict[str, np.ndarray]]],
+    sanity: dict[str, Any],
+) -> dict[str, Any]:
     """Model-parameter randomisation test (Adebayo et al. 2018): Grad-CAM maps of a copy of the model whose last
     layer(s) are re-initialised, against the trained model's maps of the same images and classes (Spearman)."""
     import copy
@@ -204,10 +230,18 @@ def gradcam_sanity(model: torch.nn.Module, layer: str, image_size: int, classes:
             rhos.append(rho)
             per_image.append({"image": sample.name, "class": c, "spearman": rho})
     del randomised
-    return {"method": "model-parameter randomisation (Adebayo et al. 2018): last layer(s) re-initialised, "
-                      "Spearman rank correlation of the maps", "randomised": names, **sanity,
-            "images": len(kept), "maps": len(rhos), "spearman_mean": float(np.mean(rhos)),
-            "spearman_max": float(np.max(rhos)), "per_map": per_image, "seconds": time.perf_counter() - t0}
+    return {
+        "method": "model-parameter randomisation (Adebayo et al. 2018): last layer(s) re-initialised, "
+        "Spearman rank correlation of the maps",
+        "randomised": names,
+        **sanity,
+        "images": len(kept),
+        "maps": len(rhos),
+        "spearman_mean": float(np.mean(rhos)),
+        "spearman_max": float(np.max(rhos)),
+        "per_map": per_image,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def cam_inputs(vdir: Path, datasets: dict[str, Dataset], sanity: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -215,9 +249,12 @@ def cam_inputs(vdir: Path, datasets: dict[str, Dataset], sanity: dict[str, Any] 
     from harness.export import sha256_file
     from harness.provenance import dataset_fingerprint
 
-    return {"model_sha256": sha256_file(Path(vdir) / "model.pt"),
-            "test_data": {split: dataset_fingerprint(ds) for split, ds in datasets.items()},
-            "protocol": CAM_PROTOCOL, "sanity": sanity or None}
+    return {
+        "model_sha256": sha256_file(Path(vdir) / "model.pt"),
+        "test_data": {split: dataset_fingerprint(ds) for split, ds in datasets.items()},
+        "protocol": CAM_PROTOCOL,
+        "sanity": sanity or None,
+    }
 
 
 def cam_is_current(vdir: Path, inputs: dict[str, Any]) -> bool:
@@ -235,8 +272,13 @@ def _inside(folder: Path, path: Path) -> Path:
     return path
 
 
-def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = None,
-                overlays: bool = True, data_root: Path | None = None) -> dict[str, Any]:
+def cam_variant(
+    vdir: Path,
+    force: bool = False,
+    splits: Sequence[str] | None = None,
+    overlays: bool = True,
+    data_root: Path | None = None,
+) -> dict[str, Any]:
     """Run the cam step for one variant folder; returns the cam.json content (read back when already current).
 
     Everything that can fail on input (config, checkpoint, test sets) is read first; maps and overlays are computed
@@ -251,8 +293,12 @@ def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = 
     model, meta = load_checkpoint(vdir / "model.pt")
     classes = list(meta["classes"])
     splits = list(splits) if splits else list(profile.test_sets)
-    datasets = {split: load_test(Path(config["data_root"]), split, classes,
-                                 max_short_side=working_short_side(int(meta["image_size"]))) for split in splits}
+    datasets = {
+        split: load_test(
+            Path(config["data_root"]), split, classes, max_short_side=working_short_side(int(meta["image_size"]))
+        )
+        for split in splits
+    }
     settings = profile.saliency or SaliencySettings()
     sanity = settings.sanity_inputs()
     made_from = cam_inputs(vdir, datasets, sanity)
@@ -264,20 +310,27 @@ def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = 
     backbone = get_backbone(meta["backbone"])
     t_start = time.perf_counter()
     result: dict[str, Any] = {
-        "variant": vdir.name, "backbone": meta["backbone"], "layer": backbone.cam_layer,
-        "image_size": int(meta["image_size"]), "classes": classes, "device": device.type, "inputs": made_from,
+        "variant": vdir.name,
+        "backbone": meta["backbone"],
+        "layer": backbone.cam_layer,
+        "image_size": int(meta["image_size"]),
+        "classes": classes,
+        "device": device.type,
+        "inputs": made_from,
         "protocol": {
             "method": "Grad-CAM (Selvaraju et al. 2017): channel weights = mean gradient of the class logit, "
-                      "ReLU, bilinear upsampling to the original image, divided by the maximum",
+            "ReLU, bilinear upsampling to the original image, divided by the maximum",
             "maps": "predicted class and every labelled class present; localization of a class uses its own map",
             "regions": "union of the class's polygons (box where a region has no polygon)",
-            "pointing_tolerance_px": POINTING_TOLERANCE_PX, "cam_box_threshold": CAM_BOX_THRESHOLD,
+            "pointing_tolerance_px": POINTING_TOLERANCE_PX,
+            "cam_box_threshold": CAM_BOX_THRESHOLD,
             "iou_threshold": IOU_THRESHOLD,
             "skipped": "images whose primary label is background, with no regions, or from a test set without "
-                       "region annotations",
+            "region annotations",
             "overlays": "predicted-class map, plus the primary label's map when the prediction differs",
         },
-        "summary": {}, "images": {},
+        "summary": {},
+        "images": {},
     }
     staging = vdir / f".cam-staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -287,8 +340,9 @@ def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = 
         for split, ds in datasets.items():
             records = []
             for sample in ds.samples:
-                rec, maps, _ = cam_image(model, backbone.cam_layer, int(meta["image_size"]), classes, sample,
-                                         ds.has_regions)
+                rec, maps, _ = cam_image(
+                    model, backbone.cam_layer, int(meta["image_size"]), classes, sample, ds.has_regions
+                )
                 if sanity and rec["status"] == "scored" and len(kept) < sanity["images"]:
                     kept.append((sample, {c: sanity_thumb(maps[c]) for c in rec["classes"]}))
                 if overlays:
@@ -297,8 +351,11 @@ def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = 
             n_images += len(records)
             result["summary"][split] = _summary(records, ds)
             result["images"][split] = records
-        result["sanity"] = (gradcam_sanity(model, backbone.cam_layer, int(meta["image_size"]), classes, kept,
-                                           sanity) if sanity else {"skipped": "saliency.sanity = false"})
+        result["sanity"] = (
+            gradcam_sanity(model, backbone.cam_layer, int(meta["image_size"]), classes, kept, sanity)
+            if sanity
+            else {"skipped": "saliency.sanity = false"}
+        )
         seconds = time.perf_counter() - t_start
         result["seconds"] = seconds
         result["seconds_per_image"] = seconds / max(n_images, 1)
@@ -315,14 +372,19 @@ def cam_variant(vdir: Path, force: bool = False, splits: Sequence[str] | None = 
         artifacts.write_json(out_json, result)
         from harness.saliency.evidence import headline
 
-        print(f"[{vdir.name}] Grad-CAM: {n_images} images, {result['seconds_per_image']:.2f} s/image; "
-              + headline(result), file=sys.stderr, flush=True)
+        print(
+            f"[{vdir.name}] Grad-CAM: {n_images} images, {result['seconds_per_image']:.2f} s/image; "
+            + headline(result),
+            file=sys.stderr,
+            flush=True,
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
 
 
-def cam_run(run_dir: Path, force: bool = False, splits: Sequence[str] | None = None,
-            data_root: Path | None = None) -> dict[str, dict[str, Any]]:
+def cam_run(
+    run_dir: Path, force: bool = False, splits: Sequence[str] | None = None, data_root: Path | None = None
+) -> dict[str, dict[str, Any]]:
     """The cam step for every trained variant of a run directory: {variant folder name: cam.json content}."""
     return {v.name: cam_variant(v, force, splits, data_root=data_root) for v in variant_dirs(run_dir)}

@@ -19,9 +19,10 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +46,15 @@ class CheckProfile:
     source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": "check", "backbone": CHECK_BACKBONE, "test_sets": list(self.test_sets),
-                "saliency": self.saliency.to_dict(), "thresholds": dict(self.thresholds), "source": self.source}
+        return {
+            "name": self.name,
+            "kind": "check",
+            "backbone": CHECK_BACKBONE,
+            "test_sets": list(self.test_sets),
+            "saliency": self.saliency.to_dict(),
+            "thresholds": dict(self.thresholds),
+            "source": self.source,
+        }
 
 
 def split_sets(sets: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -68,8 +76,10 @@ def load_check_profile(name_or_path: str = "check", overrides: Sequence[str] = (
         source += f" + overrides ({len(overrides)} --set)"
     where = source
     if raw.get("kind") != "check":
-        raise ConfigError(f"{where}: not a profile for harness check (it needs kind = \"check\"); the built-in one is "
-                          f"`check`; training profiles (smoke, cpu, full) are for harness run")
+        raise ConfigError(
+            f'{where}: not a profile for harness check (it needs kind = "check"); the built-in one is '
+            f"`check`; training profiles (smoke, cpu, full) are for harness run"
+        )
     _keys(raw, ["name", "kind", "test_sets", "saliency", "thresholds"], "", where, required=("name",))
     from harness.thresholds import parse_thresholds
 
@@ -77,11 +87,17 @@ def load_check_profile(name_or_path: str = "check", overrides: Sequence[str] = (
     parse_thresholds(thresholds, where)
     saliency = parse_saliency(raw.get("saliency", {"methods": ["occlusion"]}), where)
     if GRADCAM in saliency.methods:
-        raise ConfigError(f"{where}: saliency.methods lists 'gradcam', which needs the PyTorch model; harness check "
-                          f"has only the ONNX file: use black-box methods ({', '.join(sorted(_black_box()))})")
-    return CheckProfile(name=_str(raw["name"], "name", where),
-                        test_sets=_str_list(raw["test_sets"], "test_sets", where) if "test_sets" in raw else (),
-                        saliency=saliency, thresholds=thresholds, source=source)
+        raise ConfigError(
+            f"{where}: saliency.methods lists 'gradcam', which needs the PyTorch model; harness check "
+            f"has only the ONNX file: use black-box methods ({', '.join(sorted(_black_box()))})"
+        )
+    return CheckProfile(
+        name=_str(raw["name"], "name", where),
+        test_sets=_str_list(raw["test_sets"], "test_sets", where) if "test_sets" in raw else (),
+        saliency=saliency,
+        thresholds=thresholds,
+        source=source,
+    )
 
 
 def _black_box() -> list[str]:
@@ -109,8 +125,10 @@ def dataset_classes(root: Path) -> tuple[str, ...]:
         elif (root / split).is_dir():
             names |= {f.name for f in _class_folders(root / split)}
     if len(names) < 2:
-        raise DataError(f"{root}: cannot tell the dataset's classes: no train/<class>/ folders and fewer than 2 "
-                        f"classes among the test sets' class folders / COCO categories")
+        raise DataError(
+            f"{root}: cannot tell the dataset's classes: no train/<class>/ folders and fewer than 2 "
+            f"classes among the test sets' class folders / COCO categories"
+        )
     return tuple(sorted(names))
 
 
@@ -134,16 +152,23 @@ def _latency(session, spec, batch_sizes=LATENCY_BATCHES) -> dict[str, Any]:
 
     h, w = spec.size
 
-    def make_input(b: int, rng) -> "np.ndarray":
+    def make_input(b: int, rng) -> np.ndarray:
         return to_model(spec, rng.random((b, 3, h, w), dtype=np.float32))
 
-    return runtime.measure_latency(session, h, batch_sizes, make_input=make_input,
-                                   budget_s=30.0)
+    return runtime.measure_latency(session, h, batch_sizes, make_input=make_input, budget_s=30.0)
 
 
-def check_model(model_path: Path, data_root: Path, spec_file: Path | None = None, sets: Sequence[str] = (),
-                profile: str = "check", thresholds_file: Path | None = None, out: Path | None = None,
-                reports: Path = Path("reports"), log=None) -> tuple[dict[str, Any], Path]:
+def check_model(
+    model_path: Path,
+    data_root: Path,
+    spec_file: Path | None = None,
+    sets: Sequence[str] = (),
+    profile: str = "check",
+    thresholds_file: Path | None = None,
+    out: Path | None = None,
+    reports: Path = Path("reports"),
+    log=None,
+) -> tuple[dict[str, Any], Path]:
     """Judge one ONNX model on a dataset; returns (report, run directory). Everything that can be known wrong (the
     model file, the spec against the graph and the dataset's classes, the profile, the thresholds, the dataset) is
     checked before anything is written."""
@@ -153,8 +178,13 @@ def check_model(model_path: Path, data_root: Path, spec_file: Path | None = None
     from harness.export import sha256_file
     from harness.report.build import build_report, write_reports
     from harness.run import point_latest
-    from harness.saliency.evidence import (blackbox_evidence, evidence_inputs, evidence_is_current,
-                                           onnx_sanity_forward, write_evidence)
+    from harness.saliency.evidence import (
+        blackbox_evidence,
+        evidence_inputs,
+        evidence_is_current,
+        onnx_sanity_forward,
+        write_evidence,
+    )
     from harness.spec import make_forward, prepare, read_spec, resolve_spec
     from harness.thresholds import check_applies, fit_to_run, parse_thresholds
     from harness.train import versions
@@ -192,19 +222,41 @@ def check_model(model_path: Path, data_root: Path, spec_file: Path | None = None
     folder = run_dir / name
     with runlock.hold(run_dir):
         folder.mkdir(parents=True, exist_ok=True)
-        proto = {"kind": "check", "profile": recorded_prof, "variants": [name], "seeds": [0],
-                 "data_root": str(data_root.resolve()), "data": {"test": test_fp, "classes": list(classes)},
-                 "model": {"path": str(model_path.resolve()), "sha256": model_sha, "bytes": model_path.stat().st_size},
-                 "spec": spec.to_dict(), "thresholds": thresholds.to_dict(), "thresholds_notes": notes,
-                 "onnxruntime_providers": session.get_providers(), "versions": versions(), "argv": sys.argv}
+        proto = {
+            "kind": "check",
+            "profile": recorded_prof,
+            "variants": [name],
+            "seeds": [0],
+            "data_root": str(data_root.resolve()),
+            "data": {"test": test_fp, "classes": list(classes)},
+            "model": {"path": str(model_path.resolve()), "sha256": model_sha, "bytes": model_path.stat().st_size},
+            "spec": spec.to_dict(),
+            "thresholds": thresholds.to_dict(),
+            "thresholds_notes": notes,
+            "onnxruntime_providers": session.get_providers(),
+            "versions": versions(),
+            "argv": sys.argv,
+        }
         artifacts.write_json(run_dir / "run.json", proto)
         point_latest(run_dir, reports)
         for note in notes:
             log(f"note: {note}")
-        artifacts.write_json(folder / "config.json", {
-            "kind": "check", "variant": name, "backbone": CHECK_BACKBONE, "seed": 0, "init": None, "level": None,
-            "classes": list(classes), "model": proto["model"], "spec": spec.to_dict(),
-            "data_root": str(data_root.resolve()), "profile": recorded_prof})
+        artifacts.write_json(
+            folder / "config.json",
+            {
+                "kind": "check",
+                "variant": name,
+                "backbone": CHECK_BACKBONE,
+                "seed": 0,
+                "init": None,
+                "level": None,
+                "classes": list(classes),
+                "model": proto["model"],
+                "spec": spec.to_dict(),
+                "data_root": str(data_root.resolve()),
+                "profile": recorded_prof,
+            },
+        )
 
         made_from = {"onnx_sha256": model_sha, "test_data": test_fp, "spec": spec.to_dict()}
         metrics_path = folder / "metrics.json"
@@ -212,27 +264,45 @@ def check_model(model_path: Path, data_root: Path, spec_file: Path | None = None
             test_results = {}
             for split, ds in datasets.items():
                 x = prepare(spec, [s.image for s in ds.samples])
-                probs = np.concatenate([forward(x[i:i + 16]) for i in range(0, len(x), 16)], axis=0)
+                probs = np.concatenate([forward(x[i : i + 16]) for i in range(0, len(x), 16)], axis=0)
                 test_results[split] = split_metrics(ds, None, classes, probabilities=probs)
                 s = test_results[split]
-                log(f"[{name}] {split}: soft {s['soft']['value']:.3f} strict {s['strict']['value']:.3f} "
+                log(
+                    f"[{name}] {split}: soft {s['soft']['value']:.3f} strict {s['strict']['value']:.3f} "
                     f"(n={s['n']}; best constant answer {s['baselines']['constant_soft']['value']:.3f} / "
-                    f"{s['baselines']['constant_strict']['value']:.3f})")
+                    f"{s['baselines']['constant_strict']['value']:.3f})"
+                )
             latency = _latency(session, spec)
             log(f"[{name}] latency CPU: " + ", ".join(f"batch {b} {v['median_ms']:.1f} ms" for b, v in latency.items()))
             import onnxruntime  # already loaded by the session
 
-            artifacts.write_json(metrics_path, {
-                "schema": 1, "variant": name, "kind": "check", "inputs": made_from, "backbone": CHECK_BACKBONE,
-                "classes": list(classes), "image_size": list(spec.size),
-                "model": {"file": str(model_path.resolve()), "sha256": model_sha},
-                "runtime": {"requested": "cpu", "providers": session.get_providers(),
-                            "onnxruntime": onnxruntime.__version__, "cpu_count": os.cpu_count()},
-                "test_sets": test_results,
-                "latency": {"batch_sizes": list(LATENCY_BATCHES), "statistic": "median wall time of session.run per "
-                            "batch", "input": "uniform random images in the model's own input format",
-                            "by_provider": {runtime.CPU: latency}},
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+            artifacts.write_json(
+                metrics_path,
+                {
+                    "schema": 1,
+                    "variant": name,
+                    "kind": "check",
+                    "inputs": made_from,
+                    "backbone": CHECK_BACKBONE,
+                    "classes": list(classes),
+                    "image_size": list(spec.size),
+                    "model": {"file": str(model_path.resolve()), "sha256": model_sha},
+                    "runtime": {
+                        "requested": "cpu",
+                        "providers": session.get_providers(),
+                        "onnxruntime": onnxruntime.__version__,
+                        "cpu_count": os.cpu_count(),
+                    },
+                    "test_sets": test_results,
+                    "latency": {
+                        "batch_sizes": list(LATENCY_BATCHES),
+                        "statistic": "median wall time of session.run per batch",
+                        "input": "uniform random images in the model's own input format",
+                        "by_provider": {runtime.CPU: latency},
+                    },
+                    "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                },
+            )
         else:
             log(f"[{name}] metrics.json is current, skipping")
 
@@ -251,18 +321,37 @@ def check_model(model_path: Path, data_root: Path, spec_file: Path | None = None
                 sanity_forward, names = (None, [])
                 if sanity:
                     try:
-                        sanity_forward, names = onnx_sanity_forward(model_path, staging / ".model", spec, classes,
-                                                                    settings.sanity_seed, settings.sanity_layers)
+                        sanity_forward, names = onnx_sanity_forward(
+                            model_path, staging / ".model", spec, classes, settings.sanity_seed, settings.sanity_layers
+                        )
                     except ValueError as exc:  # no final weight initializer to re-draw
                         log(f"[{name}] sanity check impossible: {exc}")
-                content = blackbox_evidence(method, params, forward, spec, datasets, classes, staging, label=name,
-                                            sanity=sanity if sanity_forward is not None else None,
-                                            sanity_forward=sanity_forward, sanity_layers=names)
+                content = blackbox_evidence(
+                    method,
+                    params,
+                    forward,
+                    spec,
+                    datasets,
+                    classes,
+                    staging,
+                    label=name,
+                    sanity=sanity if sanity_forward is not None else None,
+                    sanity_forward=sanity_forward,
+                    sanity_layers=names,
+                )
                 if sanity and sanity_forward is None:
-                    content["sanity"] = {"spearman_mean": None, "impossible": True,
-                                         "skipped": "the model has no final weight initializer to randomise"}
-                content = {"variant": name, "backbone": CHECK_BACKBONE, "inputs": inputs, "spec": spec.to_dict(),
-                           **content}
+                    content["sanity"] = {
+                        "spearman_mean": None,
+                        "impossible": True,
+                        "skipped": "the model has no final weight initializer to randomise",
+                    }
+                content = {
+                    "variant": name,
+                    "backbone": CHECK_BACKBONE,
+                    "inputs": inputs,
+                    "spec": spec.to_dict(),
+                    **content,
+                }
                 write_evidence(folder, method, content, staging)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)

@@ -21,16 +21,24 @@ def bundled_data(data: Path | None) -> Path:
     for candidate in (here, project):
         if (candidate / "train").is_dir():
             return candidate
-    raise DataError(f"the bundled dataset was not found: looked in {here.resolve()} and {project}; pass --data DIR "
-                    f"(a folder with train/<class>/ and test sets)")
+    raise DataError(
+        f"the bundled dataset was not found: looked in {here.resolve()} and {project}; pass --data DIR "
+        f"(a folder with train/<class>/ and test sets)"
+    )
 
 
 def _add_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="smoke", help="built-in profile name (smoke, cpu, full) or a .toml path")
     p.add_argument("--backbone", help="override the profile's backbone (vgg16, efficientnet_lite0)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a profile field (repeatable); values are TOML literals, tables use dotted keys: "
-                        "--set image_size=160 --set augment.zoom_out=2.0 --set seeds=[0,1]")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a profile field (repeatable); values are TOML literals, tables use dotted keys: "
+        "--set image_size=160 --set augment.zoom_out=2.0 --set seeds=[0,1]",
+    )
     p.add_argument("--data", type=Path, default=None, help=f"dataset root (default: the bundled {DEFAULT_DATA})")
     p.add_argument("--weights-file", type=Path, help="explicit ImageNet weights file for the backbone (VGG16)")
 
@@ -103,9 +111,11 @@ def cmd_cam(args: argparse.Namespace) -> int:
         parts = []
         for split, s in result["summary"].items():
             if s["images_scored"]:
-                parts.append(f"{split}: {s['images_scored']} scored, {s['images_skipped']} skipped, "
-                             f"pointing {s['pointing_hit_rate']:.2f}, energy {s['energy_share_mean']:.2f}, "
-                             f"loc {s['localization_correct_rate']:.2f}")
+                parts.append(
+                    f"{split}: {s['images_scored']} scored, {s['images_skipped']} skipped, "
+                    f"pointing {s['pointing_hit_rate']:.2f}, energy {s['energy_share_mean']:.2f}, "
+                    f"loc {s['localization_correct_rate']:.2f}"
+                )
             else:
                 parts.append(f"{split}: localization skipped ({s['images_skipped']} images)")
         print(f"{name}: " + "; ".join(parts))
@@ -120,9 +130,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         records = export_run(args.run_dir, args.force, args.exporter, data_root=args.data)
     for rec in records:
         cpu = rec["parity"]["cpu"]
-        print(f"{rec['variant']}: {rec['model']} ({rec['exporter']['name']}, opset {rec['opset']}) parity "
-              f"{'passed' if rec['parity']['passed'] else 'FAILED'}: cpu max_abs {cpu['max_abs']:.2e} "
-              f"max_rel {cpu['max_rel']:.2e}" + (" (already exported)" if rec.get("skipped") else ""))
+        print(
+            f"{rec['variant']}: {rec['model']} ({rec['exporter']['name']}, opset {rec['opset']}) parity "
+            f"{'passed' if rec['parity']['passed'] else 'FAILED'}: cpu max_abs {cpu['max_abs']:.2e} "
+            f"max_rel {cpu['max_rel']:.2e}" + (" (already exported)" if rec.get("skipped") else "")
+        )
     return 0
 
 
@@ -133,8 +145,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with runlock.hold(_existing_run(args.run_dir)):
         results = evaluate_run(args.run_dir, args.provider, args.repeats, data_root=args.data)
     for m in results:
-        sets = "; ".join(f"{k}: soft {v['soft']['value']:.3f} strict {v['strict']['value']:.3f} (n={v['n']})"
-                         for k, v in m["test_sets"].items())
+        sets = "; ".join(
+            f"{k}: soft {v['soft']['value']:.3f} strict {v['strict']['value']:.3f} (n={v['n']})"
+            for k, v in m["test_sets"].items()
+        )
         print(f"{m['variant']} [{', '.join(m['runtime']['providers'])}]: {sets}")
     return 0
 
@@ -175,21 +189,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.out is not None and args.new:
         from harness.config import ConfigError
 
-        raise ConfigError(f"--new starts a fresh run in a new folder under reports/runs/; it cannot be combined "
-                          f"with --out {args.out} (drop one of them)")
+        raise ConfigError(
+            f"--new starts a fresh run in a new folder under reports/runs/; it cannot be combined "
+            f"with --out {args.out} (drop one of them)"
+        )
     from harness.executors import executor_options
 
     executor = executor_options(args.executor, args.ray_address, args.job_cpus, args.job_gpus, args.max_retries)
     try:
-        report = run_matrix(profile, _thresholds(profile, args.thresholds), bundled_data(args.data), args.out,
-                            variants, seeds,
-                            args.weights_file, args.force, new=args.new, executor=executor)
+        report = run_matrix(
+            profile,
+            _thresholds(profile, args.thresholds),
+            bundled_data(args.data),
+            args.out,
+            variants,
+            seeds,
+            args.weights_file,
+            args.force,
+            new=args.new,
+            executor=executor,
+        )
     except MatrixInterrupted as exc:
         if exc.still_running:
-            print(f"warning: Ray did not confirm that {len(exc.still_running)} cancelled job(s) stopped: "
-                  f"{', '.join(exc.still_running)}; they may still write into their folders of {shown(exc.run_dir)}. "
-                  f"Check with `ray list tasks --filter state=RUNNING` (or the Ray dashboard) and wait for them to "
-                  f"end before rerunning", file=sys.stderr)
+            print(
+                f"warning: Ray did not confirm that {len(exc.still_running)} cancelled job(s) stopped: "
+                f"{', '.join(exc.still_running)}; they may still write into their folders of {shown(exc.run_dir)}. "
+                f"Check with `ray list tasks --filter state=RUNNING` (or the Ray dashboard) and wait for them to "
+                f"end before rerunning",
+                file=sys.stderr,
+            )
         print(f"interrupted: rerun the same command to resume ({shown(exc.run_dir)})", file=sys.stderr)
         return 130
     _print_verdicts(report)
@@ -205,7 +233,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from harness.check import check_model
 
-    report, run_dir = check_model(args.model, bundled_data(args.data), args.spec, args.set, args.profile, args.thresholds, args.out)
+    report, run_dir = check_model(
+        args.model, bundled_data(args.data), args.spec, args.set, args.profile, args.thresholds, args.out
+    )
     _print_verdicts(report)
     print(f"report: {run_dir / 'report.html'}")
     return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
@@ -234,8 +264,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"REGRESSION {r['kind']} {r['model']}{where}: {r['detail']}")
     for c in result["verdict_changes"]:
         value = lambda v: "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-        print(f"verdict {c['baseline'] or 'absent'} -> {c['new'] or 'absent'} {c['criterion']}[{c['id']}] "
-              f"{value(c['baseline_value'])} -> {value(c['new_value'])}")
+        print(
+            f"verdict {c['baseline'] or 'absent'} -> {c['new'] or 'absent'} {c['criterion']}[{c['id']}] "
+            f"{value(c['baseline_value'])} -> {value(c['new_value'])}"
+        )
     print(f"compare: {result['verdict']}")
     print(f"report: {html_path}")
     return 1 if result["verdict"] == "REGRESSION" else 0
@@ -267,11 +299,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
-    parser.add_argument("--version", action="version", version=_version_line(),
-                        help="print the harness version and exit")
+    parser.add_argument(
+        "--version", action="version", version=_version_line(), help="print the harness version and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train one variant (init-level, e.g. imagenet-all) into OUT/<backbone>-<variant>-s<seed>/")
+    p = sub.add_parser(
+        "train", help="train one variant (init-level, e.g. imagenet-all) into OUT/<backbone>-<variant>-s<seed>/"
+    )
     _add_profile_args(p)
     p.add_argument("--variant", required=True, help="scratch|imagenet x none|usual|mixup|all, e.g. imagenet-all")
     p.add_argument("--seed", type=int, help="one seed (default: the profile's seeds)")
@@ -289,15 +324,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export every trained variant of RUN_DIR to model.onnx, with checker and parity")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory holding <backbone>-<variant>-s<seed>/")
     p.add_argument("--force", action="store_true", help="re-export variants whose model.onnx already passed parity")
-    p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
-                   help="torch.onnx exporter (default dynamo; torchscript is the legacy fallback)")
+    p.add_argument(
+        "--exporter",
+        choices=("dynamo", "torchscript"),
+        default="dynamo",
+        help="torch.onnx exporter (default dynamo; torchscript is the legacy fallback)",
+    )
     _add_data_arg(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="evaluate every exported variant of RUN_DIR with onnxruntime -> metrics.json")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory holding <backbone>-<variant>-s<seed>/")
-    p.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
-                   help="onnxruntime provider: auto = CUDA when a GPU is usable, else CPU")
+    p.add_argument(
+        "--provider",
+        choices=("auto", "cpu", "cuda", "tensorrt"),
+        default="auto",
+        help="onnxruntime provider: auto = CUDA when a GPU is usable, else CPU",
+    )
     p.add_argument("--repeats", type=int, default=10, help="timed runs per batch size for latency (median reported)")
     _add_data_arg(p)
     p.set_defaults(func=cmd_evaluate)
@@ -305,37 +348,71 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile_args(p)
     p.add_argument("--variants", help="comma-separated subset, e.g. imagenet-all,scratch-all (default: the profile's)")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the profile's)")
-    p.add_argument("--out", type=Path, help="run directory (default: resume the latest run under reports/runs/ when "
-                                            "the same command made it and it is incomplete, else a new "
-                                            "reports/runs/<time>-<profile>-<backbone>)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="run directory (default: resume the latest run under reports/runs/ when "
+        "the same command made it and it is incomplete, else a new "
+        "reports/runs/<time>-<profile>-<backbone>)",
+    )
     p.add_argument("--new", action="store_true", help="start a fresh run even where the latest one could be resumed")
     p.add_argument("--thresholds", type=Path, help="TOML file overriding the profile's thresholds")
     p.add_argument("--force", action="store_true", help="redo every step even where its artifacts exist")
-    p.add_argument("--executor", choices=("serial", "ray"), default="serial",
-                   help="serial (default): one job after another here; ray: each (variant, seed) a Ray task "
-                        "(pip install 'harness[ray]'), on a local Ray or the cluster at --ray-address")
-    p.add_argument("--ray-address", metavar="ADDR",
-                   help="with --executor ray: a running cluster's head (HOST:6379, or auto on a cluster node); "
-                        "default: a local Ray started for this run with every CPU and GPU here")
-    p.add_argument("--job-cpus", metavar="N", help="with --executor ray: CPUs per job, also its torch/onnxruntime "
-                                                   "thread count (default 1)")
-    p.add_argument("--job-gpus", metavar="F", help="with --executor ray: GPUs per job; a fraction packs several jobs "
-                                                   "on one GPU (0.125: eight); default 1 when the cluster has GPUs, "
-                                                   "else 0")
-    p.add_argument("--max-retries", metavar="N", help="with --executor ray: retries of a job whose worker died "
-                                                      "(killed, out of memory, node lost; default 3); a job that "
-                                                      "raises is never retried")
+    p.add_argument(
+        "--executor",
+        choices=("serial", "ray"),
+        default="serial",
+        help="serial (default): one job after another here; ray: each (variant, seed) a Ray task "
+        "(pip install 'harness[ray]'), on a local Ray or the cluster at --ray-address",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --executor ray: a running cluster's head (HOST:6379, or auto on a cluster node); "
+        "default: a local Ray started for this run with every CPU and GPU here",
+    )
+    p.add_argument(
+        "--job-cpus",
+        metavar="N",
+        help="with --executor ray: CPUs per job, also its torch/onnxruntime thread count (default 1)",
+    )
+    p.add_argument(
+        "--job-gpus",
+        metavar="F",
+        help="with --executor ray: GPUs per job; a fraction packs several jobs "
+        "on one GPU (0.125: eight); default 1 when the cluster has GPUs, "
+        "else 0",
+    )
+    p.add_argument(
+        "--max-retries",
+        metavar="N",
+        help="with --executor ray: retries of a job whose worker died "
+        "(killed, out of memory, node lost; default 3); a job that "
+        "raises is never retried",
+    )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("check", help="gate any ONNX image classifier on a dataset: accuracy beside its baselines, "
-                                     "black-box localization beside chance, latency -> a run directory and report")
+    p = sub.add_parser(
+        "check",
+        help="gate any ONNX image classifier on a dataset: accuracy beside its baselines, "
+        "black-box localization beside chance, latency -> a run directory and report",
+    )
     p.add_argument("model", type=Path, metavar="MODEL.onnx", help="the ONNX model file")
     p.add_argument("--data", type=Path, default=None, help=f"dataset root (default: the bundled {DEFAULT_DATA})")
-    p.add_argument("--spec", type=Path, help="TOML file with the model's input/output contract (layout, size, dtype, "
-                                             "value_range, mean, std, channels, resize, output_kind, classes)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a spec field (layout=\"NHWC\") or a check-profile field (saliency.occlusion.stride=32); "
-                        "TOML values; repeatable")
+    p.add_argument(
+        "--spec",
+        type=Path,
+        help="TOML file with the model's input/output contract (layout, size, dtype, "
+        "value_range, mean, std, channels, resize, output_kind, classes)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help='a spec field (layout="NHWC") or a check-profile field (saliency.occlusion.stride=32); '
+        "TOML values; repeatable",
+    )
     p.add_argument("--profile", default="check", help="check profile: built-in `check` or a .toml path")
     p.add_argument("--thresholds", type=Path, help="TOML file overriding the profile's thresholds")
     p.add_argument("--out", type=Path, help="run directory (default reports/runs/<time>-check-<model>)")
@@ -346,31 +423,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thresholds", type=Path, help="TOML file overriding the thresholds recorded in run.json")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("compare", help="what changed from BASELINE to NEW (run directories or report.json files): "
-                                       "paired accuracy, flipped photos, McNemar p; exit 1 on a regression")
+    p = sub.add_parser(
+        "compare",
+        help="what changed from BASELINE to NEW (run directories or report.json files): "
+        "paired accuracy, flipped photos, McNemar p; exit 1 on a regression",
+    )
     p.add_argument("baseline", type=Path, metavar="BASELINE", help="run directory or report.json of the reference run")
     p.add_argument("new", type=Path, metavar="NEW", help="run directory or report.json of the run to judge")
-    p.add_argument("--thresholds", type=Path, help="TOML file overriding NEW's recorded thresholds "
-                                                   "([thresholds.regression] max_drop, mcnemar_p; gated)")
-    p.add_argument("--out", type=Path, help="folder for compare.json / compare.html "
-                                            "(default NEW_RUN_DIR/compare-<baseline run directory name>/)")
+    p.add_argument(
+        "--thresholds",
+        type=Path,
+        help="TOML file overriding NEW's recorded thresholds ([thresholds.regression] max_drop, mcnemar_p; gated)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="folder for compare.json / compare.html (default NEW_RUN_DIR/compare-<baseline run directory name>/)",
+    )
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("weights", help="backbone ImageNet weights: list what each needs and whether it is here; "
-                                       "fetch VGG16's into the torch hub cache (the only command that downloads)")
+    p = sub.add_parser(
+        "weights",
+        help="backbone ImageNet weights: list what each needs and whether it is here; "
+        "fetch VGG16's into the torch hub cache (the only command that downloads)",
+    )
     wsub = p.add_subparsers(dest="weights_command", required=True)
     w = wsub.add_parser("list", help="per backbone: the weights file, where it is looked for, size, source, present?")
     w.set_defaults(func=cmd_weights_list)
-    w = wsub.add_parser("fetch", help="download a backbone's ImageNet weights with torchvision's downloader into "
-                                      "$TORCH_HOME/hub/checkpoints/ (sha256 checked against the file name)")
+    w = wsub.add_parser(
+        "fetch",
+        help="download a backbone's ImageNet weights with torchvision's downloader into "
+        "$TORCH_HOME/hub/checkpoints/ (sha256 checked against the file name)",
+    )
     w.add_argument("backbone", metavar="BACKBONE", help="a registered backbone, e.g. vgg16")
-    w.add_argument("--url", help="download from this URL instead of the published one (file name "
-                                 "<name>-<sha256 prefix>.pth, e.g. a mirror or a file:// URL)")
+    w.add_argument(
+        "--url",
+        help="download from this URL instead of the published one (file name "
+        "<name>-<sha256 prefix>.pth, e.g. a mirror or a file:// URL)",
+    )
     w.add_argument("--no-progress", action="store_true", help="no byte progress bar")
     w.set_defaults(func=cmd_weights_fetch)
 
-    p = sub.add_parser("doctor", help="is this machine ready? versions, GPU, threads, weights, Chromium, dataset: "
-                                      "OK / WARN / FAIL with a fix each; exit 1 on a FAIL")
+    p = sub.add_parser(
+        "doctor",
+        help="is this machine ready? versions, GPU, threads, weights, Chromium, dataset: "
+        "OK / WARN / FAIL with a fix each; exit 1 on a FAIL",
+    )
     p.set_defaults(func=cmd_doctor)
     return parser
 
@@ -448,8 +546,11 @@ def main(argv: list[str] | None = None) -> int:
         while where is not None and where.tb_next is not None:
             where = where.tb_next
         at = f" at {Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno}" if where is not None else ""
-        print(f"harness {args.command}: unexpected {type(exc).__name__}{at}: {str(exc).splitlines()[0] if str(exc) else ''}"
-              f" (a harness bug; traceback written to {log}; rerun with --debug to see it)", file=sys.stderr)
+        print(
+            f"harness {args.command}: unexpected {type(exc).__name__}{at}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f" (a harness bug; traceback written to {log}; rerun with --debug to see it)",
+            file=sys.stderr,
+        )
         return 1
 
 

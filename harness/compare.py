@@ -26,14 +26,24 @@ from __future__ import annotations
 
 import datetime as _dt
 import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from harness import artifacts
 from harness.thresholds import Thresholds, is_gated, parse_thresholds
 
-__all__ = ["CompareError", "load_report", "thresholds_of_report", "compare_reports", "compare_paths",
-           "default_out_dir", "write_compare", "SALIENCY_KEYS", "EPS"]
+__all__ = [
+    "CompareError",
+    "load_report",
+    "thresholds_of_report",
+    "compare_reports",
+    "compare_paths",
+    "default_out_dir",
+    "write_compare",
+    "SALIENCY_KEYS",
+    "EPS",
+]
 
 # saliency evidence of a variant entry: method key -> where it lives ("cam" at the top, the others under "saliency")
 SALIENCY_KEYS = ("cam", "occlusion", "rise")
@@ -47,6 +57,7 @@ class CompareError(ValueError):
 
 # --- loading ------------------------------------------------------------------------------------------------------
 
+
 def load_report(path: Path | str) -> tuple[dict[str, Any], Path]:
     """(report, run_dir) from a run directory (its report.json) or a report.json file.
 
@@ -57,17 +68,25 @@ def load_report(path: Path | str) -> tuple[dict[str, Any], Path]:
     if path.is_dir():
         file, run_dir = path / REPORT, path
         if not file.is_file():
-            raise FileNotFoundError(f"{path} is a directory without {REPORT}; run `harness report {path}` to write "
-                                    f"it (or pass a report.json file)")
+            raise FileNotFoundError(
+                f"{path} is a directory without {REPORT}; run `harness report {path}` to write "
+                f"it (or pass a report.json file)"
+            )
     elif path.is_file():
         file, run_dir = path, path.parent
     else:
         raise FileNotFoundError(f"{path} does not exist (expected a run directory or a report.json file)")
     report = artifacts.read_json(file)
-    if not isinstance(report, dict) or not isinstance(report.get("variants"), dict) \
-            or not isinstance(report.get("protocol"), dict) or not isinstance(report.get("verdicts"), list):
-        raise ValueError(f"{file}: not a harness report.json (needs 'variants', 'protocol' and 'verdicts'); "
-                         f"rewrite it with `harness report {run_dir}`")
+    if (
+        not isinstance(report, dict)
+        or not isinstance(report.get("variants"), dict)
+        or not isinstance(report.get("protocol"), dict)
+        or not isinstance(report.get("verdicts"), list)
+    ):
+        raise ValueError(
+            f"{file}: not a harness report.json (needs 'variants', 'protocol' and 'verdicts'); "
+            f"rewrite it with `harness report {run_dir}`"
+        )
     return report, run_dir
 
 
@@ -76,11 +95,11 @@ def thresholds_of_report(report: Mapping[str, Any], where: str, user_file: Path 
     raw = (report.get("protocol") or {}).get("thresholds")
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: protocol.thresholds is missing; rewrite the report with `harness report DIR`")
-    return parse_thresholds({k: v for k, v in raw.items() if k != "source"}, str(raw.get("source") or where),
-                            user_file)
+    return parse_thresholds({k: v for k, v in raw.items() if k != "source"}, str(raw.get("source") or where), user_file)
 
 
 # --- reading one side -----------------------------------------------------------------------------------------------
+
 
 def _models(report: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
     """model -> seed -> variant entry."""
@@ -103,7 +122,7 @@ def _test_sets(report: Mapping[str, Any]) -> list[str]:
 
 
 def _classes(report: Mapping[str, Any]) -> list[str] | None:
-    classes = ((report["protocol"].get("data") or {}).get("classes"))
+    classes = (report["protocol"].get("data") or {}).get("classes")
     if classes:
         return list(classes)
     for entry in report["variants"].values():
@@ -114,8 +133,11 @@ def _classes(report: Mapping[str, Any]) -> list[str] | None:
 
 
 def _images(report: Mapping[str, Any], split: str) -> set[str]:
-    return {str(p.get("image")) for entry in report["variants"].values()
-            for p in ((entry.get("test_sets") or {}).get(split) or {}).get("predictions") or []}
+    return {
+        str(p.get("image"))
+        for entry in report["variants"].values()
+        for p in ((entry.get("test_sets") or {}).get(split) or {}).get("predictions") or []
+    }
 
 
 def _fingerprint(report: Mapping[str, Any], split: str) -> Any:
@@ -132,8 +154,10 @@ def _check_pairable(base: Mapping[str, Any], new: Mapping[str, Any], files: tupl
     fb, fn = files
     cb, cn = _classes(base), _classes(new)
     if cb is not None and cn is not None and cb != cn:
-        raise CompareError(f"nothing to pair: {fb} has classes {cb}, {fn} has classes {cn} "
-                           f"(protocol.data.classes); compare runs of the same dataset")
+        raise CompareError(
+            f"nothing to pair: {fb} has classes {cb}, {fn} has classes {cn} "
+            f"(protocol.data.classes); compare runs of the same dataset"
+        )
     tb, tn = _test_sets(base), _test_sets(new)
     common = [s for s in tn if s in tb]
     if not common:
@@ -141,17 +165,22 @@ def _check_pairable(base: Mapping[str, Any], new: Mapping[str, Any], files: tupl
     for split in common:
         hb, hn = _fingerprint(base, split), _fingerprint(new, split)
         if hb is not None and hn is not None and hb != hn:
-            raise CompareError(f"nothing to pair: test set {split!r} has different images: fingerprint "
-                               f"(protocol.data.test.{split}) {hb} in {fb}, {hn} in {fn}")
+            raise CompareError(
+                f"nothing to pair: test set {split!r} has different images: fingerprint "
+                f"(protocol.data.test.{split}) {hb} in {fb}, {hn} in {fn}"
+            )
         ib, in_ = _images(base, split), _images(new, split)
         if ib and in_ and ib != in_:
-            raise CompareError(f"nothing to pair: test set {split!r} has different images: {len(ib)} in {fb}, "
-                               f"{len(in_)} in {fn}; only in the first: {_some(ib - in_) or 'none'}; only in the "
-                               f"second: {_some(in_ - ib) or 'none'}")
+            raise CompareError(
+                f"nothing to pair: test set {split!r} has different images: {len(ib)} in {fb}, "
+                f"{len(in_)} in {fn}; only in the first: {_some(ib - in_) or 'none'}; only in the "
+                f"second: {_some(in_ - ib) or 'none'}"
+            )
     return common
 
 
 # --- per (model, test set) ------------------------------------------------------------------------------------------
+
 
 def _side_accuracy(per_seed: Mapping[int, Mapping[str, Any]], kind: str) -> dict[str, Any] | None:
     from harness.stats import wilson
@@ -168,13 +197,16 @@ def _side_accuracy(per_seed: Mapping[int, Mapping[str, Any]], kind: str) -> dict
 def _correct(pred: Mapping[str, Any], key: str, file: str) -> bool:
     v = pred.get(key)
     if not isinstance(v, bool):
-        raise ValueError(f"{file}: prediction of {pred.get('image')!r} has {key} = {v!r}, not true/false; rewrite "
-                         f"the report with `harness report DIR`")
+        raise ValueError(
+            f"{file}: prediction of {pred.get('image')!r} has {key} = {v!r}, not true/false; rewrite "
+            f"the report with `harness report DIR`"
+        )
     return v
 
 
-def _pairs(base: Mapping[int, Mapping[str, Any]], new: Mapping[int, Mapping[str, Any]], seeds: Sequence[int]
-           ) -> list[tuple[int, dict, dict]]:
+def _pairs(
+    base: Mapping[int, Mapping[str, Any]], new: Mapping[int, Mapping[str, Any]], seeds: Sequence[int]
+) -> list[tuple[int, dict, dict]]:
     """(seed, BASELINE prediction, NEW prediction) for every image both predicted, seed by seed, sorted."""
     out = []
     for seed in seeds:
@@ -189,9 +221,16 @@ def _flip(seed: int, b: Mapping[str, Any], n: Mapping[str, Any]) -> dict[str, An
         probs = p.get("probabilities") or {}
         return probs.get(p.get("predicted")) if isinstance(probs, Mapping) else None
 
-    return {"seed": seed, "image": str(b["image"]), "primary": b.get("primary"), "acceptable": b.get("acceptable"),
-            "baseline_predicted": b.get("predicted"), "new_predicted": n.get("predicted"),
-            "baseline_confidence": conf(b), "new_confidence": conf(n)}
+    return {
+        "seed": seed,
+        "image": str(b["image"]),
+        "primary": b.get("primary"),
+        "acceptable": b.get("acceptable"),
+        "baseline_predicted": b.get("predicted"),
+        "new_predicted": n.get("predicted"),
+        "baseline_confidence": conf(b),
+        "new_confidence": conf(n),
+    }
 
 
 def _summary_value(entry: Mapping[str, Any], method: str, split: str, key: str) -> float | None:
@@ -219,34 +258,44 @@ def _localization(base: Mapping[int, dict], new: Mapping[int, dict], split: str)
     return out
 
 
-def _compare_split(model: str, split: str, base: Mapping[int, dict], new: Mapping[int, dict], gated: bool,
-                   files: tuple[str, str]) -> dict[str, Any]:
+def _compare_split(
+    model: str, split: str, base: Mapping[int, dict], new: Mapping[int, dict], gated: bool, files: tuple[str, str]
+) -> dict[str, Any]:
     from harness.stats import paired
 
     tb = {s: e["test_sets"][split] for s, e in base.items() if split in (e.get("test_sets") or {})}
     tn = {s: e["test_sets"][split] for s, e in new.items() if split in (e.get("test_sets") or {})}
     common = sorted(set(tb) & set(tn))
     pairs = _pairs(tb, tn, common)
-    row: dict[str, Any] = {"model": model, "test_set": split, "gated": gated,
-                           "seeds": {"baseline": sorted(tb), "new": sorted(tn), "paired": common},
-                           "n": next(iter(tn.values()))["n"] if tn else None, "pairs": len(pairs)}
+    row: dict[str, Any] = {
+        "model": model,
+        "test_set": split,
+        "gated": gated,
+        "seeds": {"baseline": sorted(tb), "new": sorted(tn), "paired": common},
+        "n": next(iter(tn.values()))["n"] if tn else None,
+        "pairs": len(pairs),
+    }
     for kind in ("soft", "strict"):
         ab, an = _side_accuracy(tb, kind), _side_accuracy(tn, kind)
         key = f"{kind}_correct"
-        p = paired([_correct(b, key, files[0]) for _, b, _ in pairs],
-                   [_correct(n, key, files[1]) for _, _, n in pairs]) if pairs else None
-        row[kind] = {"baseline": ab, "new": an,
-                     "delta": an["value"] - ab["value"] if ab and an else None, "paired": p}
+        p = (
+            paired([_correct(b, key, files[0]) for _, b, _ in pairs], [_correct(n, key, files[1]) for _, _, n in pairs])
+            if pairs
+            else None
+        )
+        row[kind] = {"baseline": ab, "new": an, "delta": an["value"] - ab["value"] if ab and an else None, "paired": p}
     row["flips"] = {
         "right_to_wrong": [_flip(s, b, n) for s, b, n in pairs if b["soft_correct"] and not n["soft_correct"]],
-        "wrong_to_right": [_flip(s, b, n) for s, b, n in pairs if not b["soft_correct"] and n["soft_correct"]]}
+        "wrong_to_right": [_flip(s, b, n) for s, b, n in pairs if not b["soft_correct"] and n["soft_correct"]],
+    }
     row["localization"] = _localization({s: base[s] for s in tb}, {s: new[s] for s in tn}, split)
     return row
 
 
 def _latency_ms(entry: Mapping[str, Any], batch: int) -> float | None:
-    rec = ((((entry.get("latency") or {}).get("by_provider") or {}).get("CPUExecutionProvider") or {})
-           .get(str(batch)) or {})
+    rec = (((entry.get("latency") or {}).get("by_provider") or {}).get("CPUExecutionProvider") or {}).get(
+        str(batch)
+    ) or {}
     v = rec.get("median_ms")
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
@@ -258,11 +307,18 @@ def _latency(model: str, base: Mapping[int, dict], new: Mapping[int, dict], batc
     if not vb or not vn:
         return None
     mb, mn = statistics.median(vb), statistics.median(vn)
-    return {"model": model, "provider": "CPUExecutionProvider", "batch": batch, "baseline_ms": mb, "new_ms": mn,
-            "ratio": mn / mb if mb > 0 else None}
+    return {
+        "model": model,
+        "provider": "CPUExecutionProvider",
+        "batch": batch,
+        "baseline_ms": mb,
+        "new_ms": mn,
+        "ratio": mn / mb if mb > 0 else None,
+    }
 
 
 # --- verdicts and the rule ------------------------------------------------------------------------------------------
+
 
 def _verdict_gated(v: Mapping[str, Any], thresholds: Thresholds) -> bool:
     if "variant" in v and "backbone" in v:
@@ -282,10 +338,20 @@ def _verdict_changes(base: Mapping[str, Any], new: Mapping[str, Any], thresholds
         if sb == sn or not _verdict_gated(n or b, thresholds):
             continue
         ref = n or b
-        out.append({"criterion": k[0], "id": k[1], "model": ref.get("model"), "subject": ref.get("subject") or "",
-                    "baseline": sb, "new": sn, "baseline_value": (b or {}).get("value"),
-                    "new_value": (n or {}).get("value"), "threshold": (n or b).get("threshold"),
-                    "comparison": ref.get("comparison")})
+        out.append(
+            {
+                "criterion": k[0],
+                "id": k[1],
+                "model": ref.get("model"),
+                "subject": ref.get("subject") or "",
+                "baseline": sb,
+                "new": sn,
+                "baseline_value": (b or {}).get("value"),
+                "new_value": (n or {}).get("value"),
+                "threshold": (n or b).get("threshold"),
+                "comparison": ref.get("comparison"),
+            }
+        )
     return out
 
 
@@ -293,16 +359,23 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _regressions(rows: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]],
-                 thresholds: Thresholds) -> list[dict[str, Any]]:
+def _regressions(
+    rows: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]], thresholds: Thresholds
+) -> list[dict[str, Any]]:
     rule = thresholds.regression
     out = []
     for c in changes:
         if c["baseline"] == "PASS" and c["new"] != "PASS":
-            out.append({"kind": "verdict", "model": c["model"], "subject": c["subject"],
-                        "detail": f"{c['criterion']}[{c['id']}] PASS -> {c['new'] or 'absent'} "
-                                  f"(value {_fmt(c['baseline_value'])} -> {_fmt(c['new_value'])}, "
-                                  f"threshold {_fmt(c['threshold'])})"})
+            out.append(
+                {
+                    "kind": "verdict",
+                    "model": c["model"],
+                    "subject": c["subject"],
+                    "detail": f"{c['criterion']}[{c['id']}] PASS -> {c['new'] or 'absent'} "
+                    f"(value {_fmt(c['baseline_value'])} -> {_fmt(c['new_value'])}, "
+                    f"threshold {_fmt(c['threshold'])})",
+                }
+            )
     for r in rows:
         if not r["gated"]:
             continue
@@ -313,29 +386,56 @@ def _regressions(rows: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[st
             drop = -m["delta"]
             values = f"{m['baseline']['value']:.3f} -> {m['new']['value']:.3f}"
             if rule.max_drop is not None and drop > rule.max_drop + EPS:
-                out.append({"kind": "accuracy_drop", "model": r["model"], "subject": r["test_set"],
-                            "detail": f"{kind} accuracy {values} drops by {drop:.3f} > max_drop {rule.max_drop:g}"})
+                out.append(
+                    {
+                        "kind": "accuracy_drop",
+                        "model": r["model"],
+                        "subject": r["test_set"],
+                        "detail": f"{kind} accuracy {values} drops by {drop:.3f} > max_drop {rule.max_drop:g}",
+                    }
+                )
             p = m["paired"]
             if rule.mcnemar_p is not None and p and p["a_only"] > p["b_only"] and p["p"] < rule.mcnemar_p:
-                out.append({"kind": "mcnemar", "model": r["model"], "subject": r["test_set"],
-                            "detail": f"{kind} accuracy {values}: {p['a_only']} right -> wrong vs {p['b_only']} "
-                                      f"wrong -> right, exact McNemar p = {p['p']:.3g} < {rule.mcnemar_p:g}"})
+                out.append(
+                    {
+                        "kind": "mcnemar",
+                        "model": r["model"],
+                        "subject": r["test_set"],
+                        "detail": f"{kind} accuracy {values}: {p['a_only']} right -> wrong vs {p['b_only']} "
+                        f"wrong -> right, exact McNemar p = {p['p']:.3g} < {rule.mcnemar_p:g}",
+                    }
+                )
     return out
 
 
 # --- entry points ---------------------------------------------------------------------------------------------------
 
+
 def _side(report: Mapping[str, Any], run_dir: Path, file: str) -> dict[str, Any]:
     proto = report["protocol"]
-    return {"file": file, "run_dir": str(run_dir), "name": Path(run_dir).resolve().name,
-            "recorded_run_dir": report.get("run_dir"), "created": report.get("created"),
-            "verdict": report.get("verdict"), "data_root": proto.get("data_root"),
-            "profile": (proto.get("profile") or {}).get("name"), "seeds": list(proto.get("seeds") or [])}
+    return {
+        "file": file,
+        "run_dir": str(run_dir),
+        "name": Path(run_dir).resolve().name,
+        "recorded_run_dir": report.get("run_dir"),
+        "created": report.get("created"),
+        "verdict": report.get("verdict"),
+        "data_root": proto.get("data_root"),
+        "profile": (proto.get("profile") or {}).get("name"),
+        "seeds": list(proto.get("seeds") or []),
+    }
 
 
-def compare_reports(baseline: Mapping[str, Any], new: Mapping[str, Any], thresholds: Thresholds | None,
-                    baseline_dir: Path | str, new_dir: Path | str, *, baseline_file: str | None = None,
-                    new_file: str | None = None) -> dict[str, Any]:
+def compare_reports(
+    baseline: Mapping[str, Any],
+    new: Mapping[str, Any],
+    thresholds: Thresholds | None,
+    baseline_dir: Path | str,
+    new_dir: Path | str,
+    *,
+    baseline_file: str | None = None,
+    new_file: str | None = None,
+) -> dict[str, Any]:
     """The JSON-ready comparison of two reports (see the module docstring for every convention).
 
     thresholds None: NEW's recorded ones. baseline_file / new_file: how errors name the reports (default
@@ -369,11 +469,14 @@ def compare_reports(baseline: Mapping[str, Any], new: Mapping[str, Any], thresho
     rule = thresholds.regression
     return {
         "schema": 1,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "baseline": _side(baseline, Path(baseline_dir), files[0]),
         "new": _side(new, Path(new_dir), files[1]),
-        "thresholds": {"source": thresholds.source, "gated": list(thresholds.gated),
-                       "regression": {"max_drop": rule.max_drop, "mcnemar_p": rule.mcnemar_p}},
+        "thresholds": {
+            "source": thresholds.source,
+            "gated": list(thresholds.gated),
+            "regression": {"max_drop": rule.max_drop, "mcnemar_p": rule.mcnemar_p},
+        },
         "classes": _classes(new),
         "test_sets": common,
         "only_in_baseline": {"test_sets": [s for s in tb if s not in common], "models": only_b},
@@ -386,8 +489,9 @@ def compare_reports(baseline: Mapping[str, Any], new: Mapping[str, Any], thresho
     }
 
 
-def compare_paths(baseline: Path | str, new: Path | str, thresholds_file: Path | None = None
-                  ) -> tuple[dict[str, Any], Path]:
+def compare_paths(
+    baseline: Path | str, new: Path | str, thresholds_file: Path | None = None
+) -> tuple[dict[str, Any], Path]:
     """load_report both sides and compare them with NEW's thresholds (overridden by thresholds_file).
     Returns (result, NEW's run directory)."""
     rb, db = load_report(baseline)

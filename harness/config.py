@@ -6,10 +6,11 @@ import copy
 import difflib
 import math
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, NoReturn, Sequence
+from typing import Any, NoReturn
 
 INITS = ("scratch", "imagenet")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
@@ -106,7 +107,9 @@ def split_variant(variant: str) -> tuple[str, str]:
     if level not in LEVELS:
         close = difflib.get_close_matches(level, list(LEVELS), n=1)
         hint = f"; did you mean '{init}-{close[0]}'?" if close else ""
-        raise ConfigError(f"variant {variant!r}: unknown augmentation level {level!r}; known levels: {sorted(LEVELS)}{hint}")
+        raise ConfigError(
+            f"variant {variant!r}: unknown augmentation level {level!r}; known levels: {sorted(LEVELS)}{hint}"
+        )
     return init, level
 
 
@@ -196,8 +199,17 @@ def _int(value: Any, key: str, where: str, min: int | None = None, max: int | No
     return value
 
 
-def _num(value: Any, key: str, where: str, min: float | None = None, max: float | None = None, *,
-         min_open: bool = False, max_open: bool = False, note: str = "") -> float:
+def _num(
+    value: Any,
+    key: str,
+    where: str,
+    min: float | None = None,
+    max: float | None = None,
+    *,
+    min_open: bool = False,
+    max_open: bool = False,
+    note: str = "",
+) -> float:
     """A finite number (int or float, not a bool or string) in the range; returned as float."""
     expected = "a number" + _range_text(min, max, min_open, max_open)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -211,8 +223,16 @@ def _num(value: Any, key: str, where: str, min: float | None = None, max: float 
     return x
 
 
-def _opt_num(value: Any, key: str, where: str, min: float | None = None, max: float | None = None, *,
-             min_open: bool = False, max_open: bool = False) -> float | None:
+def _opt_num(
+    value: Any,
+    key: str,
+    where: str,
+    min: float | None = None,
+    max: float | None = None,
+    *,
+    min_open: bool = False,
+    max_open: bool = False,
+) -> float | None:
     """Like _num, but None (absent / JSON null) stays None."""
     return None if value is None else _num(value, key, where, min, max, min_open=min_open, max_open=max_open)
 
@@ -241,8 +261,9 @@ def _no_duplicates(items: Sequence[Any], value: Any, key: str, where: str) -> No
         raise ConfigError(f"{where}: {key} = {value!r} must not repeat entries (repeated: {', '.join(dups)})")
 
 
-def _str_list(value: Any, key: str, where: str, choices: Sequence[str] | None = None,
-              nonempty: bool = True, note: str = "") -> tuple[str, ...]:
+def _str_list(
+    value: Any, key: str, where: str, choices: Sequence[str] | None = None, nonempty: bool = True, note: str = ""
+) -> tuple[str, ...]:
     """A list of distinct strings; a single string is a one-element list (never split into characters)."""
     if isinstance(value, str):
         items, keys = [value], [key]
@@ -261,8 +282,9 @@ def _str_list(value: Any, key: str, where: str, choices: Sequence[str] | None = 
     return tuple(items)
 
 
-def _int_list(value: Any, key: str, where: str, min: int | None = None, max: int | None = None,
-              nonempty: bool = True) -> tuple[int, ...]:
+def _int_list(
+    value: Any, key: str, where: str, min: int | None = None, max: int | None = None, nonempty: bool = True
+) -> tuple[int, ...]:
     """A list of distinct integers in [min, max]; a single integer is a one-element list."""
     if isinstance(value, int) and not isinstance(value, bool):
         items, keys = [value], [key]
@@ -277,8 +299,9 @@ def _int_list(value: Any, key: str, where: str, min: int | None = None, max: int
     return out
 
 
-def _pair(value: Any, key: str, where: str, min: float | None = None, max: float | None = None, *,
-          min_open: bool = False) -> tuple[float, float]:
+def _pair(
+    value: Any, key: str, where: str, min: float | None = None, max: float | None = None, *, min_open: bool = False
+) -> tuple[float, float]:
     """[low, high] with min <= low <= high <= max (min exclusive when min_open)."""
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         _fail(where, key, value, "a pair [low, high]" + _range_text(min, max, min_open, False))
@@ -317,8 +340,13 @@ def _train_from(value: Any, key: str, where: str, backbone: str) -> str:
     b = get_backbone(backbone)
     if value not in train_from_names(backbone):
         points = ", ".join(f"{k} = {v}" for k, v in b.finetune_points.items())
-        _fail(where, key, value, f"'head', 'all', a named fine-tuning point of {backbone} ({points}) "
-              f"or a {backbone} stage {[s for s, _ in b.stages]}")
+        _fail(
+            where,
+            key,
+            value,
+            f"'head', 'all', a named fine-tuning point of {backbone} ({points}) "
+            f"or a {backbone} stage {[s for s, _ in b.stages]}",
+        )
     return value
 
 
@@ -363,8 +391,13 @@ def _test_sets(raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
         return ()
     value = raw["test_sets"]
     if isinstance(value, (list, tuple)) and not value:
-        _fail(where, "test_sets", value, "a list naming at least one split (e.g. [\"test\"])",
-              "leave test_sets out to discover them from the dataset")
+        _fail(
+            where,
+            "test_sets",
+            value,
+            'a list naming at least one split (e.g. ["test"])',
+            "leave test_sets out to discover them from the dataset",
+        )
     return _str_list(value, "test_sets", where)
 
 
@@ -379,10 +412,17 @@ def validate(raw: Mapping[str, Any], source: str = "<profile>") -> Profile:
     raw = _table(raw, "profile", where)
     raw.pop("source", None)  # where it came from is `source`, never a value in the file
     if raw.get("kind") == "check":
-        raise ConfigError(f"{where}: a profile for `harness check MODEL.onnx` (kind = \"check\"), not for training; "
-                          f"harness run takes smoke, cpu, full or a training profile file")
-    _keys(raw, [k for k in Profile.__dataclass_fields__ if k != "source"], "", where,
-          required=("name", "backbone", "image_size", "batch_size", "seeds", "inits", "levels", "phases"))
+        raise ConfigError(
+            f'{where}: a profile for `harness check MODEL.onnx` (kind = "check"), not for training; '
+            f"harness run takes smoke, cpu, full or a training profile file"
+        )
+    _keys(
+        raw,
+        [k for k in Profile.__dataclass_fields__ if k != "source"],
+        "",
+        where,
+        required=("name", "backbone", "image_size", "batch_size", "seeds", "inits", "levels", "phases"),
+    )
     dflt = {k: f.default for k, f in Profile.__dataclass_fields__.items() if f.default is not MISSING}
     g = lambda k: raw.get(k, dflt.get(k))  # noqa: E731
     backbone = _choice(raw["backbone"], "backbone", where, sorted(BACKBONES))
@@ -390,8 +430,10 @@ def validate(raw: Mapping[str, Any], source: str = "<profile>") -> Profile:
     phases_raw = _table(raw["phases"], "phases", where)
     bad = sorted(str(k) for k in set(phases_raw) - set(INITS))
     if bad:
-        raise ConfigError(f"{where}: phases: unknown keys {bad} (known: {list(INITS)}); phases are lists of tables "
-                          f"per init, override a whole list, e.g. --set 'phases.imagenet=[{{name=\"head\", epochs=1}}]'")
+        raise ConfigError(
+            f"{where}: phases: unknown keys {bad} (known: {list(INITS)}); phases are lists of tables "
+            f"per init, override a whole list, e.g. --set 'phases.imagenet=[{{name=\"head\", epochs=1}}]'"
+        )
     phases: dict[str, tuple[Phase, ...]] = {}
     for init in inits:
         if init not in phases_raw:
@@ -434,7 +476,9 @@ def load_profile(name_or_path: str, overrides: Sequence[str] = ()) -> Profile:
     raw.pop("source", None)
     # the source names the file and says overrides apply; each error names its own key and value, and run.json
     # records the command line, so the list itself would only bury the key at the end of a long message
-    return validate(apply_overrides(raw, overrides), source + (f" + overrides ({len(overrides)} --set)" if overrides else ""))
+    return validate(
+        apply_overrides(raw, overrides), source + (f" + overrides ({len(overrides)} --set)" if overrides else "")
+    )
 
 
 def with_test_sets(profile: Profile, root: Path) -> Profile:

@@ -6,9 +6,9 @@ import json
 import math
 import posixpath
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -80,11 +80,22 @@ def _to_8bit(im: Image.Image) -> Image.Image:
 
 
 # what Pillow raises on corrupt, truncated or unsupported files (its plugins are not uniform)
-_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError,
-                  struct.error, ZeroDivisionError)
+_DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    struct.error,
+    ZeroDivisionError,
+)
 
 
-def decode_image(path: Path, max_short_side: int | None = DEFAULT_SHORT_SIDE) -> tuple[torch.Tensor, float, tuple[int, int]]:
+def decode_image(
+    path: Path, max_short_side: int | None = DEFAULT_SHORT_SIDE
+) -> tuple[torch.Tensor, float, tuple[int, int]]:
     """Decode to uint8 RGB 3 x H x W at working size: (tensor, scale, (width, height) of the photo as displayed).
 
     EXIF orientation is applied first (phone photos are stored rotated; COCO coordinates refer to the photo as
@@ -133,9 +144,11 @@ def decode_image(path: Path, max_short_side: int | None = DEFAULT_SHORT_SIDE) ->
                         im = im.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
                 arr = np.asarray(im, dtype=np.uint8).copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{path}: refused as a possible decompression bomb ({exc}); Pillow's limit is "
-                        f"Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS} pixels. Downscale the image, or remove "
-                        f"it") from None
+        raise DataError(
+            f"{path}: refused as a possible decompression bomb ({exc}); Pillow's limit is "
+            f"Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS} pixels. Downscale the image, or remove "
+            f"it"
+        ) from None
     except _DECODE_ERRORS as exc:
         raise DataError(f"{path}: cannot decode image ({exc}); replace or remove the file") from exc
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), scale, (w0, h0)
@@ -157,8 +170,10 @@ def _image_files(folder: Path, root: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     for f in files:
         if not _inside(root, f):
-            raise DataError(f"{f}: resolves to {f.resolve()}, outside the dataset root {root}; copy the image into "
-                            f"the dataset instead of linking it")
+            raise DataError(
+                f"{f}: resolves to {f.resolve()}, outside the dataset root {root}; copy the image into "
+                f"the dataset instead of linking it"
+            )
     return files
 
 
@@ -184,7 +199,9 @@ def load_train(root: Path, max_short_side: int | None = DEFAULT_SHORT_SIDE) -> D
     for folder in folders:
         files = _image_files(folder, root)
         if not files:
-            raise DataError(f"{folder}: class folder has no images ({', '.join(IMAGE_SUFFIXES)}); add images or remove it")
+            raise DataError(
+                f"{folder}: class folder has no images ({', '.join(IMAGE_SUFFIXES)}); add images or remove it"
+            )
         samples += [_sample(root, f, folder.name, max_short_side) for f in files]
     return Dataset("train", tuple(f.name for f in folders), tuple(samples), has_regions=False)
 
@@ -202,8 +219,10 @@ def _coco_splits(root: Path) -> set[str]:
         if p.suffix != ".json" or p.name.startswith(".") or p.stem in NOT_TEST_SETS or not p.is_file():
             continue
         if not _inside(root, p):
-            raise DataError(f"{p}: resolves to {p.resolve()}, outside the dataset root {root}; copy the annotation "
-                            f"file into the dataset instead of linking it")
+            raise DataError(
+                f"{p}: resolves to {p.resolve()}, outside the dataset root {root}; copy the annotation "
+                f"file into the dataset instead of linking it"
+            )
         found.add(p.stem)
     return found
 
@@ -230,16 +249,22 @@ def discover_test_sets(root: Path) -> tuple[str, ...]:
             if _has_labelled_images(p, root):
                 found.add(p.name)
     except OSError as exc:  # a folder that cannot be listed (permissions, a vanished mount)
-        raise DataError(f"{root}: cannot list the dataset's test sets ({exc}); fix the folder's permissions, or name "
-                        f"the test sets, e.g. --set 'test_sets=[\"test\"]'") from exc
+        raise DataError(
+            f"{root}: cannot list the dataset's test sets ({exc}); fix the folder's permissions, or name "
+            f"the test sets, e.g. --set 'test_sets=[\"test\"]'"
+        ) from exc
     if not found:
-        raise DataError(f"{root}: no test set found: looked for annotations/<split>.json (COCO) and for folders "
-                        f"<split>/<class>/*.jpg beside train/ (images: {', '.join(IMAGE_SUFFIXES)}); add a test set, "
-                        f"or name the test sets in the profile, e.g. --set 'test_sets=[\"x\"]'")
+        raise DataError(
+            f"{root}: no test set found: looked for annotations/<split>.json (COCO) and for folders "
+            f"<split>/<class>/*.jpg beside train/ (images: {', '.join(IMAGE_SUFFIXES)}); add a test set, "
+            f"or name the test sets in the profile, e.g. --set 'test_sets=[\"x\"]'"
+        )
     return tuple(sorted(found))
 
 
-def load_test(root: Path, split: str, classes: Sequence[str], max_short_side: int | None = DEFAULT_SHORT_SIDE) -> Dataset:
+def load_test(
+    root: Path, split: str, classes: Sequence[str], max_short_side: int | None = DEFAULT_SHORT_SIDE
+) -> Dataset:
     """A test split: COCO JSON at `root/annotations/<split>.json` if present, else ImageFolder `root/<split>/<class>/`."""
     root = Path(root)
     ann = root / "annotations" / f"{split}.json"
@@ -332,7 +357,7 @@ def _list_of(obj: dict, key: str, ann: Path) -> list[dict]:
 def _str_list(obj: dict, key: str, ann: Path, where: str) -> list[str]:
     v = obj.get(key, [])
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):  # a bare string is refused, not iterated
-        raise _fail(ann, where, f"{key!r} = {_short(v)} must be a list of label strings (e.g. [\"bayes\"])")
+        raise _fail(ann, where, f'{key!r} = {_short(v)} must be a list of label strings (e.g. ["bayes"])')
     return v
 
 
@@ -349,12 +374,20 @@ def _polygon(a: dict, ann: Path, where: str) -> tuple[tuple[float, float], ...]:
     if seg is None:
         return ()
     if not isinstance(seg, list):
-        raise _fail(ann, where, f"'segmentation' = {_short(seg)} must be a list of polygons [[x1, y1, x2, y2, ...]] "
-                                f"(RLE masks are not supported)")
+        raise _fail(
+            ann,
+            where,
+            f"'segmentation' = {_short(seg)} must be a list of polygons [[x1, y1, x2, y2, ...]] "
+            f"(RLE masks are not supported)",
+        )
     for k, poly in enumerate(seg):
         if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2 or not all(_is_number(x) for x in poly):
-            raise _fail(ann, where, f"'segmentation'[{k}] = {_short(poly)} must be an even-length list of at least "
-                                    f"6 numbers [x1, y1, x2, y2, x3, y3, ...]")
+            raise _fail(
+                ann,
+                where,
+                f"'segmentation'[{k}] = {_short(poly)} must be an even-length list of at least "
+                f"6 numbers [x1, y1, x2, y2, x3, y3, ...]",
+            )
     return tuple((float(x), float(y)) for x, y in zip(seg[0][0::2], seg[0][1::2])) if seg else ()
 
 
@@ -364,8 +397,10 @@ def _read_coco(ann: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{ann}: cannot read annotation JSON ({exc}); fix or regenerate the file") from exc
     if not isinstance(coco, dict):
-        raise DataError(f"{ann}: the file holds {_short(coco)}, not a COCO object with images, annotations and "
-                        f"categories; fix the annotation file")
+        raise DataError(
+            f"{ann}: the file holds {_short(coco)}, not a COCO object with images, annotations and "
+            f"categories; fix the annotation file"
+        )
     for key in ("images", "annotations", "categories"):
         if key not in coco:
             raise DataError(f"{ann}: missing top-level key {key!r} (COCO format expected)")
@@ -390,8 +425,12 @@ def _image_path(root: Path, fname: str, ann: Path, where: str) -> tuple[str, Pat
     climbs = not name or name == ".." or name.startswith("../")
     # both the lexical and the physical reading ("link/.." goes where the link points) must stay inside
     if absolute or climbs or not (_inside(root, root / name) and _inside(root, root / fname)):
-        raise _fail(ann, where, f"file_name {_short(fname)} is not inside the dataset root {root} (absolute, or "
-                                f"climbing out with '..' or a symlink); image paths must be relative to the root")
+        raise _fail(
+            ann,
+            where,
+            f"file_name {_short(fname)} is not inside the dataset root {root} (absolute, or "
+            f"climbing out with '..' or a symlink); image paths must be relative to the root",
+        )
     return name, root / name
 
 
@@ -421,8 +460,9 @@ def _images(coco: dict, root: Path, ann: Path, classes: tuple[str, ...], known_o
     return entries
 
 
-def _annotations(coco: dict, ann: Path, cats: dict[int, str], image_ids: set[int],
-                 classes: tuple[str, ...]) -> dict[int, list[_Annotation]]:
+def _annotations(
+    coco: dict, ann: Path, cats: dict[int, str], image_ids: set[int], classes: tuple[str, ...]
+) -> dict[int, list[_Annotation]]:
     """Checked annotations of model classes by image id (others, e.g. unknown_book, are checked and dropped)."""
     by_image: dict[int, list[_Annotation]] = {}
     for i, a in enumerate(_list_of(coco, "annotations", ann)):
@@ -439,8 +479,9 @@ def _annotations(coco: dict, ann: Path, cats: dict[int, str], image_ids: set[int
     return by_image
 
 
-def _regions(ann: Path, entry: _Entry, anns: Sequence[_Annotation], size: tuple[int, int],
-             factors: tuple[float, float]) -> tuple[Region, ...]:
+def _regions(
+    ann: Path, entry: _Entry, anns: Sequence[_Annotation], size: tuple[int, int], factors: tuple[float, float]
+) -> tuple[Region, ...]:
     """Bounds checked in stored pixels (`size`), then scaled per axis by `factors` onto the working image."""
     w, h = size
     sx, sy = factors
@@ -449,17 +490,24 @@ def _regions(ann: Path, entry: _Entry, anns: Sequence[_Annotation], size: tuple[
     for a in anns:
         x, y, bw, bh = a.bbox
         if x < -tol or y < -tol or x + bw > w + tol or y + bh > h + tol or bw <= 0 or bh <= 0:
-            raise DataError(f"{ann}: {a.where}: box {list(a.bbox)} of {a.label!r} on {entry.name} lies outside the "
-                            f"{w}x{h} image; fix the annotation file")
+            raise DataError(
+                f"{ann}: {a.where}: box {list(a.bbox)} of {a.label!r} on {entry.name} lies outside the "
+                f"{w}x{h} image; fix the annotation file"
+            )
         if any(px < -tol or py < -tol or px > w + tol or py > h + tol for px, py in a.polygon):
-            raise DataError(f"{ann}: {a.where}: polygon of {a.label!r} on {entry.name} has points outside the "
-                            f"{w}x{h} image; fix the annotation file")
-        out.append(Region(a.label, tuple((px * sx, py * sy) for px, py in a.polygon), (x * sx, y * sy, bw * sx, bh * sy)))
+            raise DataError(
+                f"{ann}: {a.where}: polygon of {a.label!r} on {entry.name} has points outside the "
+                f"{w}x{h} image; fix the annotation file"
+            )
+        out.append(
+            Region(a.label, tuple((px * sx, py * sy) for px, py in a.polygon), (x * sx, y * sy, bw * sx, bh * sy))
+        )
     return tuple(out)
 
 
-def _load_coco(root: Path, ann: Path, split: str, classes: tuple[str, ...],
-               max_short_side: int | None = DEFAULT_SHORT_SIDE) -> Dataset:
+def _load_coco(
+    root: Path, ann: Path, split: str, classes: tuple[str, ...], max_short_side: int | None = DEFAULT_SHORT_SIDE
+) -> Dataset:
     coco = _read_coco(ann)
     cats = _categories(coco, ann)
     entries = _images(coco, root, ann, classes, {n for n in cats.values() if n not in classes})
@@ -467,8 +515,7 @@ def _load_coco(root: Path, ann: Path, split: str, classes: tuple[str, ...],
     samples = []
     for e in entries:
         if not e.path.is_file():
-            raise DataError(f"{ann}: {e.where}: points at missing file {e.path}; add the file or remove the "
-                            f"entry")
+            raise DataError(f"{ann}: {e.where}: points at missing file {e.path}; add the file or remove the entry")
         tensor, scale, (w, h) = decode_image(e.path, max_short_side)
         factors = (tensor.shape[2] / w, tensor.shape[1] / h) if scale != 1.0 else (1.0, 1.0)
         regions = _regions(ann, e, by_image.get(e.id, []), (w, h), factors)

@@ -90,9 +90,15 @@ def check_python() -> list[Check]:
     text = f"{'.'.join(map(str, v))} ({sys.executable})"
     if lo <= v[:2] < hi:
         return [Check(OK, "python", text)]
-    return [Check(FAIL, "python", f"{text} is outside the supported >={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}",
-                  f"create the venv with Python {lo[0]}.{lo[1]}: python{lo[0]}.{lo[1]} -m venv .venv && "
-                  f".venv/bin/pip install -e '.[test]'")]
+    return [
+        Check(
+            FAIL,
+            "python",
+            f"{text} is outside the supported >={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}",
+            f"create the venv with Python {lo[0]}.{lo[1]}: python{lo[0]}.{lo[1]} -m venv .venv && "
+            f".venv/bin/pip install -e '.[test]'",
+        )
+    ]
 
 
 def check_pinned(module: str) -> list[Check]:
@@ -122,8 +128,9 @@ def check_module(module: str, needed_for: str) -> list[Check]:
         version = str(_import(module).__version__)
     except Exception as exc:  # noqa: BLE001
         lo, hi = RANGES[module]
-        fix = ("install torch first (see the torch line)" if _torch_missing(exc)
-               else f"pip install '{module}>={lo},<{hi}'")
+        fix = (
+            "install torch first (see the torch line)" if _torch_missing(exc) else f"pip install '{module}>={lo},<{hi}'"
+        )
         return [Check(FAIL, module, f"not importable ({type(exc).__name__}: {exc}); needed for {needed_for}", fix)]
     return [_in_range(module, version) or Check(OK, module, version)]
 
@@ -136,8 +143,14 @@ def check_ray() -> list[Check]:
     except ImportError:
         return [Check(OK, "ray", "not installed (optional: only --executor ray needs it; pip install 'harness[ray]')")]
     except Exception as exc:  # noqa: BLE001  a broken install
-        return [Check(WARN, "ray", f"installed but not importable ({type(exc).__name__}: {exc})",
-                      f"pip install 'ray>={lo},<{hi}'")]
+        return [
+            Check(
+                WARN,
+                "ray",
+                f"installed but not importable ({type(exc).__name__}: {exc})",
+                f"pip install 'ray>={lo},<{hi}'",
+            )
+        ]
     if not _version_tuple(lo) <= _version_tuple(version) < _version_tuple(hi):
         return [Check(WARN, "ray", f"{version} is outside the declared >={lo},<{hi}", f"pip install 'ray>={lo},<{hi}'")]
     return [Check(OK, "ray", f"{version} (--executor ray)")]
@@ -151,13 +164,25 @@ def check_onnxruntime() -> list[Check]:
         version = str(ort.__version__)
         providers = list(ort.get_available_providers())
     except Exception as exc:  # noqa: BLE001
-        return [Check(FAIL, "onnxruntime", f"not importable ({type(exc).__name__}: {exc})",
-                      f"pip install '{dist}>={lo},<{hi}'")]
+        return [
+            Check(
+                FAIL,
+                "onnxruntime",
+                f"not importable ({type(exc).__name__}: {exc})",
+                f"pip install '{dist}>={lo},<{hi}'",
+            )
+        ]
     checks = [_in_range("onnxruntime", version) or Check(OK, "onnxruntime", version)]
     text = ", ".join(providers) or "none"
     if "CPUExecutionProvider" not in providers:
-        checks.append(Check(FAIL, "onnxruntime providers", f"{text}: no CPUExecutionProvider (export parity and "
-                            f"evaluate run on it)", f"pip install --force-reinstall '{dist}>={lo},<{hi}'"))
+        checks.append(
+            Check(
+                FAIL,
+                "onnxruntime providers",
+                f"{text}: no CPUExecutionProvider (export parity and evaluate run on it)",
+                f"pip install --force-reinstall '{dist}>={lo},<{hi}'",
+            )
+        )
     else:
         checks.append(Check(OK, "onnxruntime providers", text))
     return checks
@@ -174,9 +199,15 @@ def check_gpu() -> list[Check]:
         except Exception:  # noqa: BLE001 - reported by check_onnxruntime
             return checks
         if "CUDAExecutionProvider" not in providers:
-            checks.append(Check(WARN, "gpu onnxruntime", "torch sees a GPU but onnxruntime has no "
-                                "CUDAExecutionProvider: evaluate measures GPU latency on the CPU",
-                                "pip install onnxruntime-gpu (in place of onnxruntime)"))
+            checks.append(
+                Check(
+                    WARN,
+                    "gpu onnxruntime",
+                    "torch sees a GPU but onnxruntime has no "
+                    "CUDAExecutionProvider: evaluate measures GPU latency on the CPU",
+                    "pip install onnxruntime-gpu (in place of onnxruntime)",
+                )
+            )
         return checks
     if not torch.version.cuda:
         why = "this torch is a CPU-only build"
@@ -197,8 +228,14 @@ def check_threads() -> list[Check]:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     text = f"torch threads {threads}, usable CPUs {usable}, os.cpu_count() {os.cpu_count()}"
     if threads > usable:
-        return [Check(WARN, "threads", f"{text}: more threads than CPUs slows training down",
-                      f"export OMP_NUM_THREADS={usable}")]
+        return [
+            Check(
+                WARN,
+                "threads",
+                f"{text}: more threads than CPUs slows training down",
+                f"export OMP_NUM_THREADS={usable}",
+            )
+        ]
     return [Check(OK, "threads", text)]
 
 
@@ -230,16 +267,29 @@ def check_chromium() -> list[Check]:
     status = FAIL if os.environ.get("CI") else WARN
     fix = "apt-get install -y chromium"
     if binary is None:
-        return [Check(status, "chromium", f"none of {', '.join(CHROMIUM_NAMES)} on PATH: the headless report render "
-                                          f"test {'fails under CI' if status == FAIL else 'is skipped'}", fix)]
+        return [
+            Check(
+                status,
+                "chromium",
+                f"none of {', '.join(CHROMIUM_NAMES)} on PATH: the headless report render "
+                f"test {'fails under CI' if status == FAIL else 'is skipped'}",
+                fix,
+            )
+        ]
     try:
         proc = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return [Check(status, "chromium", f"{binary} does not run ({type(exc).__name__}: {exc})", fix)]
     version = next((line for line in proc.stdout.splitlines() if "chrom" in line.lower()), "").strip()
     if proc.returncode != 0 or not version:
-        return [Check(status, "chromium", f"{binary} --version exits {proc.returncode}: "
-                                          f"{(proc.stderr or proc.stdout).strip()[:200]}", fix)]
+        return [
+            Check(
+                status,
+                "chromium",
+                f"{binary} --version exits {proc.returncode}: {(proc.stderr or proc.stdout).strip()[:200]}",
+                fix,
+            )
+        ]
     return [Check(OK, "chromium", f"{binary}: {version}")]
 
 
@@ -256,10 +306,22 @@ def check_dataset() -> list[Check]:
             classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
             tests = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("test"))
             where = "" if root == tried[0] else " (not under the current folder: pass --data if a command misses it)"
-            return [Check(OK, "dataset", f"{root}: train classes {', '.join(classes) or 'none'}; "
-                                         f"test sets {', '.join(tests) or 'none'}{where}")]
-    return [Check(WARN, "dataset", f"bundled dataset not found (looked for {' and '.join(map(str, tried))})",
-                  "run from the project root (a harness checkout), or pass --data DIR for your own dataset")]
+            return [
+                Check(
+                    OK,
+                    "dataset",
+                    f"{root}: train classes {', '.join(classes) or 'none'}; "
+                    f"test sets {', '.join(tests) or 'none'}{where}",
+                )
+            ]
+    return [
+        Check(
+            WARN,
+            "dataset",
+            f"bundled dataset not found (looked for {' and '.join(map(str, tried))})",
+            "run from the project root (a harness checkout), or pass --data DIR for your own dataset",
+        )
+    ]
 
 
 def _guarded(name: str, check: Callable[[], list[Check]]) -> list[Check]:
@@ -267,10 +329,17 @@ def _guarded(name: str, check: Callable[[], list[Check]]) -> list[Check]:
         return check()
     except Exception as exc:  # noqa: BLE001 - a failing check is a FAIL line, not a crashed doctor
         if _torch_missing(exc):
-            return [Check(FAIL, name, "not checked: torch is not importable",
-                          "install torch first (see the torch line)")]
-        return [Check(FAIL, name, f"check failed: {type(exc).__name__}: {exc}",
-                      "a broken install or a harness bug: pip install -e '.[test]' again, else report this line")]
+            return [
+                Check(FAIL, name, "not checked: torch is not importable", "install torch first (see the torch line)")
+            ]
+        return [
+            Check(
+                FAIL,
+                name,
+                f"check failed: {type(exc).__name__}: {exc}",
+                "a broken install or a harness bug: pip install -e '.[test]' again, else report this line",
+            )
+        ]
 
 
 def run_checks() -> list[Check]:

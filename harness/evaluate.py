@@ -7,8 +7,9 @@ import datetime as _dt
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def split_metrics(ds, logits: np.ndarray | None, classes: Sequence[str],
-                  probabilities: np.ndarray | None = None) -> dict[str, Any]:
+def split_metrics(
+    ds, logits: np.ndarray | None, classes: Sequence[str], probabilities: np.ndarray | None = None
+) -> dict[str, Any]:
     """accuracy_summary + baselines beside each accuracy + per-image predictions with all class probabilities.
 
     Give the logits, or (a model whose output is already probabilities, via harness check) the probabilities."""
@@ -48,9 +50,15 @@ def split_metrics(ds, logits: np.ndarray | None, classes: Sequence[str],
     for kind in ("soft", "strict"):  # the chance references right next to the number they qualify
         summary[kind]["baselines"] = {"uniform": base[f"uniform_{kind}"], "constant": base[f"constant_{kind}"]}
     summary["predictions"] = [
-        {"image": s.name, "primary": s.label, "acceptable": acc, "predicted": p,
-         "soft_correct": p in acc, "strict_correct": p == s.label,
-         "probabilities": {c: float(v) for c, v in zip(classes, row)}}
+        {
+            "image": s.name,
+            "primary": s.label,
+            "acceptable": acc,
+            "predicted": p,
+            "soft_correct": p in acc,
+            "strict_correct": p == s.label,
+            "probabilities": {c: float(v) for c, v in zip(classes, row)},
+        }
         for s, acc, p, row in zip(ds.samples, acceptable, preds, probs)
     ]
     return summary
@@ -61,18 +69,27 @@ def _check_export(vdir: Path) -> dict[str, Any]:
     if not onnx_path.is_file():
         raise EvaluateError(f"{onnx_path} is missing; run `harness export {vdir.parent}` first")
     if not rec_path.is_file():
-        raise EvaluateError(f"{rec_path} is missing, so {onnx_path} has no recorded parity; "
-                            f"run `harness export --force {vdir.parent}`")
+        raise EvaluateError(
+            f"{rec_path} is missing, so {onnx_path} has no recorded parity; run `harness export --force {vdir.parent}`"
+        )
     rec = artifacts.read_json(rec_path)
     if not rec.get("parity", {}).get("passed"):
-        raise EvaluateError(f"{rec_path}: the last export of this variant failed parity; fix it and rerun "
-                            f"`harness export --force {vdir.parent}`")
+        raise EvaluateError(
+            f"{rec_path}: the last export of this variant failed parity; fix it and rerun "
+            f"`harness export --force {vdir.parent}`"
+        )
     return rec
 
 
-def evaluate_variant(vdir: Path, providers: str | None = None, repeats: int = DEFAULT_REPEATS,
-                     warmup: int = DEFAULT_WARMUP, batch_sizes: Sequence[int] = LATENCY_BATCHES,
-                     log=None, data_root: Path | None = None) -> dict[str, Any]:
+def evaluate_variant(
+    vdir: Path,
+    providers: str | None = None,
+    repeats: int = DEFAULT_REPEATS,
+    warmup: int = DEFAULT_WARMUP,
+    batch_sizes: Sequence[int] = LATENCY_BATCHES,
+    log=None,
+    data_root: Path | None = None,
+) -> dict[str, Any]:
     """Evaluate vdir/model.onnx on the profile's test sets and write vdir/metrics.json; returns its content.
 
     `providers` is a request: None/'auto', 'cpu', 'cuda' or 'tensorrt' (see harness.runtime). Predictions come from
@@ -93,9 +110,11 @@ def evaluate_variant(vdir: Path, providers: str | None = None, repeats: int = DE
     runtime.check_io(session, onnx_path, size, len(classes))
     sha = sha256_file(onnx_path)
     if sha != record.get("sha256"):
-        raise EvaluateError(f"{onnx_path}: sha256 {sha[:12]}... differs from the file that passed parity "
-                            f"({vdir / 'export.json'}: {str(record.get('sha256'))[:12]}...); it was replaced or "
-                            f"damaged; rerun `harness export --force {vdir.parent}`")
+        raise EvaluateError(
+            f"{onnx_path}: sha256 {sha[:12]}... differs from the file that passed parity "
+            f"({vdir / 'export.json'}: {str(record.get('sha256'))[:12]}...); it was replaced or "
+            f"damaged; rerun `harness export --force {vdir.parent}`"
+        )
     inputs = load_test_inputs(config["data_root"], profile.test_sets, classes, size)
     from harness.provenance import dataset_fingerprint
 
@@ -106,17 +125,23 @@ def evaluate_variant(vdir: Path, providers: str | None = None, repeats: int = DE
         logits = runtime.run_batches(session, x, EVAL_BATCH)
         test_sets[split] = split_metrics(ds, logits, classes)
         s = test_sets[split]
-        log(f"[{vdir.name}] {split}: soft {s['soft']['value']:.3f} {_ci(s['soft'])} strict {s['strict']['value']:.3f} "
+        log(
+            f"[{vdir.name}] {split}: soft {s['soft']['value']:.3f} {_ci(s['soft'])} strict {s['strict']['value']:.3f} "
             f"{_ci(s['strict'])} (n={s['n']}, uniform {s['baselines']['uniform_soft']:.3f}/"
-            f"{s['baselines']['uniform_strict']:.3f})")
+            f"{s['baselines']['uniform_strict']:.3f})"
+        )
 
     latency = {}
     sessions = [session] if selected == [runtime.CPU] else [session, runtime.create_session(onnx_path, [runtime.CPU])]
     for sess in sessions:
         name = sess.get_providers()[0]
         latency[name] = runtime.measure_latency(sess, size, batch_sizes, repeats, warmup, budget_s=LATENCY_BUDGET_S)
-        log(f"[{vdir.name}] latency {name}: " + ", ".join(
-            f"batch {b} {v['median_ms']:.1f} ms ({v['throughput_ips']:.1f} img/s)" for b, v in latency[name].items()))
+        log(
+            f"[{vdir.name}] latency {name}: "
+            + ", ".join(
+                f"batch {b} {v['median_ms']:.1f} ms ({v['throughput_ips']:.1f} img/s)" for b, v in latency[name].items()
+            )
+        )
 
     import onnxruntime
 
@@ -128,16 +153,32 @@ def evaluate_variant(vdir: Path, providers: str | None = None, repeats: int = DE
         "classes": classes,
         "image_size": size,
         "tta_hflip": bool(record.get("tta_hflip")),
-        "model": {"file": onnx_path.name, "sha256": sha, "exporter": record.get("exporter", {}).get("name"),
-                  "opset": record.get("opset"), "parity_passed": True,
-                  "parity_max_abs": record["parity"]["cpu"].get("max_abs")},
-        "runtime": {"requested": request, "providers": session.get_providers(), "gpu_usable": runtime.gpu_usable(),
-                    "onnxruntime": onnxruntime.__version__, "cpu_count": os.cpu_count()},
+        "model": {
+            "file": onnx_path.name,
+            "sha256": sha,
+            "exporter": record.get("exporter", {}).get("name"),
+            "opset": record.get("opset"),
+            "parity_passed": True,
+            "parity_max_abs": record["parity"]["cpu"].get("max_abs"),
+        },
+        "runtime": {
+            "requested": request,
+            "providers": session.get_providers(),
+            "gpu_usable": runtime.gpu_usable(),
+            "onnxruntime": onnxruntime.__version__,
+            "cpu_count": os.cpu_count(),
+        },
         "test_sets": test_sets,
-        "latency": {"batch_sizes": list(batch_sizes), "repeats": repeats, "warmup": warmup,
-                    "budget_s": LATENCY_BUDGET_S, "statistic": "median wall time of session.run per batch",
-                    "input": "uniform random float32", "by_provider": latency},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "latency": {
+            "batch_sizes": list(batch_sizes),
+            "repeats": repeats,
+            "warmup": warmup,
+            "budget_s": LATENCY_BUDGET_S,
+            "statistic": "median wall time of session.run per batch",
+            "input": "uniform random float32",
+            "by_provider": latency,
+        },
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seconds": time.perf_counter() - t0,
     }
     artifacts.write_json(vdir / "metrics.json", metrics)
@@ -149,7 +190,15 @@ def _ci(acc: dict[str, Any]) -> str:
     return f"[{lo:.2f}, {hi:.2f}]"
 
 
-def evaluate_run(run_dir: Path, providers: str | None = None, repeats: int = DEFAULT_REPEATS,
-                 warmup: int = DEFAULT_WARMUP, log=None, data_root: Path | None = None) -> list[dict[str, Any]]:
+def evaluate_run(
+    run_dir: Path,
+    providers: str | None = None,
+    repeats: int = DEFAULT_REPEATS,
+    warmup: int = DEFAULT_WARMUP,
+    log=None,
+    data_root: Path | None = None,
+) -> list[dict[str, Any]]:
     """evaluate_variant for every trained variant of the run (each must have been exported)."""
-    return [evaluate_variant(v, providers, repeats, warmup, log=log, data_root=data_root) for v in variant_dirs(run_dir)]
+    return [
+        evaluate_variant(v, providers, repeats, warmup, log=log, data_root=data_root) for v in variant_dirs(run_dir)
+    ]

@@ -32,8 +32,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,10 +60,10 @@ EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 EXPORTER_WHY = {
     "dynamo": "torch.onnx.export(dynamo=True): torch 2.14's maintained default exporter; exports VGG16 and "
-              "tf_efficientnet_lite0 ('same' padding) with parity ~1e-7; batch declared as torch.export.Dim so any "
-              "specialisation on it fails the export",
+    "tf_efficientnet_lite0 ('same' padding) with parity ~1e-7; batch declared as torch.export.Dim so any "
+    "specialisation on it fails the export",
     "torchscript": "torch.onnx.export(dynamo=False): legacy TorchScript tracer (deprecated in torch >= 2.9), "
-                   "kept as a fallback; faster to export",
+    "kept as a fallback; faster to export",
 }
 
 
@@ -97,8 +98,10 @@ def read_variant_config(vdir: Path, data_root: Path | None = None):
     if data_root is not None:
         config = config | {"data_root": str(Path(data_root).resolve())}
     elif not Path(config["data_root"]).is_dir():
-        raise FileNotFoundError(f"{Path(vdir) / 'config.json'}: the dataset it was trained on, {config['data_root']}, "
-                                f"is not there any more; pass --data DIR where it is now")
+        raise FileNotFoundError(
+            f"{Path(vdir) / 'config.json'}: the dataset it was trained on, {config['data_root']}, "
+            f"is not there any more; pass --data DIR where it is now"
+        )
     # a profile that named no test sets (harness train from such a profile) gets the dataset's, as harness run does
     from harness.config import with_test_sets
 
@@ -161,15 +164,27 @@ def to_onnx(module: nn.Module, image_size: int, exporter: str = DEFAULT_EXPORTER
         warnings.simplefilter("ignore")  # exporter chatter (deprecations, tracer notes); failures still raise
         if exporter == "dynamo":
             program = torch.onnx.export(
-                module, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},), optimize=True,
+                module,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                optimize=True,
                 verbose=False,
             )
             return program.model_proto
         buf = io.BytesIO()
         torch.onnx.export(
-            module, (example,), buf, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            module,
+            (example,),
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             do_constant_folding=True,
         )
         return onnx.load_from_string(buf.getvalue())
@@ -191,7 +206,9 @@ def check_graph(proto, image_size: int, num_classes: int, where: str) -> dict[st
     ins = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     outs = list(proto.graph.output)
     if len(ins) != 1 or len(outs) != 1:
-        raise ExportError(f"{where}: expected one input and one output, got {[i.name for i in ins]} -> {[o.name for o in outs]}")
+        raise ExportError(
+            f"{where}: expected one input and one output, got {[i.name for i in ins]} -> {[o.name for o in outs]}"
+        )
     inp, out = ins[0], outs[0]
     ishape, oshape = _dims(inp), _dims(out)
     if inp.type.tensor_type.elem_type != TP.FLOAT or out.type.tensor_type.elem_type != TP.FLOAT:
@@ -202,7 +219,9 @@ def check_graph(proto, image_size: int, num_classes: int, where: str) -> dict[st
         raise ExportError(f"{where}: input shape {ishape}, expected [N, 3, {image_size}, {image_size}]")
     if len(oshape) != 2 or not isinstance(oshape[0], str) or oshape[1] != num_classes:
         raise ExportError(f"{where}: output shape {oshape}, expected [N, {num_classes}] with N symbolic")
-    low = sorted({TP.DataType.Name(t.data_type) for t in proto.graph.initializer if t.data_type in (TP.BFLOAT16, TP.FLOAT16)})
+    low = sorted(
+        {TP.DataType.Name(t.data_type) for t in proto.graph.initializer if t.data_type in (TP.BFLOAT16, TP.FLOAT16)}
+    )
     if low:
         raise ExportError(f"{where}: graph holds {low} weights; the deployed model must be float32")
     opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
@@ -230,8 +249,14 @@ def save_proto(proto, path: Path, final_name: str) -> str | None:
         return None
     location = f"{final_name}.data"
     (path.parent / location).unlink(missing_ok=True)
-    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
-                    size_threshold=1024)
+    onnx.save_model(
+        proto,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=location,
+        size_threshold=1024,
+    )
     return location
 
 
@@ -240,12 +265,13 @@ def save_proto(proto, path: Path, final_name: str) -> str | None:
 
 @torch.no_grad()
 def torch_logits(module: nn.Module, x: np.ndarray, batch: int = PARITY_BATCH) -> np.ndarray:
-    outs = [module(torch.from_numpy(x[i:i + batch])).numpy() for i in range(0, len(x), batch)]
+    outs = [module(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)]
     return np.concatenate(outs, 0)
 
 
-def compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, tie_margin: float = 0.0,
-            names: Sequence[str] = ()) -> dict[str, Any]:
+def compare(
+    ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, tie_margin: float = 0.0, names: Sequence[str] = ()
+) -> dict[str, Any]:
     """Elementwise |got - ref| <= atol + rtol * |ref| and identical top-1 (except where the reference's top-2 margin
     is below tie_margin). max_rel is over elements with |ref| > atol (relative error of a logit near 0 is noise), so it
     may exceed rtol on a passing comparison whose absolute differences are below atol; max_tolerance_used is the
@@ -274,9 +300,16 @@ def compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, tie_marg
     }
 
 
-def parity(onnx_path: Path, module: nn.Module, inputs: dict[str, tuple[Any, np.ndarray]],
-           providers: Sequence[str], atol: float, rtol: float, tie_margin: float = 0.0,
-           references: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+def parity(
+    onnx_path: Path,
+    module: nn.Module,
+    inputs: dict[str, tuple[Any, np.ndarray]],
+    providers: Sequence[str],
+    atol: float,
+    rtol: float,
+    tie_margin: float = 0.0,
+    references: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
     """PyTorch (CPU, float32) vs onnxruntime on `providers`, per test set, with batches of 8 and one of 1."""
     session = runtime.create_session(onnx_path, providers)
     per_set, worst_abs, worst_rel, worst_used, passed = {}, 0.0, 0.0, 0.0, True
@@ -291,24 +324,34 @@ def parity(onnx_path: Path, module: nn.Module, inputs: dict[str, tuple[Any, np.n
         worst_abs, worst_rel = max(worst_abs, res.get("max_abs", np.inf)), max(worst_rel, res.get("max_rel", np.inf))
         worst_used = max(worst_used, res.get("max_tolerance_used", np.inf))
         passed &= res["passed"]
-    return {"providers": session.get_providers(), "atol": atol, "rtol": rtol, "top1_tie_margin": tie_margin,
-            "max_abs": worst_abs, "max_rel": worst_rel, "max_tolerance_used": worst_used, "passed": bool(passed),
-            "test_sets": per_set}
+    return {
+        "providers": session.get_providers(),
+        "atol": atol,
+        "rtol": rtol,
+        "top1_tie_margin": tie_margin,
+        "max_abs": worst_abs,
+        "max_rel": worst_rel,
+        "max_tolerance_used": worst_used,
+        "passed": bool(passed),
+        "test_sets": per_set,
+    }
 
 
 # --- one variant, one run --------------------------------------------------------------------------------------------
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def export_inputs(vdir: Path, inputs: dict[str, tuple[Any, np.ndarray]]) -> dict[str, Any]:
     """What an export is made from: the checkpoint (sha256) and the test images its parity was measured on."""
     from harness.provenance import dataset_fingerprint
 
-    return {"model_sha256": sha256_file(Path(vdir) / "model.pt"),
-            "test_data": {split: dataset_fingerprint(ds) for split, (ds, _) in inputs.items()}}
+    return {
+        "model_sha256": sha256_file(Path(vdir) / "model.pt"),
+        "test_data": {split: dataset_fingerprint(ds) for split, (ds, _) in inputs.items()},
+    }
 
 
 def export_is_current(vdir: Path, inputs: dict[str, Any] | None = None) -> bool:
@@ -326,8 +369,14 @@ def export_is_current(vdir: Path, inputs: dict[str, Any] | None = None) -> bool:
     return bool((rec.get("parity") or {}).get("passed")) and rec.get("sha256") == sha256_file(onnx_path)
 
 
-def export_variant(vdir: Path, force: bool = False, exporter: str = DEFAULT_EXPORTER, opset: int | None = None,
-                   log=None, data_root: Path | None = None) -> dict[str, Any]:
+def export_variant(
+    vdir: Path,
+    force: bool = False,
+    exporter: str = DEFAULT_EXPORTER,
+    opset: int | None = None,
+    log=None,
+    data_root: Path | None = None,
+) -> dict[str, Any]:
     """Export vdir/model.pt to vdir/model.onnx, check it, measure parity, record vdir/export.json; returns the record.
 
     Skipped (the existing record is returned, with "skipped": true) when the current model.onnx already passed parity,
@@ -354,8 +403,10 @@ def export_variant(vdir: Path, force: bool = False, exporter: str = DEFAULT_EXPO
     opset = opset or (DEFAULT_OPSET if exporter == "dynamo" else MIN_OPSET)
     model, meta = load_checkpoint(vdir / "model.pt")
     if list(meta["classes"]) != classes or int(meta["image_size"]) != size:
-        raise ExportError(f"{vdir / 'model.pt'}: checkpoint (classes {meta['classes']}, image_size {meta['image_size']}) "
-                          f"disagrees with {vdir / 'config.json'} (classes {classes}, image_size {size})")
+        raise ExportError(
+            f"{vdir / 'model.pt'}: checkpoint (classes {meta['classes']}, image_size {meta['image_size']}) "
+            f"disagrees with {vdir / 'config.json'} (classes {classes}, image_size {size})"
+        )
     module = deployable(model, meta)
 
     t0 = time.perf_counter()
@@ -371,19 +422,28 @@ def export_variant(vdir: Path, force: bool = False, exporter: str = DEFAULT_EXPO
             proto = to_onnx(module, size, exporter, opset)
         except Exception as exc:
             other = [e for e in EXPORTERS if e != exporter][0]
-            raise ExportError(f"{vdir / 'model.pt'}: ONNX export with the {exporter} exporter failed "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                              f"try --exporter {other}") from exc
+            raise ExportError(
+                f"{vdir / 'model.pt'}: ONNX export with the {exporter} exporter failed "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                f"try --exporter {other}"
+            ) from exc
         t_export = time.perf_counter() - t0
         graph = check_graph(proto, size, len(classes), str(onnx_path))
         exporter_name = f"torch.onnx.export(dynamo={exporter == 'dynamo'})"
-        set_metadata(proto, {
-            "harness.classes": classes, "harness.image_size": str(size), "harness.backbone": meta["backbone"],
-            "harness.variant": vdir.name, "harness.tta_hflip": json.dumps(bool(meta.get("tta_hflip"))),
-            "harness.exporter": exporter_name, "harness.opset": str(graph["opset"]),
-            "harness.input": "RGB float32 in [0, 1], NCHW, stretched to image_size; normalisation inside the graph",
-            "harness.output": "logits N x C in harness.classes order",
-        })
+        set_metadata(
+            proto,
+            {
+                "harness.classes": classes,
+                "harness.image_size": str(size),
+                "harness.backbone": meta["backbone"],
+                "harness.variant": vdir.name,
+                "harness.tta_hflip": json.dumps(bool(meta.get("tta_hflip"))),
+                "harness.exporter": exporter_name,
+                "harness.opset": str(graph["opset"]),
+                "harness.input": "RGB float32 in [0, 1], NCHW, stretched to image_size; normalisation inside the graph",
+                "harness.output": "logits N x C in harness.classes order",
+            },
+        )
         proto.doc_string = f"harness {vdir.name}: {meta['backbone']} classifier over {classes}"
         external = save_proto(proto, tmp, onnx_path.name)
         ir_version = int(proto.ir_version)
@@ -407,32 +467,56 @@ def export_variant(vdir: Path, force: bool = False, exporter: str = DEFAULT_EXPO
         t_parity = time.perf_counter() - t2
 
         record = {
-            "schema": 1, "variant": vdir.name, "created": _now(), "model": onnx_path.name, "inputs": made_from,
-            "external_data": external, "sha256": sha256_file(tmp), "bytes": tmp.stat().st_size,
-            "exporter": {"name": exporter_name, "kind": exporter, "why": EXPORTER_WHY[exporter],
-                         "torch": torch.__version__, "onnx": onnx.__version__,
-                         "onnxscript": getattr(onnxscript, "__version__", None)},
-            "opset": graph["opset"], "ir_version": ir_version,
-            "input": {**graph["input"], "dtype": "float32", "layout": "NCHW RGB", "range": [0.0, 1.0],
-                      "normalisation": "inside the graph"},
+            "schema": 1,
+            "variant": vdir.name,
+            "created": _now(),
+            "model": onnx_path.name,
+            "inputs": made_from,
+            "external_data": external,
+            "sha256": sha256_file(tmp),
+            "bytes": tmp.stat().st_size,
+            "exporter": {
+                "name": exporter_name,
+                "kind": exporter,
+                "why": EXPORTER_WHY[exporter],
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "onnxscript": getattr(onnxscript, "__version__", None),
+            },
+            "opset": graph["opset"],
+            "ir_version": ir_version,
+            "input": {
+                **graph["input"],
+                "dtype": "float32",
+                "layout": "NCHW RGB",
+                "range": [0.0, 1.0],
+                "normalisation": "inside the graph",
+            },
             "output": {**graph["output"], "dtype": "float32", "meaning": "logits"},
-            "backbone": meta["backbone"], "classes": classes, "image_size": size,
-            "tta_hflip": bool(meta.get("tta_hflip")), "dtype": "float32 (no bf16/fp16 in the graph)",
+            "backbone": meta["backbone"],
+            "classes": classes,
+            "image_size": size,
+            "tta_hflip": bool(meta.get("tta_hflip")),
+            "dtype": "float32 (no bf16/fp16 in the graph)",
             "checker": {"full_check": True, "passed": True},
             "parity": par,
             "seconds": {"export": t_export, "check": t_check, "parity": t_parity},
         }
         if not par["passed"]:
             artifacts.write_json(rec_path, record)
-            raise ExportError(f"{onnx_path}: parity failed (cpu max_abs {par['cpu']['max_abs']:.3g}, max_rel "
-                              f"{par['cpu']['max_rel']:.3g}; details in {rec_path}); the new model.onnx was not installed")
+            raise ExportError(
+                f"{onnx_path}: parity failed (cpu max_abs {par['cpu']['max_abs']:.3g}, max_rel "
+                f"{par['cpu']['max_rel']:.3g}; details in {rec_path}); the new model.onnx was not installed"
+            )
         os.replace(tmp, onnx_path)
         committed = True
         if external is None:
             (vdir / f"{onnx_path.name}.data").unlink(missing_ok=True)  # a stale external-data file of an older export
         artifacts.write_json(rec_path, record)
-        log(f"[{vdir.name}] {onnx_path} ({record['bytes'] / 1e6:.1f} MB, {exporter_name}, opset {graph['opset']}); "
-            f"parity cpu max_abs {par['cpu']['max_abs']:.2e} max_rel {par['cpu']['max_rel']:.2e}")
+        log(
+            f"[{vdir.name}] {onnx_path} ({record['bytes'] / 1e6:.1f} MB, {exporter_name}, opset {graph['opset']}); "
+            f"parity cpu max_abs {par['cpu']['max_abs']:.2e} max_rel {par['cpu']['max_rel']:.2e}"
+        )
         return record
     finally:
         tmp.unlink(missing_ok=True)
@@ -440,7 +524,13 @@ def export_variant(vdir: Path, force: bool = False, exporter: str = DEFAULT_EXPO
             (vdir / external).unlink(missing_ok=True)
 
 
-def export_run(run_dir: Path, force: bool = False, exporter: str = DEFAULT_EXPORTER, opset: int | None = None,
-               log=None, data_root: Path | None = None) -> list[dict[str, Any]]:
+def export_run(
+    run_dir: Path,
+    force: bool = False,
+    exporter: str = DEFAULT_EXPORTER,
+    opset: int | None = None,
+    log=None,
+    data_root: Path | None = None,
+) -> list[dict[str, Any]]:
     """export_variant for every trained variant of the run."""
     return [export_variant(v, force, exporter, opset, log, data_root) for v in variant_dirs(run_dir)]

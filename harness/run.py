@@ -8,15 +8,14 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tqdm import tqdm
 
 from harness import artifacts
 from harness.config import Profile, split_variant
 from harness.thresholds import Thresholds
-
 
 REPORTS = Path("reports")
 
@@ -89,8 +88,9 @@ def latest_run(reports: Path = REPORTS) -> Path | None:
     return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.parent.name)).parent
 
 
-def complete_jobs(run_dir: Path, backbone: str, jobs: Sequence[tuple[str, int]],
-                  black_box: Sequence[str] = ()) -> set[tuple[str, int]]:
+def complete_jobs(
+    run_dir: Path, backbone: str, jobs: Sequence[tuple[str, int]], black_box: Sequence[str] = ()
+) -> set[tuple[str, int]]:
     """The (variant, seed) jobs whose folder holds every STEP_OUTPUTS file and <method>.json for each black-box
     saliency method (present; whether each is current is for its step to check)."""
     from harness.train import variant_id
@@ -135,20 +135,34 @@ def shown(path: Path) -> str:
         return str(path)
 
 
-def protocol(profile: Profile, thresholds: Thresholds, data_root: Path, variants: Sequence[str], seeds: Sequence[int],
-             weights_file: Path | None, data: dict | None = None, notes: Sequence[str] = ()) -> dict:
-    from harness.export import DEFAULT_OPSET, EXPORTERS, DEFAULT_EXPORTER
+def protocol(
+    profile: Profile,
+    thresholds: Thresholds,
+    data_root: Path,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    weights_file: Path | None,
+    data: dict | None = None,
+    notes: Sequence[str] = (),
+) -> dict:
+    from harness.export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS
     from harness.runtime import select_providers
     from harness.train import device_info, pick_device, versions
 
     return {
-        "profile": profile.to_dict(), "variants": list(variants), "seeds": list(seeds),
-        "data_root": str(Path(data_root).resolve()), "weights_file": str(weights_file) if weights_file else None,
+        "profile": profile.to_dict(),
+        "variants": list(variants),
+        "seeds": list(seeds),
+        "data_root": str(Path(data_root).resolve()),
+        "weights_file": str(weights_file) if weights_file else None,
         "data": data or {},
-        "thresholds": thresholds.to_dict(), "thresholds_notes": list(notes), "exporter": {"default": DEFAULT_EXPORTER, "available": list(EXPORTERS),
-                                                          "opset": DEFAULT_OPSET},
-        "onnxruntime_providers": select_providers("auto"), "device": device_info(pick_device(profile.device)),
-        "versions": versions(), "argv": sys.argv,
+        "thresholds": thresholds.to_dict(),
+        "thresholds_notes": list(notes),
+        "exporter": {"default": DEFAULT_EXPORTER, "available": list(EXPORTERS), "opset": DEFAULT_OPSET},
+        "onnxruntime_providers": select_providers("auto"),
+        "device": device_info(pick_device(profile.device)),
+        "versions": versions(),
+        "argv": sys.argv,
     }
 
 
@@ -165,8 +179,9 @@ def fit_profile(profile: Profile, thresholds: Thresholds, data_root: Path) -> tu
     return profile, thresholds, notes
 
 
-def preflight(profile: Profile, thresholds: Thresholds, data_root: Path, variants: Sequence[str],
-              weights_file: Path | None):
+def preflight(
+    profile: Profile, thresholds: Thresholds, data_root: Path, variants: Sequence[str], weights_file: Path | None
+):
     """Everything that can be known wrong before the first variant trains, checked before anything is written:
     variant names, thresholds against the run's test sets and matrix, device, ImageNet weights, the dataset.
     `profile` must name its test sets (see fit_profile). Returns (train Dataset, {split: test Dataset})."""
@@ -177,8 +192,9 @@ def preflight(profile: Profile, thresholds: Thresholds, data_root: Path, variant
 
     for v in variants:
         split_variant(v)
-    check_applies(thresholds, profile.test_sets, variants, thresholds.source or profile.source,
-                  backbones=[profile.backbone])
+    check_applies(
+        thresholds, profile.test_sets, variants, thresholds.source or profile.source, backbones=[profile.backbone]
+    )
     pick_device(profile.device)
     if any(split_variant(v)[0] == "imagenet" for v in variants):
         check_weights_available(profile.backbone, weights_file)
@@ -188,8 +204,14 @@ def preflight(profile: Profile, thresholds: Thresholds, data_root: Path, variant
     return ds, tests
 
 
-def check_not_stale(run_dir: Path, profile: Profile, jobs: Sequence[tuple[str, int]], train_fp: str,
-                    weights_file: Path | None, force: bool) -> None:
+def check_not_stale(
+    run_dir: Path,
+    profile: Profile,
+    jobs: Sequence[tuple[str, int]],
+    train_fp: str,
+    weights_file: Path | None,
+    force: bool,
+) -> None:
     """Refuse, before any training, a run directory holding models trained from other inputs than this run's.
 
     The matrix's own folders may be retrained with --force; another folder of the run dir (other variant or
@@ -212,35 +234,54 @@ def check_not_stale(run_dir: Path, profile: Profile, jobs: Sequence[tuple[str, i
         if vdir.name in mine:
             variant, seed = mine[vdir.name]
             init = split_variant(variant)[0]
-            inputs = provenance.train_inputs(profile, variant, seed, train_fp,
-                                             provenance.weights_identity(profile.backbone, init, weights_file))
+            inputs = provenance.train_inputs(
+                profile, variant, seed, train_fp, provenance.weights_identity(profile.backbone, init, weights_file)
+            )
             state, why = trained_state(vdir, inputs)
             if state == "stale" and not force:
                 problems.append(stale_message(vdir, why))
             continue
         recorded = config.get("inputs")
         if not isinstance(recorded, dict):
-            problems.append(f"{vdir}: trained by an older harness (no recorded inputs); it cannot be shown beside "
-                            f"this run's models. Remove it, or use another --out")
+            problems.append(
+                f"{vdir}: trained by an older harness (no recorded inputs); it cannot be shown beside "
+                f"this run's models. Remove it, or use another --out"
+            )
             continue
         ours = provenance.profile_train_fields(profile, str(recorded.get("init")))
         theirs = dict(recorded.get("profile") or {})
-        changes = provenance.diff({k: v for k, v in theirs.items() if k != "backbone"},
-                                  {k: v for k, v in ours.items() if k != "backbone"})
+        changes = provenance.diff(
+            {k: v for k, v in theirs.items() if k != "backbone"}, {k: v for k, v in ours.items() if k != "backbone"}
+        )
         if recorded.get("train_data") != train_fp:
             changes.append("train_data: another training set")
         if changes:
-            problems.append(f"{vdir} (not in this matrix) was trained with other settings "
-                            f"({provenance.describe(changes, 4)}); the report would mix protocols. Remove it, or use "
-                            f"another --out")
+            problems.append(
+                f"{vdir} (not in this matrix) was trained with other settings "
+                f"({provenance.describe(changes, 4)}); the report would mix protocols. Remove it, or use "
+                f"another --out"
+            )
     if problems:
-        raise provenance.StaleRunError("; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
+        raise provenance.StaleRunError(
+            "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
+        )
 
 
-def run_matrix(profile: Profile, thresholds: Thresholds, data_root: Path, run_dir: Path | None,
-               variants: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-               weights_file: Path | None = None, force: bool = False, progress: bool | None = None,
-               reports: Path = REPORTS, new: bool = False, executor=None, run_one=None) -> dict:
+def run_matrix(
+    profile: Profile,
+    thresholds: Thresholds,
+    data_root: Path,
+    run_dir: Path | None,
+    variants: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    weights_file: Path | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+    reports: Path = REPORTS,
+    new: bool = False,
+    executor=None,
+    run_one=None,
+) -> dict:
     """Run every (variant, seed) through all steps on an executor; completed, current steps are skipped, so a rerun
     resumes.
 
@@ -274,8 +315,9 @@ def run_matrix(profile: Profile, thresholds: Thresholds, data_root: Path, run_di
             resumed = True
             done, total = matrix_progress(run_dir, proto)
             what = "variants" if len(seeds) == 1 else "(variant, seed) runs"
-            tqdm.write(f"resuming {shown(run_dir)} ({done} of {total} {what} done); --new starts a fresh run",
-                       file=sys.stderr)
+            tqdm.write(
+                f"resuming {shown(run_dir)} ({done} of {total} {what} done); --new starts a fresh run", file=sys.stderr
+            )
         else:
             run_dir = default_run_dir(profile, reports)
     run_dir = Path(run_dir)
@@ -293,8 +335,9 @@ def run_matrix(profile: Profile, thresholds: Thresholds, data_root: Path, run_di
                 tqdm.write(f"note: {note}", file=sys.stderr)
             point_latest(run_dir, reports)
             show = sys.stderr.isatty() if progress is None else progress
-            execute_matrix(run_dir, profile, ds, data_root, jobs, weights_file, train_fp, force, show, executor,
-                           run_one)
+            execute_matrix(
+                run_dir, profile, ds, data_root, jobs, weights_file, train_fp, force, show, executor, run_one
+            )
             report = build_report(run_dir, thresholds)
             write_reports(run_dir, report)
         except KeyboardInterrupt as exc:
@@ -308,8 +351,19 @@ def run_matrix(profile: Profile, thresholds: Thresholds, data_root: Path, run_di
 JOBS_FILE = "jobs.json"
 
 
-def execute_matrix(run_dir: Path, profile: Profile, ds, data_root: Path, jobs: Sequence[tuple[str, int]],
-                   weights_file: Path | None, train_fp: str, force: bool, show: bool, executor, run_one=None) -> list:
+def execute_matrix(
+    run_dir: Path,
+    profile: Profile,
+    ds,
+    data_root: Path,
+    jobs: Sequence[tuple[str, int]],
+    weights_file: Path | None,
+    train_fp: str,
+    force: bool,
+    show: bool,
+    executor,
+    run_one=None,
+) -> list:
     """The jobs of the matrix on `executor`, each finished job recorded in <run_dir>/jobs.json as it finishes.
 
     Jobs found complete are checked here, in the driver (every step finds itself current: seconds); the others go to
@@ -323,10 +377,17 @@ def execute_matrix(run_dir: Path, profile: Profile, ds, data_root: Path, jobs: S
     run_dir = Path(run_dir).resolve()
     black_box = profile.saliency.black_box if profile.saliency else ()
     done_before = set() if force else complete_jobs(run_dir, profile.backbone, jobs, black_box)
-    ctx = JobContext(run_dir=run_dir, profile=profile, data_root=Path(data_root).resolve(),
-                     weights_file=Path(weights_file).resolve() if weights_file else None, train_fingerprint=train_fp,
-                     run_json_sha256=sha256_file(run_dir / "run.json"), force=force, black_box=tuple(black_box),
-                     progress=show)
+    ctx = JobContext(
+        run_dir=run_dir,
+        profile=profile,
+        data_root=Path(data_root).resolve(),
+        weights_file=Path(weights_file).resolve() if weights_file else None,
+        train_fingerprint=train_fp,
+        run_json_sha256=sha256_file(run_dir / "run.json"),
+        force=force,
+        black_box=tuple(black_box),
+        progress=show,
+    )
     log = JobsLog(run_dir, executor.to_dict())
     todo = [Job(v, s) for v, s in jobs]
     t0 = time.perf_counter()
@@ -340,13 +401,17 @@ def execute_matrix(run_dir: Path, profile: Profile, ds, data_root: Path, jobs: S
             measured.append(result.seconds)
 
     if executor.name == "serial":
-        bar = tqdm(todo, desc="matrix", unit="variant", disable=not show,
-                   bar_format="matrix {n_fmt}/{total_fmt} |{bar}| {desc}")
+        bar = tqdm(
+            todo,
+            desc="matrix",
+            unit="variant",
+            disable=not show,
+            bar_format="matrix {n_fmt}/{total_fmt} |{bar}| {desc}",
+        )
 
         def on_start(n: int, job: Job) -> None:
             # the bar's own remaining time would count variants found complete as fast ones: ours instead
-            when = matrix_eta(time.perf_counter() - t0, measured,
-                              sum(1 for j in jobs[n - 1:] if j not in done_before))
+            when = matrix_eta(time.perf_counter() - t0, measured, sum(1 for j in jobs[n - 1 :] if j not in done_before))
             bar.set_description_str(f"{job.variant} s{job.seed}: {when}")
             done = "; already complete" if (job.variant, job.seed) in done_before else ""
             tqdm.write(f"== [{n}/{len(jobs)}] {job.variant} seed {job.seed} ({when}{done})", file=sys.stderr)
@@ -355,8 +420,10 @@ def execute_matrix(run_dir: Path, profile: Profile, ds, data_root: Path, jobs: S
             record(result)
             bar.update(1)
             if result.status == FAILED:
-                tqdm.write(f"FAILED {result.id}: {result.error} (traceback in {JOBS_FILE}); the other jobs go on",
-                           file=sys.stderr)
+                tqdm.write(
+                    f"FAILED {result.id}: {result.error} (traceback in {JOBS_FILE}); the other jobs go on",
+                    file=sys.stderr,
+                )
 
         def one(ctx, job):
             return run_one(ctx, job, ds=ds, complete=(job.variant, job.seed) in done_before)
@@ -366,8 +433,12 @@ def execute_matrix(run_dir: Path, profile: Profile, ds, data_root: Path, jobs: S
     else:
         complete = [j for j in todo if (j.variant, j.seed) in done_before]
         pending = [j for j in todo if (j.variant, j.seed) not in done_before]
-        bar = tqdm(total=len(todo), disable=not show, unit="job",
-                   bar_format="jobs {n_fmt}/{total_fmt} finished |{bar}| {elapsed} elapsed")
+        bar = tqdm(
+            total=len(todo),
+            disable=not show,
+            unit="job",
+            bar_format="jobs {n_fmt}/{total_fmt} finished |{bar}| {elapsed} elapsed",
+        )
 
         def on_done(result) -> None:
             record(result)
@@ -375,20 +446,29 @@ def execute_matrix(run_dir: Path, profile: Profile, ds, data_root: Path, jobs: S
             where = f" on {result.host}" if result.host else ""
             n = len(results)
             if result.status == FAILED:
-                tqdm.write(f"FAILED [{n}/{len(todo)}] {result.id} after {clock(result.seconds)}{where}: {result.error}"
-                           f" (traceback in {JOBS_FILE}); the other jobs go on", file=sys.stderr)
+                tqdm.write(
+                    f"FAILED [{n}/{len(todo)}] {result.id} after {clock(result.seconds)}{where}: {result.error}"
+                    f" (traceback in {JOBS_FILE}); the other jobs go on",
+                    file=sys.stderr,
+                )
             elif result.status == SKIPPED:
                 tqdm.write(f"done [{n}/{len(todo)}] {result.id}: already complete", file=sys.stderr)
             else:
                 left = len(todo) - n
-                tqdm.write(f"done [{n}/{len(todo)}] {result.id} in {clock(result.seconds)}{where} "
-                           f"({clock(time.perf_counter() - t0)} elapsed, {left} job(s) left)", file=sys.stderr)
+                tqdm.write(
+                    f"done [{n}/{len(todo)}] {result.id} in {clock(result.seconds)}{where} "
+                    f"({clock(time.perf_counter() - t0)} elapsed, {left} job(s) left)",
+                    file=sys.stderr,
+                )
 
         for job in complete:  # cheap checks, in the driver: no worker start for a job with nothing to do
             on_done(run_one(ctx, job, ds=ds, complete=True))
         if pending:
-            tqdm.write(f"== {len(pending)} job(s) to {executor.name}"
-                       + (f" ({len(complete)} already complete)" if complete else ""), file=sys.stderr)
+            tqdm.write(
+                f"== {len(pending)} job(s) to {executor.name}"
+                + (f" ({len(complete)} already complete)" if complete else ""),
+                file=sys.stderr,
+            )
             get_executor(executor.name)(pending, ctx, executor, None, on_done, run_one)
         bar.close()
     if jobs:
@@ -414,7 +494,8 @@ class JobsLog:
 
     def add(self, result) -> None:
         self.jobs[result.id] = result.to_dict() | {
-            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        }
         artifacts.write_json(self.path, {"executor": self.executor, "jobs": self.jobs})
 
 

@@ -10,8 +10,8 @@ import os
 import shutil
 import socket
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 LOCK_NAME = ".harness.lock"
 
@@ -55,8 +55,12 @@ def acquire(run_dir: Path, command: str = "") -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK_NAME
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command or " ".join(sys.argv),
-          "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command or " ".join(sys.argv),
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
     content = (json.dumps(me) + "\n").encode()
     for _ in range(3):
         if _try_create(lock, content):
@@ -64,20 +68,23 @@ def acquire(run_dir: Path, command: str = "") -> Path:
         holder = _holder(lock)
         if holder and holder.get("pid") == os.getpid() and holder.get("host") == me["host"]:
             return lock  # this process already holds it (e.g. the gate calling run_matrix in-process)
-        if holder and holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) \
-                and _alive(holder["pid"]):
+        if holder and holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and _alive(holder["pid"]):
             raise RunLocked(
                 f"{run_dir} is in use by harness pid {holder['pid']} (started {holder.get('started')}: "
                 f"{holder.get('command')}); wait for it to finish, or use another --out. If that process is not a "
-                f"harness run, delete {lock}")
+                f"harness run, delete {lock}"
+            )
         if holder and holder.get("host") != me["host"]:
             raise RunLocked(
                 f"{run_dir} is locked by pid {holder.get('pid')} on host {holder.get('host')} (started "
                 f"{holder.get('started')}); this machine cannot tell whether it is still running. Wait for it, or "
-                f"delete {lock} if it is not")
+                f"delete {lock} if it is not"
+            )
         # dead holder (or an unreadable lock left by a kill): take it over
-        print(f"taking over the stale lock {lock} (holder pid {holder.get('pid') if holder else '?'} is gone)",
-              file=sys.stderr)
+        print(
+            f"taking over the stale lock {lock} (holder pid {holder.get('pid') if holder else '?'} is gone)",
+            file=sys.stderr,
+        )
         lock.unlink(missing_ok=True)
     raise RunLocked(f"{run_dir}: could not take the lock {lock}; another process keeps taking it")
 
@@ -120,6 +127,8 @@ def remove_temporaries(run_dir: Path, keep: Iterable[Path] = ()) -> list[Path]:
             removed.append(p)
     if removed:
         total = len(removed)
-        print(f"removed {total} leftover temporar{'y' if total == 1 else 'ies'} of an interrupted run in {run_dir}",
-              file=sys.stderr)
+        print(
+            f"removed {total} leftover temporar{'y' if total == 1 else 'ies'} of an interrupted run in {run_dir}",
+            file=sys.stderr,
+        )
     return removed

@@ -15,9 +15,10 @@ The providers a session really uses (``session.get_providers()``) are what gets 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,10 +86,14 @@ def select_providers(request: str = "auto") -> list[str]:
         return [CUDA, CPU] if usable and CUDA in available else [CPU]
     wanted = CUDA if request == "cuda" else TENSORRT
     if not usable:
-        raise RuntimeSetupError(f"provider {request!r} asked for, but no usable GPU is visible (torch.cuda.is_available() "
-                                f"is False); use --provider auto or cpu")
+        raise RuntimeSetupError(
+            f"provider {request!r} asked for, but no usable GPU is visible (torch.cuda.is_available() "
+            f"is False); use --provider auto or cpu"
+        )
     if wanted not in available:
-        raise RuntimeSetupError(f"provider {request!r} asked for, but this onnxruntime build offers only {sorted(available)}")
+        raise RuntimeSetupError(
+            f"provider {request!r} asked for, but this onnxruntime build offers only {sorted(available)}"
+        )
     return [TENSORRT, CUDA, CPU] if request == "tensorrt" else [CUDA, CPU]
 
 
@@ -114,20 +119,29 @@ def create_session(path: Path, providers: Sequence[str] | None = None, threads: 
         session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises InvalidProtobuf, InvalidGraph, Fail, RuntimeException, ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path}: cannot load the ONNX model ({type(exc).__name__}: {first}); the file is corrupt, "
-                             f"truncated or not an ONNX model; delete it and rerun `harness export --force`") from exc
+        raise ModelLoadError(
+            f"{path}: cannot load the ONNX model ({type(exc).__name__}: {first}); the file is corrupt, "
+            f"truncated or not an ONNX model; delete it and rerun `harness export --force`"
+        ) from exc
     missing = [p for p in providers if p != CPU and p not in session.get_providers()]
     if missing:
-        raise RuntimeSetupError(f"{path}: onnxruntime could not start {missing} (session uses {session.get_providers()}); "
-                                f"check the CUDA/cuDNN/TensorRT libraries or use --provider cpu")
+        raise RuntimeSetupError(
+            f"{path}: onnxruntime could not start {missing} (session uses {session.get_providers()}); "
+            f"check the CUDA/cuDNN/TensorRT libraries or use --provider cpu"
+        )
     return session
 
 
 def input_spec(session) -> dict[str, Any]:
     """Name and shape of the single input and output; symbolic dimensions are their names (str)."""
     inp, out = session.get_inputs(), session.get_outputs()
-    return {"input": inp[0].name, "input_shape": list(inp[0].shape), "input_type": inp[0].type,
-            "output": out[0].name, "output_shape": list(out[0].shape)}
+    return {
+        "input": inp[0].name,
+        "input_shape": list(inp[0].shape),
+        "input_type": inp[0].type,
+        "output": out[0].name,
+        "output_shape": list(out[0].shape),
+    }
 
 
 def check_io(session, path: Path, image_size: int, num_classes: int | None = None) -> None:
@@ -136,28 +150,43 @@ def check_io(session, path: Path, image_size: int, num_classes: int | None = Non
     shape, out = spec["input_shape"], spec["output_shape"]
     expected = [3, image_size, image_size]
     if spec["input_type"] != "tensor(float)":
-        raise InputShapeError(f"{path}: model input {spec['input']!r} is {spec['input_type']}, expected tensor(float) "
-                              f"(RGB in [0, 1]); re-export with `harness export --force`")
+        raise InputShapeError(
+            f"{path}: model input {spec['input']!r} is {spec['input_type']}, expected tensor(float) "
+            f"(RGB in [0, 1]); re-export with `harness export --force`"
+        )
     if len(shape) != 4 or [d if isinstance(d, int) else None for d in shape[1:]] != expected:
-        raise InputShapeError(f"{path}: model input {spec['input']!r} has shape {shape}, but the run feeds "
-                              f"N x {expected[0]} x {expected[1]} x {expected[2]} images (image_size={image_size} in "
-                              f"config.json); re-export with `harness export --force`")
+        raise InputShapeError(
+            f"{path}: model input {spec['input']!r} has shape {shape}, but the run feeds "
+            f"N x {expected[0]} x {expected[1]} x {expected[2]} images (image_size={image_size} in "
+            f"config.json); re-export with `harness export --force`"
+        )
     if num_classes is not None and (len(out) != 2 or out[1] != num_classes):
-        raise InputShapeError(f"{path}: model output has shape {out}, expected N x {num_classes} logits for the run's "
-                              f"{num_classes} classes; re-export with `harness export --force`")
+        raise InputShapeError(
+            f"{path}: model output has shape {out}, expected N x {num_classes} logits for the run's "
+            f"{num_classes} classes; re-export with `harness export --force`"
+        )
 
 
 def run_batches(session, x: np.ndarray, batch: int = 8) -> np.ndarray:
     """Logits for float32 N x 3 x H x W input, in batches (exercises the dynamic batch dimension)."""
     name = session.get_inputs()[0].name
-    outs = [session.run(None, {name: np.ascontiguousarray(x[i:i + batch], dtype=np.float32)})[0]
-            for i in range(0, len(x), batch)]
+    outs = [
+        session.run(None, {name: np.ascontiguousarray(x[i : i + batch], dtype=np.float32)})[0]
+        for i in range(0, len(x), batch)
+    ]
     return np.concatenate(outs, axis=0) if outs else np.zeros((0, 0), np.float32)
 
 
-def measure_latency(session, image_size: int, batch_sizes: Sequence[int] = (1, 8), repeats: int = 10,
-                    warmup: int = 2, seed: int = 0, budget_s: float | None = 30.0,
-                    make_input=None) -> dict[str, Any]:
+def measure_latency(
+    session,
+    image_size: int,
+    batch_sizes: Sequence[int] = (1, 8),
+    repeats: int = 10,
+    warmup: int = 2,
+    seed: int = 0,
+    budget_s: float | None = 30.0,
+    make_input=None,
+) -> dict[str, Any]:
     """Median (and p90) wall time of `repeats` runs per batch size after `warmup` runs; throughput = batch / median.
 
     On a slow machine (VGG16 at 224 px on 2 CPU cores: seconds per batch of 8) the timed runs of one batch size stop
@@ -181,7 +210,13 @@ def measure_latency(session, image_size: int, batch_sizes: Sequence[int] = (1, 8
             if budget_s is not None and len(times) >= min(3, repeats) and sum(times) > budget_s:
                 break
         med = float(np.median(times))
-        out[str(b)] = {"batch": b, "median_ms": med * 1e3, "p90_ms": float(np.percentile(times, 90)) * 1e3,
-                       "min_ms": min(times) * 1e3, "throughput_ips": b / med if med > 0 else None,
-                       "repeats": len(times), "warmup": warmup}
+        out[str(b)] = {
+            "batch": b,
+            "median_ms": med * 1e3,
+            "p90_ms": float(np.percentile(times, 90)) * 1e3,
+            "min_ms": min(times) * 1e3,
+            "throughput_ips": b / med if med > 0 else None,
+            "repeats": len(times),
+            "warmup": warmup,
+        }
     return out

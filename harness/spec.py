@@ -45,23 +45,57 @@ VALUE_RANGES = ("0..1", "0..255")
 CHANNELS = ("RGB", "BGR")
 RESIZES = ("stretch", "shorter-side-crop")
 OUTPUT_KINDS = ("logits", "probabilities")
-FIELDS = ("input", "layout", "size", "dtype", "value_range", "mean", "std", "channels", "resize", "output",
-          "output_kind", "classes")
+FIELDS = (
+    "input",
+    "layout",
+    "size",
+    "dtype",
+    "value_range",
+    "mean",
+    "std",
+    "channels",
+    "resize",
+    "output",
+    "output_kind",
+    "classes",
+)
 NONE_WORDS = ("none", "graph")  # mean = "none": the graph normalises (TOML has no null)
 ROW_SUM_TOL = 1e-3  # probabilities: rows >= 0 summing to 1 within this
 
 # What a `harness export` is (harness/export.py): the defaults its metadata stands for.
 HARNESS_META_CLASSES = "harness.classes"
 HARNESS_META_SIZE = "harness.image_size"
-HARNESS_DEFAULTS: dict[str, Any] = {"layout": "NCHW", "dtype": "float32", "value_range": "0..1", "mean": None,
-                                    "std": None, "channels": "RGB", "resize": "stretch", "output_kind": "logits"}
-DEFAULTS: dict[str, Any] = {"value_range": "0..1", "mean": None, "std": None, "channels": "RGB", "resize": "stretch",
-                            "output_kind": "logits"}
+HARNESS_DEFAULTS: dict[str, Any] = {
+    "layout": "NCHW",
+    "dtype": "float32",
+    "value_range": "0..1",
+    "mean": None,
+    "std": None,
+    "channels": "RGB",
+    "resize": "stretch",
+    "output_kind": "logits",
+}
+DEFAULTS: dict[str, Any] = {
+    "value_range": "0..1",
+    "mean": None,
+    "std": None,
+    "channels": "RGB",
+    "resize": "stretch",
+    "output_kind": "logits",
+}
 
 SRC_SET, SRC_META, SRC_GRAPH, SRC_SHAPE, SRC_DEFAULT = "--set", "ONNX metadata", "graph", "graph shape", "default"
 
-_ONNX_TYPES = {"float": "float32", "float16": "float16", "uint8": "uint8", "double": "float64", "int8": "int8",
-               "int32": "int32", "int64": "int64", "bfloat16": "bfloat16"}
+_ONNX_TYPES = {
+    "float": "float32",
+    "float16": "float16",
+    "uint8": "uint8",
+    "double": "float64",
+    "int8": "int8",
+    "int32": "int32",
+    "int64": "int64",
+    "bfloat16": "bfloat16",
+}
 _NP = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
 
 
@@ -119,8 +153,13 @@ def _triple(value: Any, key: str, where: str, positive: bool) -> tuple[float, fl
     if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
         return None
     if not isinstance(value, (list, tuple)) or len(value) != 3:
-        _fail(where, key, value, f"a list of 3 numbers{' > 0' if positive else ''} (one per channel, in the model's "
-                                 f"channel order), or \"none\" when the graph normalises")
+        _fail(
+            where,
+            key,
+            value,
+            f"a list of 3 numbers{' > 0' if positive else ''} (one per channel, in the model's "
+            f'channel order), or "none" when the graph normalises',
+        )
     lo = 0 if positive else None
     a, b, c = (_num(v, f"{key}[{i}]", where, min=lo, min_open=positive) for i, v in enumerate(value))
     return a, b, c
@@ -184,8 +223,9 @@ def read_spec(path: Path | None, overrides: Sequence[str] = ()) -> RawSpec:
         path = Path(path)
         where = f"spec file {path}"
         if not path.is_file():
-            raise SpecError(f"{where} does not exist; pass --spec PATH to a TOML file (or leave it out for a "
-                            f"harness export)")
+            raise SpecError(
+                f"{where} does not exist; pass --spec PATH to a TOML file (or leave it out for a harness export)"
+            )
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
@@ -197,8 +237,9 @@ def read_spec(path: Path | None, overrides: Sequence[str] = ()) -> RawSpec:
                 raise SpecError(f"{where}: spec = {raw['spec']!r} must be a table ([spec])")
             others = sorted(k for k in raw if k != "spec")
             if others:
-                raise SpecError(f"{where}: keys {others} are outside the [spec] table; put every field in [spec] "
-                                f"or none")
+                raise SpecError(
+                    f"{where}: keys {others} are outside the [spec] table; put every field in [spec] or none"
+                )
             raw = raw["spec"]
         for key, value in raw.items():
             if isinstance(value, dict):
@@ -238,7 +279,7 @@ class _Graph:
 
 
 def _ort_type(t: str) -> str:
-    inner = t[len("tensor("):-1] if t.startswith("tensor(") and t.endswith(")") else t
+    inner = t[len("tensor(") : -1] if t.startswith("tensor(") and t.endswith(")") else t
     return _ONNX_TYPES.get(inner, inner)
 
 
@@ -266,22 +307,31 @@ def _graph_of_file(path: Path) -> _Graph:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise ModelLoadError(f"{path}: cannot read the ONNX model ({type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); the file is corrupt, "
-                             f"truncated or not an ONNX model") from exc
+        raise ModelLoadError(
+            f"{path}: cannot read the ONNX model ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); the file is corrupt, "
+            f"truncated or not an ONNX model"
+        ) from exc
 
     def conv(v) -> _Tensor:
         tt = v.type.tensor_type
         dtype = onnx.TensorProto.DataType.Name(tt.elem_type).lower()
         shape = None
         if tt.HasField("shape"):
-            shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0
-                          else (d.dim_param if d.HasField("dim_param") and d.dim_param else None) for d in tt.shape.dim)
+            shape = tuple(
+                d.dim_value
+                if d.HasField("dim_value") and d.dim_value > 0
+                else (d.dim_param if d.HasField("dim_param") and d.dim_param else None)
+                for d in tt.shape.dim
+            )
         return _Tensor(v.name, _ONNX_TYPES.get(dtype, dtype), shape)
 
     inits = {t.name for t in proto.graph.initializer}
-    return _Graph(tuple(conv(v) for v in proto.graph.input if v.name not in inits),
-                  tuple(conv(v) for v in proto.graph.output), {p.key: p.value for p in proto.metadata_props})
+    return _Graph(
+        tuple(conv(v) for v in proto.graph.input if v.name not in inits),
+        tuple(conv(v) for v in proto.graph.output),
+        {p.key: p.value for p in proto.metadata_props},
+    )
 
 
 def _shape_text(shape: tuple | None) -> str:
@@ -302,16 +352,20 @@ def _harness_meta(graph: _Graph, model: Path) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         classes = meta[HARNESS_META_CLASSES]
     if not isinstance(classes, list):
-        raise SpecError(f"{where}: {HARNESS_META_CLASSES} = {meta[HARNESS_META_CLASSES]!r} is not a JSON list of "
-                        f"class names; re-export the model with `harness export --force`, or give classes = [...] "
-                        f"in a spec")
+        raise SpecError(
+            f"{where}: {HARNESS_META_CLASSES} = {meta[HARNESS_META_CLASSES]!r} is not a JSON list of "
+            f"class names; re-export the model with `harness export --force`, or give classes = [...] "
+            f"in a spec"
+        )
     out = dict(HARNESS_DEFAULTS, classes=validate_field("classes", classes, where))
     if HARNESS_META_SIZE in meta:
         try:
             size = int(meta[HARNESS_META_SIZE])
         except ValueError:
-            raise SpecError(f"{where}: {HARNESS_META_SIZE} = {meta[HARNESS_META_SIZE]!r} is not an integer; "
-                            f"re-export with `harness export --force`, or give size = [H, W] in a spec") from None
+            raise SpecError(
+                f"{where}: {HARNESS_META_SIZE} = {meta[HARNESS_META_SIZE]!r} is not an integer; "
+                f"re-export with `harness export --force`, or give size = [H, W] in a spec"
+            ) from None
         out["size"] = validate_field("size", size, where)
     return out
 
@@ -322,19 +376,25 @@ def _pick(kind: str, tensors: Sequence[_Tensor], named: str | None, where: str, 
         if named not in names:
             close = difflib.get_close_matches(named, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise SpecError(f"{where}: {kind} = {named!r} is not a graph {kind} of {model}; its {kind}s are "
-                            f"{names}{hint}; set {kind} = one of them")
+            raise SpecError(
+                f"{where}: {kind} = {named!r} is not a graph {kind} of {model}; its {kind}s are "
+                f"{names}{hint}; set {kind} = one of them"
+            )
         found = tensors[names.index(named)]
         if kind == "input" and len(tensors) > 1:
             others = [n for n in names if n != named]
-            raise SpecError(f"{model}: the graph also requires inputs {others} besides {kind} = {named!r}; harness "
-                            f"check feeds one image tensor only; export the model with a single image input")
+            raise SpecError(
+                f"{model}: the graph also requires inputs {others} besides {kind} = {named!r}; harness "
+                f"check feeds one image tensor only; export the model with a single image input"
+            )
         return found
     if not tensors:
         raise SpecError(f"{model}: the graph declares no {kind}s; it is not an image classifier")
     if len(tensors) > 1:
-        raise SpecError(f"{model}: the graph has several {kind}s {names} and the spec names none; add "
-                        f"{kind} = \"<name>\" (one of {names}) to the spec or --set {kind}=NAME")
+        raise SpecError(
+            f"{model}: the graph has several {kind}s {names} and the spec names none; add "
+            f'{kind} = "<name>" (one of {names}) to the spec or --set {kind}=NAME'
+        )
     return tensors[0]
 
 
@@ -342,8 +402,9 @@ def _check_input_shape(spec: dict[str, Any], src: Mapping[str, str], t: _Tensor,
     shape = t.shape
     at = f"{model}: input {t.name!r} has shape {_shape_text(shape)}"
     if shape is not None and len(shape) != 4:
-        raise SpecError(f"{at} (rank {len(shape)}); harness check feeds a batch of images, rank 4 "
-                        f"(N x 3 x H x W or N x H x W x 3)")
+        raise SpecError(
+            f"{at} (rank {len(shape)}); harness check feeds a batch of images, rank 4 (N x 3 x H x W or N x H x W x 3)"
+        )
     if shape is None:
         return
     ch, hw = (1, (2, 3)) if spec["layout"] == "NCHW" else (3, (1, 2))
@@ -351,30 +412,40 @@ def _check_input_shape(spec: dict[str, Any], src: Mapping[str, str], t: _Tensor,
         other = 3 if spec["layout"] == "NCHW" else 1
         if shape[other] == 3:
             guess = "NHWC" if other == 3 else "NCHW"
-            raise SpecError(f"{src['layout']}: layout = {spec['layout']!r} contradicts the graph: {at}, channels are "
-                            f"at dim {other} ({guess}); set layout = {guess!r}")
-        raise SpecError(f"{at}: the channel dim ({spec['layout']}) is {shape[ch]}, not 3; harness check feeds RGB "
-                        f"images (set layout if the channels are elsewhere)")
+            raise SpecError(
+                f"{src['layout']}: layout = {spec['layout']!r} contradicts the graph: {at}, channels are "
+                f"at dim {other} ({guess}); set layout = {guess!r}"
+            )
+        raise SpecError(
+            f"{at}: the channel dim ({spec['layout']}) is {shape[ch]}, not 3; harness check feeds RGB "
+            f"images (set layout if the channels are elsewhere)"
+        )
     for axis, want, name in zip(hw, spec["size"], ("height", "width")):
         if isinstance(shape[axis], int) and shape[axis] != want:
-            raise SpecError(f"{src['size']}: size = {list(spec['size'])} contradicts the graph: {at} "
-                            f"({spec['layout']}, {name} {shape[axis]}); set size = "
-                            f"[{shape[hw[0]] if isinstance(shape[hw[0]], int) else spec['size'][0]}, "
-                            f"{shape[hw[1]] if isinstance(shape[hw[1]], int) else spec['size'][1]}]")
+            raise SpecError(
+                f"{src['size']}: size = {list(spec['size'])} contradicts the graph: {at} "
+                f"({spec['layout']}, {name} {shape[axis]}); set size = "
+                f"[{shape[hw[0]] if isinstance(shape[hw[0]], int) else spec['size'][0]}, "
+                f"{shape[hw[1]] if isinstance(shape[hw[1]], int) else spec['size'][1]}]"
+            )
 
 
 def _infer_layout(t: _Tensor, model: Path) -> str:
     shape = t.shape
     if shape is None or len(shape) != 4:
         rank = "" if shape is None else f" (rank {len(shape)})"
-        raise SpecError(f"{model}: input {t.name!r} has shape {_shape_text(shape)}{rank}; harness check feeds a batch "
-                        f"of images, rank 4 (N x 3 x H x W or N x H x W x 3)")
+        raise SpecError(
+            f"{model}: input {t.name!r} has shape {_shape_text(shape)}{rank}; harness check feeds a batch "
+            f"of images, rank 4 (N x 3 x H x W or N x H x W x 3)"
+        )
     first, last = shape[1] == 3, shape[3] == 3
     if first != last:
         return "NCHW" if first else "NHWC"
     why = "both dim 1 and the last dim are 3" if first else "neither dim 1 nor the last dim is a static 3"
-    raise SpecError(f"{model}: input {t.name!r} has shape {_shape_text(shape)}: {why}, so the channel axis is not "
-                    f"known; add layout = \"NCHW\" or \"NHWC\" to the spec")
+    raise SpecError(
+        f"{model}: input {t.name!r} has shape {_shape_text(shape)}: {why}, so the channel axis is not "
+        f'known; add layout = "NCHW" or "NHWC" to the spec'
+    )
 
 
 def _infer_size(t: _Tensor, layout: str) -> tuple[int, int] | None:
@@ -398,8 +469,10 @@ def _check_classes(classes: tuple[str, ...], where: str, dataset_classes: Sequen
         parts.append(f"not in the dataset {extra}" + (f" ({', '.join(hints)})" if hints else ""))
     if len(classes) != len(dataset):
         parts.append(f"{len(classes)} names for the dataset's {len(dataset)} classes")
-    raise SpecError(f"{where}: classes = {list(classes)} are not the dataset's classes {dataset}: {'; '.join(parts)}; "
-                    f"list the model's class names, each dataset class once, in the order of its output columns")
+    raise SpecError(
+        f"{where}: classes = {list(classes)} are not the dataset's classes {dataset}: {'; '.join(parts)}; "
+        f"list the model's class names, each dataset class once, in the order of its output columns"
+    )
 
 
 def resolve_spec(model_path: Path, raw: Mapping[str, Any], dataset_classes: Sequence[str], session=None) -> ModelSpec:
@@ -438,27 +511,35 @@ def resolve_spec(model_path: Path, raw: Mapping[str, Any], dataset_classes: Sequ
     if "size" not in spec:
         size = _infer_size(inp, spec["layout"])
         if size is None:
-            raise SpecError(f"{model}: input {inp.name!r} has shape {_shape_text(inp.shape)}, so the image size is "
-                            f"not known; add size = [H, W] (the height and width the model was trained at) to the "
-                            f"spec")
+            raise SpecError(
+                f"{model}: input {inp.name!r} has shape {_shape_text(inp.shape)}, so the image size is "
+                f"not known; add size = [H, W] (the height and width the model was trained at) to the "
+                f"spec"
+            )
         fill("size", size, SRC_SHAPE)
     _check_input_shape(spec, {k: _where(src, k, model) for k in src}, inp, model)
 
     if inp.dtype not in DTYPES:
         raise SpecError(f"{model}: input {inp.name!r} is {inp.dtype}; harness check feeds {list(DTYPES)}")
     if "dtype" in spec and spec["dtype"] != inp.dtype:
-        raise SpecError(f"{_where(src, 'dtype', model)}: dtype = {spec['dtype']!r} contradicts the graph of "
-                        f"{model}: input {inp.name!r} is {inp.dtype}; set dtype = {inp.dtype!r}")
+        raise SpecError(
+            f"{_where(src, 'dtype', model)}: dtype = {spec['dtype']!r} contradicts the graph of "
+            f"{model}: input {inp.name!r} is {inp.dtype}; set dtype = {inp.dtype!r}"
+        )
     fill("dtype", inp.dtype, SRC_GRAPH)
     if spec["dtype"] == "uint8":
         if spec.get("value_range", "0..255") != "0..255":
-            raise SpecError(f"{_where(src, 'value_range', model)}: value_range = {spec['value_range']!r} with dtype "
-                            f"'uint8': uint8 images are 0..255; remove value_range or set it to '0..255'")
+            raise SpecError(
+                f"{_where(src, 'value_range', model)}: value_range = {spec['value_range']!r} with dtype "
+                f"'uint8': uint8 images are 0..255; remove value_range or set it to '0..255'"
+            )
         fill("value_range", "0..255", "dtype uint8")
         for key in ("mean", "std"):
             if spec.get(key) is not None:
-                raise SpecError(f"{_where(src, key, model)}: {key} = {list(spec[key])} with dtype 'uint8': a uint8 "
-                                f"input cannot carry normalised values, so the graph must normalise; remove {key}")
+                raise SpecError(
+                    f"{_where(src, key, model)}: {key} = {list(spec[key])} with dtype 'uint8': a uint8 "
+                    f"input cannot carry normalised values, so the graph must normalise; remove {key}"
+                )
     if spec.get("mean") is not None or spec.get("std") is not None:  # one given: the other is the identity
         fill("mean", (0.0, 0.0, 0.0), "default (std given)")
         fill("std", (1.0, 1.0, 1.0), "default (mean given)")
@@ -466,20 +547,26 @@ def resolve_spec(model_path: Path, raw: Mapping[str, Any], dataset_classes: Sequ
         fill(key, value, SRC_DEFAULT)
 
     if "classes" not in spec:
-        raise SpecError(f"{model}: classes: the model's class names are not known (no harness metadata in the model, "
-                        f"none in the spec); add classes = [\"...\", ...] to the spec, the names in the order of the "
-                        f"output columns of {out.name!r} (the dataset's classes are {list(dataset_classes)})")
+        raise SpecError(
+            f"{model}: classes: the model's class names are not known (no harness metadata in the model, "
+            f'none in the spec); add classes = ["...", ...] to the spec, the names in the order of the '
+            f"output columns of {out.name!r} (the dataset's classes are {list(dataset_classes)})"
+        )
     cls_where = meta_where if src["classes"] == SRC_META else _where(src, "classes", model)
     _check_classes(spec["classes"], cls_where, dataset_classes)
     if out.shape is not None:
         width = out.shape[-1] if out.shape else None
         if len(out.shape) != 2:
-            raise SpecError(f"{model}: output {out.name!r} has shape {_shape_text(out.shape)}; harness check reads "
-                            f"N x C class scores (set output to the graph output that gives them)")
+            raise SpecError(
+                f"{model}: output {out.name!r} has shape {_shape_text(out.shape)}; harness check reads "
+                f"N x C class scores (set output to the graph output that gives them)"
+            )
         if isinstance(width, int) and width != len(spec["classes"]):
-            raise SpecError(f"{cls_where}: classes lists {len(spec['classes'])} names, but output {out.name!r} has "
-                            f"shape {_shape_text(out.shape)} ({width} columns); the model does not classify these "
-                            f"classes, or output names the wrong graph output")
+            raise SpecError(
+                f"{cls_where}: classes lists {len(spec['classes'])} names, but output {out.name!r} has "
+                f"shape {_shape_text(out.shape)} ({width} columns); the model does not classify these "
+                f"classes, or output names the wrong graph output"
+            )
     return ModelSpec(**{k: spec[k] for k in FIELDS}, sources={k: src[k] for k in FIELDS})
 
 
@@ -524,7 +611,7 @@ def prepare(spec: ModelSpec, images: Sequence[torch.Tensor]) -> np.ndarray:
         out = []
         for im in images:
             rh, rw, top, left = crop_window(int(im.shape[-2]), int(im.shape[-1]), (H, W))
-            out.append(TF.resize(im, [rh, rw], antialias=True)[:, top:top + H, left:left + W])
+            out.append(TF.resize(im, [rh, rw], antialias=True)[:, top : top + H, left : left + W])
         batch = torch.stack(out)
     return batch.float().div_(255).numpy()
 
@@ -555,8 +642,9 @@ def to_model(spec: ModelSpec, canonical: np.ndarray) -> np.ndarray:
 
 def _resize_map(m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float64))[None, None]
-    return torch.nn.functional.interpolate(t, size=hw, mode="bilinear", align_corners=False,
-                                           antialias=hw[0] < m.shape[0] or hw[1] < m.shape[1])[0, 0].numpy()
+    return torch.nn.functional.interpolate(
+        t, size=hw, mode="bilinear", align_corners=False, antialias=hw[0] < m.shape[0] or hw[1] < m.shape[1]
+    )[0, 0].numpy()
 
 
 def map_to_image(spec: ModelSpec, saliency: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
@@ -588,8 +676,9 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def make_forward(session, spec: ModelSpec, dataset_classes: Sequence[str],
-                 batch: int = 32) -> Callable[[np.ndarray], np.ndarray]:
+def make_forward(
+    session, spec: ModelSpec, dataset_classes: Sequence[str], batch: int = 32
+) -> Callable[[np.ndarray], np.ndarray]:
     """A forward function: canonical batch (N, 3, H, W) -> float32 probabilities (N, len(dataset_classes)), columns in
     DATASET class order. Logits are softmaxed; "probabilities" outputs are checked on the first call (rows >= 0,
     summing to 1 within 1e-3), and so are logits whose kind was only defaulted (they must not already be
@@ -598,8 +687,14 @@ def make_forward(session, spec: ModelSpec, dataset_classes: Sequence[str],
     order = [spec.classes.index(c) for c in dataset_classes]
     if len(set(order)) != len(spec.classes):
         raise SpecError(f"classes = {list(spec.classes)} are not the dataset's classes {list(dataset_classes)}")
-    fixed = next((i.shape[0] for i in session.get_inputs() if i.name == spec.input
-                  and i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0), None)
+    fixed = next(
+        (
+            i.shape[0]
+            for i in session.get_inputs()
+            if i.name == spec.input and i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0
+        ),
+        None,
+    )
     step = int(fixed or max(1, int(batch)))
     checked = [False]
 
@@ -614,7 +709,7 @@ def make_forward(session, spec: ModelSpec, dataset_classes: Sequence[str],
         canonical = np.asarray(canonical, dtype=np.float32)
         if len(canonical) == 0:
             return np.zeros((0, len(order)), np.float32)
-        y = np.concatenate([run(canonical[i:i + step]) for i in range(0, len(canonical), step)], axis=0)
+        y = np.concatenate([run(canonical[i : i + step]) for i in range(0, len(canonical), step)], axis=0)
         y = y.astype(np.float64)
         if not checked[0]:
             _check_output(spec, y)
@@ -628,22 +723,42 @@ def make_forward(session, spec: ModelSpec, dataset_classes: Sequence[str],
 def _check_output(spec: ModelSpec, y: np.ndarray) -> None:
     where = spec.sources.get("output_kind", SRC_DEFAULT)
     if y.shape[1] != len(spec.classes):
-        raise SpecError(f"output {spec.output!r} gives {y.shape[1]} columns, but classes lists {len(spec.classes)} "
-                        f"names ({spec.sources.get('classes', '?')}); the model does not classify these classes")
+        raise SpecError(
+            f"output {spec.output!r} gives {y.shape[1]} columns, but classes lists {len(spec.classes)} "
+            f"names ({spec.sources.get('classes', '?')}); the model does not classify these classes"
+        )
     if not np.all(np.isfinite(y)):
-        raise SpecError(f"output {spec.output!r} holds NaN or infinite values; check the input spec (dtype, "
-                        f"value_range, mean/std) and the model")
+        raise SpecError(
+            f"output {spec.output!r} holds NaN or infinite values; check the input spec (dtype, "
+            f"value_range, mean/std) and the model"
+        )
     sums = y.sum(axis=1)
     looks = bool(np.all(y >= 0) and np.all(np.abs(sums - 1) <= ROW_SUM_TOL))
     worst = float(sums[np.argmax(np.abs(sums - 1))])
     if spec.output_kind == "probabilities" and not looks:
-        raise SpecError(f"{where}: output {spec.output!r} does not look like probabilities (row sums {worst:.4g}"
-                        f"{', negative values' if np.any(y < 0) else ''}); set output_kind = 'logits'")
+        raise SpecError(
+            f"{where}: output {spec.output!r} does not look like probabilities (row sums {worst:.4g}"
+            f"{', negative values' if np.any(y < 0) else ''}); set output_kind = 'logits'"
+        )
     if spec.output_kind == "logits" and looks and where == SRC_DEFAULT and y.shape[1] > 1:
-        raise SpecError(f"output {spec.output!r} looks like probabilities (every row >= 0 and summing to 1), but "
-                        f"output_kind was not given and defaults to 'logits' (softmax would be applied twice); set "
-                        f"output_kind = 'probabilities' (or 'logits' to force it)")
+        raise SpecError(
+            f"output {spec.output!r} looks like probabilities (every row >= 0 and summing to 1), but "
+            f"output_kind was not given and defaults to 'logits' (softmax would be applied twice); set "
+            f"output_kind = 'probabilities' (or 'logits' to force it)"
+        )
 
 
-__all__ = ["SpecError", "ModelSpec", "RawSpec", "read_spec", "resolve_spec", "prepare", "to_model", "map_to_image",
-           "make_forward", "crop_window", "validate_field", "FIELDS"]
+__all__ = [
+    "SpecError",
+    "ModelSpec",
+    "RawSpec",
+    "read_spec",
+    "resolve_spec",
+    "prepare",
+    "to_model",
+    "map_to_image",
+    "make_forward",
+    "crop_window",
+    "validate_field",
+    "FIELDS",
+]

@@ -5,12 +5,25 @@ from __future__ import annotations
 import copy
 import difflib
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from harness.config import (ConfigError, _bool, _choice, _fail, _int, _keys, _num, _opt_num, _str, _str_list, _table,
-                            split_variant)
+from harness.config import (
+    ConfigError,
+    _bool,
+    _choice,
+    _fail,
+    _int,
+    _keys,
+    _num,
+    _opt_num,
+    _str,
+    _str_list,
+    _table,
+    split_variant,
+)
 
 
 @dataclass(frozen=True)
@@ -50,8 +63,10 @@ class CamRule:
 
     @property
     def configured(self) -> bool:
-        return any(v is not None for v in (self.energy_share_min, self.pointing_rate_min, self.energy_share_margin,
-                                           self.pointing_margin))
+        return any(
+            v is not None
+            for v in (self.energy_share_min, self.pointing_rate_min, self.energy_share_margin, self.pointing_margin)
+        )
 
 
 @dataclass(frozen=True)
@@ -110,7 +125,9 @@ EVERY_MODEL = "*"  # thresholds.gated = ["*"]: every model of the run is gated (
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = _merge(out.get(k, {}), v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        out[k] = (
+            _merge(out.get(k, {}), v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        )
     return out
 
 
@@ -192,7 +209,8 @@ def _regression_rule(raw: Any, where: str) -> RegressionRule:
     r = RegressionRule()
     return RegressionRule(
         max_drop=_unit(d.get("max_drop", r.max_drop), "thresholds.regression.max_drop", where),
-        mcnemar_p=_unit(d.get("mcnemar_p", r.mcnemar_p), "thresholds.regression.mcnemar_p", where))
+        mcnemar_p=_unit(d.get("mcnemar_p", r.mcnemar_p), "thresholds.regression.mcnemar_p", where),
+    )
 
 
 def _selective_rule(raw: Any, where: str) -> SelectiveRule:
@@ -201,8 +219,12 @@ def _selective_rule(raw: Any, where: str) -> SelectiveRule:
     r = SelectiveRule()
     return SelectiveRule(
         target=_num(d.get("target", r.target), "thresholds.selective.target", where, 0, 1, min_open=True),
-        coverage_at_target_min=_unit(d.get("coverage_at_target_min", r.coverage_at_target_min),
-                                     "thresholds.selective.coverage_at_target_min", where))
+        coverage_at_target_min=_unit(
+            d.get("coverage_at_target_min", r.coverage_at_target_min),
+            "thresholds.selective.coverage_at_target_min",
+            where,
+        ),
+    )
 
 
 def _read_user_file(path: Path) -> Mapping[str, Any]:
@@ -240,8 +262,11 @@ def parse_thresholds(raw: Mapping[str, Any], source: str, user_file: Path | None
         gated=_gated(g("gated"), where),
         seed_aggregate=_choice(g("seed_aggregate"), "thresholds.seed_aggregate", where, ("worst", "mean")),
         accuracy={str(split): _accuracy_rule(rule, str(split), where) for split, rule in acc_raw.items()},
-        accuracy_default=(_accuracy_rule(d["accuracy_default"], "default", where, "thresholds.accuracy_default")
-                          if "accuracy_default" in d else DEFAULT_ACCURACY_RULE),
+        accuracy_default=(
+            _accuracy_rule(d["accuracy_default"], "default", where, "thresholds.accuracy_default")
+            if "accuracy_default" in d
+            else DEFAULT_ACCURACY_RULE
+        ),
         cam=_cam_rule(d.get("cam", {}), where),
         occlusion=_cam_rule(d.get("occlusion", {}), where, "thresholds.occlusion"),
         rise=_cam_rule(d.get("rise", {}), where, "thresholds.rise"),
@@ -261,8 +286,9 @@ def _closest(name: str, known: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def check_applies(thresholds: Thresholds, test_sets: Sequence[str], variants: Sequence[str], where: str,
-                  backbones: Sequence[str] = ()) -> None:
+def check_applies(
+    thresholds: Thresholds, test_sets: Sequence[str], variants: Sequence[str], where: str, backbones: Sequence[str] = ()
+) -> None:
     """Raise ConfigError when the thresholds name something this run does not have, so that no criterion is
     silently skipped: a thresholds.accuracy.<name> that is not one of `test_sets`, a thresholds.cam.split that is
     not one of them (when a CAM criterion is set), or a gated entry whose variant is not in the matrix `variants`
@@ -271,25 +297,33 @@ def check_applies(thresholds: Thresholds, test_sets: Sequence[str], variants: Se
     test_sets, variants, backbones = list(test_sets), list(variants), list(backbones)
     for name in thresholds.accuracy:
         if name not in test_sets:
-            raise ConfigError(f"{where}: thresholds.accuracy.{name} names test set {name!r}, which this run does not "
-                              f"have (test sets: {test_sets}){_closest(name, test_sets)}")
+            raise ConfigError(
+                f"{where}: thresholds.accuracy.{name} names test set {name!r}, which this run does not "
+                f"have (test sets: {test_sets}){_closest(name, test_sets)}"
+            )
     for method, key in SALIENCY_EVIDENCE.items():
         rule = thresholds.localization(method)
         if rule.configured and rule.split and rule.split not in test_sets:
-            raise ConfigError(f"{where}: thresholds.{key}.split = {rule.split!r} is not a test set of this run "
-                              f"(test sets: {test_sets}){_closest(rule.split, test_sets)}")
+            raise ConfigError(
+                f"{where}: thresholds.{key}.split = {rule.split!r} is not a test set of this run "
+                f"(test sets: {test_sets}){_closest(rule.split, test_sets)}"
+            )
     for n, entry in enumerate(thresholds.gated):
         backbone, variant = gated_entry(entry)
         if entry == EVERY_MODEL:
             continue
         if variant not in variants:
-            raise ConfigError(f"{where}: thresholds.gated[{n}] = {entry!r} gates variant {variant!r}, which is not in "
-                              f"this run's matrix {variants}{_closest(variant, variants)}; add it to --variants or "
-                              f"change thresholds.gated")
+            raise ConfigError(
+                f"{where}: thresholds.gated[{n}] = {entry!r} gates variant {variant!r}, which is not in "
+                f"this run's matrix {variants}{_closest(variant, variants)}; add it to --variants or "
+                f"change thresholds.gated"
+            )
         if backbone is not None and backbones and backbone not in backbones:
-            raise ConfigError(f"{where}: thresholds.gated[{n}] = {entry!r} gates backbone {backbone!r}, but this run's "
-                              f"backbones are {backbones}; use --backbone "
-                              f"{backbone} or change thresholds.gated (e.g. to {variant!r}, any backbone)")
+            raise ConfigError(
+                f"{where}: thresholds.gated[{n}] = {entry!r} gates backbone {backbone!r}, but this run's "
+                f"backbones are {backbones}; use --backbone "
+                f"{backbone} or change thresholds.gated (e.g. to {variant!r}, any backbone)"
+            )
 
 
 def fit_to_run(thresholds: Thresholds, test_sets: Sequence[str]) -> tuple[Thresholds, list[str]]:
@@ -303,15 +337,18 @@ def fit_to_run(thresholds: Thresholds, test_sets: Sequence[str]) -> tuple[Thresh
     notes: list[str] = []
     dropped = [name for name in thresholds.accuracy if name not in test_sets]
     if dropped:
-        notes.append(f"thresholds.accuracy.{{{', '.join(dropped)}}} not applied: this dataset's test sets are "
-                     f"{test_sets} (each gets the default rule)")
+        notes.append(
+            f"thresholds.accuracy.{{{', '.join(dropped)}}} not applied: this dataset's test sets are "
+            f"{test_sets} (each gets the default rule)"
+        )
     changes: dict[str, Any] = {"accuracy": {k: v for k, v in thresholds.accuracy.items() if k in test_sets}}
     for method, key in SALIENCY_EVIDENCE.items():
         rule = thresholds.localization(method)
         if rule.split and rule.split not in test_sets:
             changes[key] = dataclasses.replace(rule, split="")
             if rule.configured:
-                notes.append(f"thresholds.{key}.split = {rule.split!r} is not a test set of this dataset: "
-                             f"localization is judged on every test set with labelled regions")
+                notes.append(
+                    f"thresholds.{key}.split = {rule.split!r} is not a test set of this dataset: "
+                    f"localization is judged on every test set with labelled regions"
+                )
     return dataclasses.replace(thresholds, **changes), notes
-

@@ -42,23 +42,38 @@ def prepare_data(ds: Dataset, profile: Profile) -> TrainData:
     epoch = oversample(tr_labels, range(len(tr)), profile.split_seed) if profile.oversample else list(range(len(tr)))
     images = resize_batch([s.image for s in ds.samples], profile.image_size)
     y = torch.tensor(labels)
-    return TrainData(ds.classes, images[tr], y[tr], images[va], y[va], tuple(epoch),
-                     tuple(ds.samples[i].name for i in tr), tuple(ds.samples[i].name for i in va))
+    return TrainData(
+        ds.classes,
+        images[tr],
+        y[tr],
+        images[va],
+        y[va],
+        tuple(epoch),
+        tuple(ds.samples[i].name for i in tr),
+        tuple(ds.samples[i].name for i in va),
+    )
 
 
 def pick_device(preference: str = "auto") -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
         from harness.config import ConfigError
 
-        raise ConfigError("the profile asks for device = 'cuda' but torch sees no usable GPU on this machine; "
-                          "use --set device=auto (GPU when there is one) or --set device=cpu")
+        raise ConfigError(
+            "the profile asks for device = 'cuda' but torch sees no usable GPU on this machine; "
+            "use --set device=auto (GPU when there is one) or --set device=cpu"
+        )
     if preference in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
 
 
 def _optimizer(phase: Phase, params) -> torch.optim.Optimizer:
-    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
+    kinds = {
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "rmsprop": torch.optim.RMSprop,
+        "sgd": torch.optim.SGD,
+    }
     kwargs: dict[str, Any] = {"lr": phase.lr, "weight_decay": phase.weight_decay}
     if phase.optimizer == "sgd":
         kwargs["momentum"] = 0.9
@@ -75,8 +90,14 @@ def _set_train_mode(model: Classifier, phase: Phase, freeze_bn: bool) -> None:
                 m.eval()
 
 
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, target: torch.Tensor,
-               device: torch.device, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    xb: torch.Tensor,
+    target: torch.Tensor,
+    device: torch.device,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on a batch (probability targets); returns (loss, logits), both left on the device."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits = model(xb).float()
@@ -88,12 +109,14 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, t
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int) -> tuple[float, float]:
+def _evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int
+) -> tuple[float, float]:
     model.eval()
     losses, correct = 0.0, 0
     for i in range(0, len(x), batch):
-        xb = x[i:i + batch].to(device).float().div_(255)
-        yb = y[i:i + batch].to(device)
+        xb = x[i : i + batch].to(device).float().div_(255)
+        yb = y[i : i + batch].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(xb).float()
         losses += F.cross_entropy(logits, yb, reduction="sum").item()
@@ -109,9 +132,18 @@ def clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def fit(model: Classifier, data: TrainData, level: Level, profile: Profile, phases: tuple[Phase, ...],
-        device: torch.device, seed: int, label: str = "", progress: bool | None = None,
-        freeze_bn: bool = False) -> list[dict[str, Any]]:
+def fit(
+    model: Classifier,
+    data: TrainData,
+    level: Level,
+    profile: Profile,
+    phases: tuple[Phase, ...],
+    device: torch.device,
+    seed: int,
+    label: str = "",
+    progress: bool | None = None,
+    freeze_bn: bool = False,
+) -> list[dict[str, Any]]:
     """Train through the phases; after each phase the weights with the best validation loss are restored.
 
     freeze_bn keeps the backbone's batch-norm statistics fixed while it fine-tunes (for pretrained backbones).
@@ -146,7 +178,7 @@ def fit(model: Classifier, data: TrainData, level: Level, profile: Profile, phas
             batches = range(0, len(order) - 1, bs)  # a last batch of one image is dropped (mixup needs pairs)
             bar = tqdm(batches, desc=f"{label} {phase.name} {epoch}/{phase.epochs}", leave=False, disable=not show)
             for start in bar:
-                idx = torch.as_tensor(order[start:start + bs], device=device)
+                idx = torch.as_tensor(order[start : start + bs], device=device)
                 xb = torch.stack([per_image(img) for img in train_x[idx]])
                 xb, target = per_batch(xb, train_y[idx])
                 xb = xb.contiguous(memory_format=torch.channels_last)
@@ -158,19 +190,33 @@ def fit(model: Classifier, data: TrainData, level: Level, profile: Profile, phas
                 seen += len(idx)
             loss_sum, correct = loss_sum.item(), int(correct.item())
             val_loss, val_acc = _evaluate(model, data.val_x, data.val_y, device, bs * 2)
-            row = {"phase": phase.name, "epoch": epoch, "loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1),
-                   "val_loss": val_loss, "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"],
-                   "seconds": time.perf_counter() - t0, "images": seen}
+            row = {
+                "phase": phase.name,
+                "epoch": epoch,
+                "loss": loss_sum / max(seen, 1),
+                "accuracy": correct / max(seen, 1),
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "lr": opt.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t0,
+                "images": seen,
+            }
             history.append(row)
             if val_loss < best_loss:
-                best_loss, best_state = val_loss, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                best_loss, best_state = (
+                    val_loss,
+                    copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}),
+                )
             done_epochs, phase_seconds = done_epochs + 1, phase_seconds + row["seconds"]
             left = total_epochs - done_epochs
             eta = f", ~{clock(phase_seconds / epoch * left)} left" if left else ""
-            tqdm.write(f"[{label}] epoch {done_epochs}/{total_epochs} ({phase.name} {epoch}/{phase.epochs}) "
-                       f"loss {row['loss']:.4f} acc {row['accuracy']:.3f} val_loss {val_loss:.4f} "
-                       f"val_acc {val_acc:.3f} {row['seconds']:.1f}s | variant "
-                       f"{clock(time.perf_counter() - t_fit)} elapsed{eta}", file=sys.stderr)
+            tqdm.write(
+                f"[{label}] epoch {done_epochs}/{total_epochs} ({phase.name} {epoch}/{phase.epochs}) "
+                f"loss {row['loss']:.4f} acc {row['accuracy']:.3f} val_loss {val_loss:.4f} "
+                f"val_acc {val_acc:.3f} {row['seconds']:.1f}s | variant "
+                f"{clock(time.perf_counter() - t_fit)} elapsed{eta}",
+                file=sys.stderr,
+            )
         if best_state is not None:
             model.load_state_dict(best_state)
     return history
@@ -187,9 +233,15 @@ def versions() -> dict[str, str]:
 
     import harness
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "harness": harness.__version__,
-            "numpy": np.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "harness": harness.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def device_info(device: torch.device) -> dict[str, Any]:
@@ -220,13 +272,24 @@ def trained_state(vdir: Path, inputs: dict[str, Any]) -> tuple[str, str]:
 
 
 def stale_message(vdir: Path, why: str) -> str:
-    return (f"{vdir} was trained from other inputs than this run's ({why}); its model would not be what the report "
-            f"claims. Use another --out for the new settings, or --force to retrain it")
+    return (
+        f"{vdir} was trained from other inputs than this run's ({why}); its model would not be what the report "
+        f"claims. Use another --out for the new settings, or --force to retrain it"
+    )
 
 
-def train_variant(run_dir: Path, profile: Profile, ds: Dataset, data_root: Path, variant: str, seed: int,
-                  weights_file: Path | None = None, force: bool = False, progress: bool | None = None,
-                  train_fingerprint: str | None = None) -> Path:
+def train_variant(
+    run_dir: Path,
+    profile: Profile,
+    ds: Dataset,
+    data_root: Path,
+    variant: str,
+    seed: int,
+    weights_file: Path | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+    train_fingerprint: str | None = None,
+) -> Path:
     """Train one (variant, seed) into run_dir/<id>/; skipped when it was already trained from the same inputs.
 
     Inputs (the profile fields that matter, the training data's fingerprint, the weights) are recorded in
@@ -238,8 +301,9 @@ def train_variant(run_dir: Path, profile: Profile, ds: Dataset, data_root: Path,
     vdir = Path(run_dir) / variant_id(profile.backbone, variant, seed)
     ckpt = vdir / "model.pt"
     fp = train_fingerprint or provenance.dataset_fingerprint(ds)
-    inputs = provenance.train_inputs(profile, variant, seed, fp,
-                                     provenance.weights_identity(profile.backbone, init, weights_file))
+    inputs = provenance.train_inputs(
+        profile, variant, seed, fp, provenance.weights_identity(profile.backbone, init, weights_file)
+    )
     state, why = trained_state(vdir, inputs)
     if state == "current" and not force:
         tqdm.write(f"[{vdir.name}] already trained from the same inputs, skipping ({ckpt})", file=sys.stderr)
@@ -250,29 +314,59 @@ def train_variant(run_dir: Path, profile: Profile, ds: Dataset, data_root: Path,
     data = prepare_data(ds, profile)
     torch.manual_seed(seed)  # scratch initialisation is part of what the seed fixes
     model = build_classifier(profile.backbone, init, len(ds.classes), profile.hidden, profile.dropout, weights_file)
-    config = {"variant": variant, "init": init, "level": level_name, "seed": seed, "backbone": profile.backbone,
-              "classes": list(ds.classes), "data_root": str(Path(data_root).resolve()),
-              "weights_file": str(weights_file) if weights_file else None, "device": device_info(device),
-              "versions": versions(), "split": {"train": list(data.train_names), "val": list(data.val_names)},
-              "inputs": inputs, "profile": profile.to_dict()}
+    config = {
+        "variant": variant,
+        "init": init,
+        "level": level_name,
+        "seed": seed,
+        "backbone": profile.backbone,
+        "classes": list(ds.classes),
+        "data_root": str(Path(data_root).resolve()),
+        "weights_file": str(weights_file) if weights_file else None,
+        "device": device_info(device),
+        "versions": versions(),
+        "split": {"train": list(data.train_names), "val": list(data.val_names)},
+        "inputs": inputs,
+        "profile": profile.to_dict(),
+    }
     (vdir / "history.json").unlink(missing_ok=True)  # the completion marker goes first: a crash leaves "absent"
     ckpt.unlink(missing_ok=True)  # never a checkpoint beside a config.json that did not produce it
     artifacts.write_json(vdir / "config.json", config)
     t0 = time.perf_counter()
-    history = fit(model, data, LEVELS[level_name], profile, profile.phases[init], device, seed, vdir.name, progress,
-                  freeze_bn=profile.freeze_bn and init == "imagenet")  # scratch BN statistics must learn
+    history = fit(
+        model,
+        data,
+        LEVELS[level_name],
+        profile,
+        profile.phases[init],
+        device,
+        seed,
+        vdir.name,
+        progress,
+        freeze_bn=profile.freeze_bn and init == "imagenet",
+    )  # scratch BN statistics must learn
     seconds = time.perf_counter() - t0
     artifacts.write_csv(vdir / "history.csv", history)
-    artifacts.save_torch(ckpt, {
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "backbone": profile.backbone, "classes": list(ds.classes), "image_size": profile.image_size,
-        "hidden": profile.hidden, "dropout": profile.dropout, "variant": variant, "seed": seed,
-        "tta_hflip": profile.tta_hflip, "train_seconds": seconds,
-    })
+    artifacts.save_torch(
+        ckpt,
+        {
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "backbone": profile.backbone,
+            "classes": list(ds.classes),
+            "image_size": profile.image_size,
+            "hidden": profile.hidden,
+            "dropout": profile.dropout,
+            "variant": variant,
+            "seed": seed,
+            "tta_hflip": profile.tta_hflip,
+            "train_seconds": seconds,
+        },
+    )
     from harness.export import sha256_file
 
-    artifacts.write_json(vdir / "history.json", {"seconds": seconds, "model_sha256": sha256_file(ckpt),
-                                                 "epochs": history})
+    artifacts.write_json(
+        vdir / "history.json", {"seconds": seconds, "model_sha256": sha256_file(ckpt), "epochs": history}
+    )
     return vdir
 
 
@@ -289,12 +383,16 @@ def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
     except Exception as exc:  # torch raises several types for a truncated or foreign file
         raise ValueError(f"{path}: not a readable harness checkpoint ({exc}); delete it and retrain") from exc
     if not isinstance(meta, dict):
-        raise ValueError(f"{path}: not a harness checkpoint (a {type(meta).__name__}, not a dict with "
-                         f"{list(CHECKPOINT_KEYS)}); delete it and retrain (harness train --force)")
+        raise ValueError(
+            f"{path}: not a harness checkpoint (a {type(meta).__name__}, not a dict with "
+            f"{list(CHECKPOINT_KEYS)}); delete it and retrain (harness train --force)"
+        )
     missing = [k for k in CHECKPOINT_KEYS if k not in meta]
     if missing:
-        raise ValueError(f"{path}: not a harness checkpoint: keys {missing} missing (a harness checkpoint has "
-                         f"{list(CHECKPOINT_KEYS)}); delete it and retrain (harness train --force)")
+        raise ValueError(
+            f"{path}: not a harness checkpoint: keys {missing} missing (a harness checkpoint has "
+            f"{list(CHECKPOINT_KEYS)}); delete it and retrain (harness train --force)"
+        )
     from harness.backbones import BACKBONES
 
     if meta["backbone"] not in BACKBONES:
@@ -303,7 +401,9 @@ def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
     try:
         model.load_state_dict(meta["state_dict"])
     except (RuntimeError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path}: its state_dict does not fit a {meta['backbone']} classifier over "
-                         f"{len(meta['classes'])} classes ({str(exc).splitlines()[0]}); delete it and retrain") from exc
+        raise ValueError(
+            f"{path}: its state_dict does not fit a {meta['backbone']} classifier over "
+            f"{len(meta['classes'])} classes ({str(exc).splitlines()[0]}); delete it and retrain"
+        ) from exc
     model.eval()
     return model, meta

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from harness.thresholds import EVERY_MODEL, SALIENCY_EVIDENCE, AccuracyRule, CamRule, Thresholds, is_gated
 
@@ -79,11 +80,18 @@ def model_key(backbone: str, variant: str) -> str:
     return f"{backbone}-{variant}" if backbone else variant
 
 
-def _consistency(folder: Path, config: dict, history: dict | None, export: dict | None, metrics: dict | None,
-                 cam: dict | None, run_profile: dict | None, others: dict[str, dict | None] | None = None
-                 ) -> dict[str, str]:
+def _consistency(
+    folder: Path,
+    config: dict,
+    history: dict | None,
+    export: dict | None,
+    metrics: dict | None,
+    cam: dict | None,
+    run_profile: dict | None,
+    others: dict[str, dict | None] | None = None,
+) -> dict[str, str]:
     """Why some evidence of this folder does not describe its model (empty when all agree)."""
-    from harness.provenance import diff, describe, profile_train_fields
+    from harness.provenance import describe, diff, profile_train_fields
 
     problems: dict[str, str] = {}
     inputs = config.get("inputs")
@@ -92,17 +100,25 @@ def _consistency(folder: Path, config: dict, history: dict | None, export: dict 
         there = {k: v for k, v in profile_train_fields(run_profile, str(inputs.get("init"))).items() if k != "backbone"}
         changes = diff(here, there)
         if changes:
-            stale = (f"stale: trained with other settings than run.json's protocol ({describe(changes, 3)}); "
-                     f"retrain it (harness run --force) or remove {folder.name}/")
-            return {"metrics.json": stale, "cam.json": stale, "export.json": stale,
-                    **{f"{p}.json": stale for p in BLACK_BOX}}
+            stale = (
+                f"stale: trained with other settings than run.json's protocol ({describe(changes, 3)}); "
+                f"retrain it (harness run --force) or remove {folder.name}/"
+            )
+            return {
+                "metrics.json": stale,
+                "cam.json": stale,
+                "export.json": stale,
+                **{f"{p}.json": stale for p in BLACK_BOX},
+            }
     model_sha = (history or {}).get("model_sha256")
     export_made = ((export or {}).get("inputs") or {}).get("model_sha256")
     if model_sha and export_made and export_made != model_sha:
         problems["export.json"] = "export.json: made from another model.pt than the current one; rerun harness export"
     onnx_sha = ((metrics or {}).get("model") or {}).get("sha256")
     if export is not None and metrics is not None and onnx_sha != export.get("sha256"):
-        problems["metrics.json"] = "metrics.json: computed from another model.onnx than export.json's; rerun harness evaluate"
+        problems["metrics.json"] = (
+            "metrics.json: computed from another model.onnx than export.json's; rerun harness evaluate"
+        )
     cam_made = ((cam or {}).get("inputs") or {}).get("model_sha256")
     if model_sha and cam_made and cam_made != model_sha:
         problems["cam.json"] = "cam.json: computed from another model.pt than the current one; rerun harness cam"
@@ -110,8 +126,10 @@ def _consistency(folder: Path, config: dict, history: dict | None, export: dict 
     for prefix, ev in (others or {}).items():
         made = ((ev or {}).get("inputs") or {}).get("onnx_sha256")
         if onnx_now and made and made != onnx_now:
-            problems[f"{prefix}.json"] = (f"{prefix}.json: computed from another model.onnx than the current one; "
-                                          f"rerun the run (its saliency step redoes itself)")
+            problems[f"{prefix}.json"] = (
+                f"{prefix}.json: computed from another model.onnx than the current one; "
+                f"rerun the run (its saliency step redoes itself)"
+            )
     return problems
 
 
@@ -132,14 +150,29 @@ def collect(run_dir: Path, run_profile: dict | None = None) -> dict[str, list[Se
         problems = {k: why for k, (_, why) in files.items() if why and k != "history.json"}
         metrics, cam, export = (files[k][0] for k in ("metrics.json", "cam.json", "export.json"))
         others = {p: files[f"{p}.json"][0] for p in BLACK_BOX}
-        problems.update({k: v for k, v in _consistency(folder, config, files["history.json"][0], export, metrics, cam,
-                                                         run_profile, others).items() if k not in problems})
-        groups.setdefault(model_key(backbone, variant), []).append(SeedRun(
-            folder, int(config.get("seed", 0)),
-            None if "metrics.json" in problems else metrics, None if "cam.json" in problems else cam,
-            None if "export.json" in problems else export, backbone, variant, problems,
-            {p: None if f"{p}.json" in problems else ev for p, ev in others.items()},
-            str(config.get("kind") or "trained")))
+        problems.update(
+            {
+                k: v
+                for k, v in _consistency(
+                    folder, config, files["history.json"][0], export, metrics, cam, run_profile, others
+                ).items()
+                if k not in problems
+            }
+        )
+        groups.setdefault(model_key(backbone, variant), []).append(
+            SeedRun(
+                folder,
+                int(config.get("seed", 0)),
+                None if "metrics.json" in problems else metrics,
+                None if "cam.json" in problems else cam,
+                None if "export.json" in problems else export,
+                backbone,
+                variant,
+                problems,
+                {p: None if f"{p}.json" in problems else ev for p, ev in others.items()},
+                str(config.get("kind") or "trained"),
+            )
+        )
     return groups
 
 
@@ -216,8 +249,10 @@ def sanity_problem(ev: dict[str, Any], rule: CamRule, prefix: str) -> str:
     if rho is None:
         return ""  # nothing was scored, so nothing was compared (the localization itself says skipped)
     if rho > rule.sanity_max + 1e-12:
-        return (f"the maps do not depend on the model: mean Spearman {rho:.2f} between the trained model's maps and "
-                f"those with its last layer randomised is above {rule.sanity_max} (Adebayo et al. 2018)")
+        return (
+            f"the maps do not depend on the model: mean Spearman {rho:.2f} between the trained model's maps and "
+            f"those with its last layer randomised is above {rule.sanity_max} (Adebayo et al. 2018)"
+        )
     return ""
 
 
@@ -300,44 +335,115 @@ def _aggregate(values: Sequence[float], lower_is_better: bool, how: str) -> floa
     return max(values) if lower_is_better else min(values)
 
 
-def _judge(criterion: str, variant: str, subject: str, runs: Sequence[SeedRun], reader: Callable[[SeedRun, str], Reading],
-           arg: str, comparison: str, threshold: float | None, gated: bool, how: str, run_dir: Path,
-           shown_threshold: float | None = None, detail: str = "", backbone: str = "",
-           chance: float | None = None) -> Verdict:
+def _judge(
+    criterion: str,
+    variant: str,
+    subject: str,
+    runs: Sequence[SeedRun],
+    reader: Callable[[SeedRun, str], Reading],
+    arg: str,
+    comparison: str,
+    threshold: float | None,
+    gated: bool,
+    how: str,
+    run_dir: Path,
+    shown_threshold: float | None = None,
+    detail: str = "",
+    backbone: str = "",
+    chance: float | None = None,
+) -> Verdict:
     shown = threshold if shown_threshold is None else shown_threshold
     if not runs:
-        return Verdict(criterion, variant, subject, comparison, shown, None, ERROR, gated, (),
-                       "no trained seed of this variant in the run directory", backbone=backbone, chance=chance)
+        return Verdict(
+            criterion,
+            variant,
+            subject,
+            comparison,
+            shown,
+            None,
+            ERROR,
+            gated,
+            (),
+            "no trained seed of this variant in the run directory",
+            backbone=backbone,
+            chance=chance,
+        )
     readings = {f"s{r.seed}": reader(r, arg) for r in runs}
-    evidence = tuple(sorted({str((r.folder / readings[f's{r.seed}'][1]).relative_to(run_dir)) for r in runs}))
+    evidence = tuple(sorted({str((r.folder / readings[f"s{r.seed}"][1]).relative_to(run_dir)) for r in runs}))
     per_seed = {k: v[0] for k, v in readings.items()}
     notes = sorted({v[2] for v in readings.values() if v[2]})
     if threshold is None:  # reported (with the value when there is one), never judged
         known = [v for v in per_seed.values() if v is not None]
         value = _aggregate(known, comparison == "<=", how) if known and len(known) == len(per_seed) else None
-        return Verdict(criterion, variant, subject, comparison, None, value, SKIP, gated, evidence,
-                       "; ".join(filter(None, ["no threshold set", detail])), per_seed, backbone, chance)
+        return Verdict(
+            criterion,
+            variant,
+            subject,
+            comparison,
+            None,
+            value,
+            SKIP,
+            gated,
+            evidence,
+            "; ".join(filter(None, ["no threshold set", detail])),
+            per_seed,
+            backbone,
+            chance,
+        )
     if any(v is None for v in per_seed.values()):
         status = SKIP if notes and all(n.startswith("skipped") for n in notes) else ERROR
-        return Verdict(criterion, variant, subject, comparison, shown, None, status, gated, evidence,
-                       "; ".join(notes) or "evidence missing: rerun the step that writes it", per_seed, backbone,
-                       chance)
+        return Verdict(
+            criterion,
+            variant,
+            subject,
+            comparison,
+            shown,
+            None,
+            status,
+            gated,
+            evidence,
+            "; ".join(notes) or "evidence missing: rerun the step that writes it",
+            per_seed,
+            backbone,
+            chance,
+        )
     value = _aggregate(list(per_seed.values()), comparison == "<=", how)
-    ok = {">=": value >= threshold - 1e-12, ">": value > threshold + 1e-12, "<=": value <= threshold + 1e-12}[comparison]
+    ok = {">=": value >= threshold - 1e-12, ">": value > threshold + 1e-12, "<=": value <= threshold + 1e-12}[
+        comparison
+    ]
     agg = f"{how} of {len(runs)} seed(s)" if len(runs) > 1 else "1 seed"
-    return Verdict(criterion, variant, subject, comparison, shown, value, PASS if ok else FAIL, gated, evidence,
-                   "; ".join(filter(None, [detail, agg])), per_seed, backbone, chance)
+    return Verdict(
+        criterion,
+        variant,
+        subject,
+        comparison,
+        shown,
+        value,
+        PASS if ok else FAIL,
+        gated,
+        evidence,
+        "; ".join(filter(None, [detail, agg])),
+        per_seed,
+        backbone,
+        chance,
+    )
 
 
-ACCURACY_CRITERIA = ("accuracy", "soft_above_constant", "strict_above_constant", "strict_accuracy", "wilson_lower",
-                     "wilson_above_constant")
+ACCURACY_CRITERIA = (
+    "accuracy",
+    "soft_above_constant",
+    "strict_above_constant",
+    "strict_accuracy",
+    "wilson_lower",
+    "wilson_above_constant",
+)
 
 
 def _plain_variant(entry: str, backbones: Sequence[str]) -> tuple[str, str]:
     """'vgg16-imagenet-all' -> ('vgg16', 'imagenet-all'); 'imagenet-all' -> ('', 'imagenet-all')."""
     for b in sorted(backbones, key=len, reverse=True):
         if b and entry.startswith(b + "-"):
-            return b, entry[len(b) + 1:]
+            return b, entry[len(b) + 1 :]
     return "", entry
 
 
@@ -345,8 +451,16 @@ def read_wilson_minus_constant(run: SeedRun, split: str) -> Reading:
     return _metric(run, split, lambda s: s["soft"]["wilson"][0] - s["baselines"]["constant_soft"]["value"])
 
 
-def _accuracy_verdicts(variant: str, backbone: str, split: str, runs: Sequence[SeedRun], thresholds: Thresholds,
-                       gated: bool, how: str, run_dir: Path) -> list[Verdict]:
+def _accuracy_verdicts(
+    variant: str,
+    backbone: str,
+    split: str,
+    runs: Sequence[SeedRun],
+    thresholds: Thresholds,
+    gated: bool,
+    how: str,
+    run_dir: Path,
+) -> list[Verdict]:
     """The accuracy criteria of one test set: its named rule, else the default rule (above the best constant answer
     by a margin, Wilson lower bound above it). Soft and strict accuracy must always beat the best constant answer
     (strict: unless the rule says otherwise): no test set of a run goes unjudged."""
@@ -363,25 +477,102 @@ def _accuracy_verdicts(variant: str, backbone: str, split: str, runs: Sequence[S
         soft_thr = rule.soft_min
         if rule.soft_margin is not None and const_soft is not None:
             soft_thr = max(soft_thr, const_soft + rule.soft_margin)
-        out.append(_judge("accuracy", variant, split, runs, read_soft, split, ">=", soft_thr, chance=const_soft,
-                          detail=(f"soft accuracy; best constant answer scores {const_soft}" if const else "")
-                          + (f", margin {rule.soft_margin}" if rule.soft_margin is not None else "") + default, **kw))
-    out.append(_judge("soft_above_constant", variant, split, runs, read_soft_minus_constant, split, ">", 0.0,
-                      chance=const_soft, detail="soft accuracy minus the best constant answer's" + default, **kw))
+        out.append(
+            _judge(
+                "accuracy",
+                variant,
+                split,
+                runs,
+                read_soft,
+                split,
+                ">=",
+                soft_thr,
+                chance=const_soft,
+                detail=(f"soft accuracy; best constant answer scores {const_soft}" if const else "")
+                + (f", margin {rule.soft_margin}" if rule.soft_margin is not None else "")
+                + default,
+                **kw,
+            )
+        )
+    out.append(
+        _judge(
+            "soft_above_constant",
+            variant,
+            split,
+            runs,
+            read_soft_minus_constant,
+            split,
+            ">",
+            0.0,
+            chance=const_soft,
+            detail="soft accuracy minus the best constant answer's" + default,
+            **kw,
+        )
+    )
     if rule.strict_above_constant:
-        out.append(_judge("strict_above_constant", variant, split, runs, read_strict_minus_constant, split, ">",
-                          0.0, chance=const_strict, detail="strict accuracy minus the best constant answer's" + default,
-                          **kw))
+        out.append(
+            _judge(
+                "strict_above_constant",
+                variant,
+                split,
+                runs,
+                read_strict_minus_constant,
+                split,
+                ">",
+                0.0,
+                chance=const_strict,
+                detail="strict accuracy minus the best constant answer's" + default,
+                **kw,
+            )
+        )
     if rule.strict_min is not None:
-        out.append(_judge("strict_accuracy", variant, split, runs, read_strict, split, ">=", rule.strict_min,
-                          chance=const_strict, detail="strict (primary-label) accuracy", **kw))
+        out.append(
+            _judge(
+                "strict_accuracy",
+                variant,
+                split,
+                runs,
+                read_strict,
+                split,
+                ">=",
+                rule.strict_min,
+                chance=const_strict,
+                detail="strict (primary-label) accuracy",
+                **kw,
+            )
+        )
     if rule.wilson_lower_min is not None:
-        out.append(_judge("wilson_lower", variant, split, runs, read_wilson_lower, split, ">=",
-                          rule.wilson_lower_min, chance=const_soft, detail="Wilson 95% lower bound of soft accuracy", **kw))
+        out.append(
+            _judge(
+                "wilson_lower",
+                variant,
+                split,
+                runs,
+                read_wilson_lower,
+                split,
+                ">=",
+                rule.wilson_lower_min,
+                chance=const_soft,
+                detail="Wilson 95% lower bound of soft accuracy",
+                **kw,
+            )
+        )
     if rule.wilson_above_constant:
-        out.append(_judge("wilson_above_constant", variant, split, runs, read_wilson_minus_constant, split, ">", 0.0,
-                          chance=const_soft, detail="Wilson 95% lower bound of soft accuracy minus the best constant "
-                                                    "answer's" + default, **kw))
+        out.append(
+            _judge(
+                "wilson_above_constant",
+                variant,
+                split,
+                runs,
+                read_wilson_minus_constant,
+                split,
+                ">",
+                0.0,
+                chance=const_soft,
+                detail="Wilson 95% lower bound of soft accuracy minus the best constant answer's" + default,
+                **kw,
+            )
+        )
     return out
 
 
@@ -400,8 +591,17 @@ def _localization_splits(runs: Sequence[SeedRun], prefix: str, rule: CamRule, te
 METHOD_TEXT = {"cam": "Grad-CAM", "occlusion": "occlusion", "rise": "RISE"}
 
 
-def _localization_verdicts(method: str, variant: str, backbone: str, runs: Sequence[SeedRun], rule: CamRule,
-                           test_sets: Sequence[str], gated: bool, how: str, run_dir: Path) -> list[Verdict]:
+def _localization_verdicts(
+    method: str,
+    variant: str,
+    backbone: str,
+    runs: Sequence[SeedRun],
+    rule: CamRule,
+    test_sets: Sequence[str],
+    gated: bool,
+    how: str,
+    run_dir: Path,
+) -> list[Verdict]:
     """<prefix>_energy / <prefix>_pointing per split with regions, thresholds relative to a uniform map's chance
     level; <prefix>_sanity (maps of a randomised model must differ) when the rule bounds it."""
     prefix = SALIENCY_EVIDENCE[method]
@@ -411,44 +611,108 @@ def _localization_verdicts(method: str, variant: str, backbone: str, runs: Seque
     out: list[Verdict] = []
     if not splits:
         for what in ("energy", "pointing"):
-            out.append(Verdict(f"{prefix}_{what}", variant, "", ">=", None, None, SKIP, gated, (),
-                               "skipped: no test set of this run has labelled regions", backbone=backbone))
+            out.append(
+                Verdict(
+                    f"{prefix}_{what}",
+                    variant,
+                    "",
+                    ">=",
+                    None,
+                    None,
+                    SKIP,
+                    gated,
+                    (),
+                    "skipped: no test set of this run has labelled regions",
+                    backbone=backbone,
+                )
+            )
         return out
     for split in splits:
         ev = next((_evidence(r, prefix) for r in runs if _evidence(r, prefix)), None)
         summary = ((ev or {}).get("summary") or {}).get(split) or {}
         for what, mn, margin, text in (
-                ("energy", rule.energy_share_min, rule.energy_share_margin,
-                 f"mean share of the {name} map's energy inside the labelled regions"),
-                ("pointing", rule.pointing_rate_min, rule.pointing_margin,
-                 f"{name} pointing-game hit rate (peak within the tolerance of the region)")):
+            (
+                "energy",
+                rule.energy_share_min,
+                rule.energy_share_margin,
+                f"mean share of the {name} map's energy inside the labelled regions",
+            ),
+            (
+                "pointing",
+                rule.pointing_rate_min,
+                rule.pointing_margin,
+                f"{name} pointing-game hit rate (peak within the tolerance of the region)",
+            ),
+        ):
             chance = summary.get(f"{what}_chance_mean")
             thr = mn
             if margin is not None and chance is not None:
                 thr = max(mn or 0.0, chance + margin)
             elif margin is not None and thr is None:
                 thr = margin  # no chance level readable: the reader reports why (ERROR), the threshold is shown
-            detail = text + (f"; a uniform map scores {chance:.3f}" if chance is not None else "") + (
-                f", margin {margin}" if margin is not None else "")
-            out.append(_judge(f"{prefix}_{what}", variant, split, runs, read_localization, (prefix, split, what, rule),
-                              ">=", thr, chance=chance, detail=detail, **kw))
+            detail = (
+                text
+                + (f"; a uniform map scores {chance:.3f}" if chance is not None else "")
+                + (f", margin {margin}" if margin is not None else "")
+            )
+            out.append(
+                _judge(
+                    f"{prefix}_{what}",
+                    variant,
+                    split,
+                    runs,
+                    read_localization,
+                    (prefix, split, what, rule),
+                    ">=",
+                    thr,
+                    chance=chance,
+                    detail=detail,
+                    **kw,
+                )
+            )
     if (rule.sanity_max is not None and rule.configured) or any(
-            isinstance((_evidence(r, prefix) or {}).get("sanity"), dict) for r in runs):
-        out.append(_judge(f"{prefix}_sanity", variant, "", runs, read_sanity, (prefix, ""), "<=", rule.sanity_max,
-                          detail=f"mean Spearman rank correlation between the {name} maps of the trained model and "
-                                 f"of the model with its last layer randomised (Adebayo et al. 2018); high = the maps "
-                                 f"do not depend on the model", **(kw | {"how": "worst"})))
+        isinstance((_evidence(r, prefix) or {}).get("sanity"), dict) for r in runs
+    ):
+        out.append(
+            _judge(
+                f"{prefix}_sanity",
+                variant,
+                "",
+                runs,
+                read_sanity,
+                (prefix, ""),
+                "<=",
+                rule.sanity_max,
+                detail=f"mean Spearman rank correlation between the {name} maps of the trained model and "
+                f"of the model with its last layer randomised (Adebayo et al. 2018); high = the maps "
+                f"do not depend on the model",
+                **(kw | {"how": "worst"}),
+            )
+        )
     return out
 
 
-def _coverage(variant: str, backbone: str, test_sets: Sequence[str], verdicts: Sequence[Verdict], gated: bool,
-              runs: Sequence[SeedRun], run_dir: Path) -> Verdict:
+def _coverage(
+    variant: str,
+    backbone: str,
+    test_sets: Sequence[str],
+    verdicts: Sequence[Verdict],
+    gated: bool,
+    runs: Sequence[SeedRun],
+    run_dir: Path,
+) -> Verdict:
     """How many of the run's test sets an accuracy criterion actually judged (a value compared: PASS or FAIL).
 
     A variant that was judged on fewer test sets than the run has is never PASS: FAIL is impossible to argue with
     here, so it is an ERROR (the gate had nothing, or not everything, to judge)."""
-    judged = {s: [v.criterion for v in verdicts if v.subject == s and v.criterion in ACCURACY_CRITERIA
-                  and v.status in (PASS, FAIL)] for s in test_sets}
+    judged = {
+        s: [
+            v.criterion
+            for v in verdicts
+            if v.subject == s and v.criterion in ACCURACY_CRITERIA and v.status in (PASS, FAIL)
+        ]
+        for s in test_sets
+    }
     done = [s for s, c in judged.items() if c]
     missing = [s for s, c in judged.items() if not c]
     text = "; ".join(f"{s} by {', '.join(c)}" for s, c in judged.items() if c) or "nothing"
@@ -459,12 +723,30 @@ def _coverage(variant: str, backbone: str, test_sets: Sequence[str], verdicts: S
         detail = "the run has no test sets: nothing to judge"
     status = PASS if test_sets and not missing else ERROR
     evidence = tuple(sorted({str((r.folder / "metrics.json").relative_to(run_dir)) for r in runs}))
-    return Verdict("test_sets_judged", variant, "", ">=", float(len(test_sets)), float(len(done)), status, gated,
-                   evidence, detail, {}, backbone)
+    return Verdict(
+        "test_sets_judged",
+        variant,
+        "",
+        ">=",
+        float(len(test_sets)),
+        float(len(done)),
+        status,
+        gated,
+        evidence,
+        detail,
+        {},
+        backbone,
+    )
 
 
-def judge(run_dir: Path, thresholds: Thresholds, test_sets: Iterable[str], variants: Iterable[str] = (),
-          backbone: str = "", run_profile: dict | None = None) -> list[Verdict]:
+def judge(
+    run_dir: Path,
+    thresholds: Thresholds,
+    test_sets: Iterable[str],
+    variants: Iterable[str] = (),
+    backbone: str = "",
+    run_profile: dict | None = None,
+) -> list[Verdict]:
     """Every criterion for every model (backbone, variant) found in the run, every gated variant and every variant
     named (those two of `backbone`, the run's, when no folder has them).
 
@@ -500,23 +782,59 @@ def judge(run_dir: Path, thresholds: Thresholds, test_sets: Iterable[str], varia
         sel = thresholds.selective
         if sel.coverage_at_target_min is not None:
             for split in test_sets:
-                mine.append(_judge("coverage_at_target", variant, split, runs, read_coverage_at_target,
-                                   (split, sel.target), ">=", sel.coverage_at_target_min,
-                                   detail=f"share of the test set answered when answering only above the lowest "
-                                          f"confidence where soft accuracy reaches {sel.target:.0%}", **kw))
+                mine.append(
+                    _judge(
+                        "coverage_at_target",
+                        variant,
+                        split,
+                        runs,
+                        read_coverage_at_target,
+                        (split, sel.target),
+                        ">=",
+                        sel.coverage_at_target_min,
+                        detail=f"share of the test set answered when answering only above the lowest "
+                        f"confidence where soft accuracy reaches {sel.target:.0%}",
+                        **kw,
+                    )
+                )
         for method in SALIENCY_EVIDENCE:
             rule = thresholds.localization(method)
             # Grad-CAM is reported for every trained model (SKIP when no rule); a method no rule names and no
             # evidence holds (Grad-CAM of a checked ONNX file) is left out
-            if rule.configured or any(_evidence(r, SALIENCY_EVIDENCE[method]) for r in runs) or (
-                    method == "gradcam" and not any(r.kind == "check" for r in runs)):
+            if (
+                rule.configured
+                or any(_evidence(r, SALIENCY_EVIDENCE[method]) for r in runs)
+                or (method == "gradcam" and not any(r.kind == "check" for r in runs))
+            ):
                 mine += _localization_verdicts(method, variant, b, runs, rule, test_sets, gated, how, run_dir)
-        mine.append(_judge("onnx_parity", variant, "", runs, read_parity, "", "<=", thresholds.parity_atol,
-                           detail=f"max |PyTorch - onnxruntime CPU| logit difference (rtol {thresholds.parity_rtol})",
-                           **(kw | {"how": "worst"})))
-        mine.append(_judge("latency", variant, f"batch{thresholds.latency_batch}", runs, read_latency,
-                           str(thresholds.latency_batch), "<=", thresholds.latency_max_ms,
-                           detail="median onnxruntime CPU latency (ms)", **(kw | {"how": "worst"})))
+        mine.append(
+            _judge(
+                "onnx_parity",
+                variant,
+                "",
+                runs,
+                read_parity,
+                "",
+                "<=",
+                thresholds.parity_atol,
+                detail=f"max |PyTorch - onnxruntime CPU| logit difference (rtol {thresholds.parity_rtol})",
+                **(kw | {"how": "worst"}),
+            )
+        )
+        mine.append(
+            _judge(
+                "latency",
+                variant,
+                f"batch{thresholds.latency_batch}",
+                runs,
+                read_latency,
+                str(thresholds.latency_batch),
+                "<=",
+                thresholds.latency_max_ms,
+                detail="median onnxruntime CPU latency (ms)",
+                **(kw | {"how": "worst"}),
+            )
+        )
         out += mine
     return out
 

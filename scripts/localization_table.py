@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     by_model = {}
     for entry in report.get("variants", {}).values():
         by_model.setdefault(entry["model"], entry)
-    print("| model | method | test set | energy share (chance) | pointing rate (chance) | sanity Spearman | "
-          "rank agreement with Grad-CAM | s / image | passes / image |")
+    print(
+        "| model | method | test set | energy share (chance) | pointing rate (chance) | sanity Spearman | "
+        "rank agreement with Grad-CAM | s / image | passes / image |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for row in report.get("localization", []):
         if args.split and row["split"] != args.split:
@@ -47,11 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         ev = entry.get("cam") if row["method"] == "cam" else (entry.get("saliency") or {}).get(row["method"])
         ev = ev or {}
         agree = ((entry.get("agreement") or {}).get(row["method"]) or {}).get(row["split"]) or {}
-        print(f"| {row['model']} | {names.get(row['method'], row['method'])} | {row['split'] or '-'} | "
-              f"{_f(row.get('energy'))} ({_f(row.get('energy_chance'))}) | "
-              f"{_f(row.get('pointing'))} ({_f(row.get('pointing_chance'))}) | {_f(row.get('sanity_spearman'), '{:.2f}')} | "
-              f"{_f(agree.get('spearman'), '{:.2f}') if row['method'] != 'cam' else '-'} | "
-              f"{_f(ev.get('seconds_per_image'), '{:.2f}')} | {_f(ev.get('passes_per_image'), '{:.0f}')} |")
+        print(
+            f"| {row['model']} | {names.get(row['method'], row['method'])} | {row['split'] or '-'} | "
+            f"{_f(row.get('energy'))} ({_f(row.get('energy_chance'))}) | "
+            f"{_f(row.get('pointing'))} ({_f(row.get('pointing_chance'))}) | {_f(row.get('sanity_spearman'), '{:.2f}')} | "
+            f"{_f(agree.get('spearman'), '{:.2f}') if row['method'] != 'cam' else '-'} | "
+            f"{_f(ev.get('seconds_per_image'), '{:.2f}')} | {_f(ev.get('passes_per_image'), '{:.0f}')} |"
+        )
     return 0
 
 

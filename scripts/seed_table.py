@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     by_model: dict[str, list[dict]] = {}
     for entry in report["variants"].values():
         by_model.setdefault(entry["model"], []).append(entry)
-    print("| model | seeds | test set | soft worst / mean / best | strict worst / mean / best | "
-          "Grad-CAM energy w/m/b | occlusion energy w/m/b |")
+    print(
+        "| model | seeds | test set | soft worst / mean / best | strict worst / mean / best | "
+        "Grad-CAM energy w/m/b | occlusion energy w/m/b |"
+    )
     print("|---|---|---|---|---|---|---|")
     for model, runs in sorted(by_model.items()):
         seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))

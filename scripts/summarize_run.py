@@ -59,8 +59,9 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def variant_row(vdir: Path, wall: dict[str, tuple[float, float, int]],
-                gpu: list[tuple[float, float, float]]) -> dict[str, Any]:
+def variant_row(
+    vdir: Path, wall: dict[str, tuple[float, float, int]], gpu: list[tuple[float, float, float]]
+) -> dict[str, Any]:
     config = _read(vdir / "config.json") or {}
     history = _read(vdir / "history.json") or {}
     metrics = _read(vdir / "metrics.json") or {}
@@ -69,11 +70,13 @@ def variant_row(vdir: Path, wall: dict[str, tuple[float, float, int]],
     epoch_s = sum(e.get("seconds", 0.0) for e in epochs)
     row: dict[str, Any] = {
         "variant": vdir.name,
-        "wall_s": None, "status": "ok" if metrics else "incomplete",
+        "wall_s": None,
+        "status": "ok" if metrics else "incomplete",
         "train_s": history.get("seconds"),
         "epochs": len(epochs),
         "images_per_s": images / epoch_s if epoch_s > 0 else None,
-        "gpu_util": None, "gpu_mem": None,
+        "gpu_util": None,
+        "gpu_mem": None,
     }
     if vdir.name in wall:
         start, end, rc = wall[vdir.name]
@@ -96,15 +99,33 @@ def variant_row(vdir: Path, wall: dict[str, tuple[float, float, int]],
 
 
 def table(rows: list[dict[str, Any]], with_gpu: bool) -> str:
-    head = ["variant", "wall s", "train s", "epochs", "train images/s", "easy soft", "easy strict",
-            "difficult soft", "difficult strict", "device"]
+    head = [
+        "variant",
+        "wall s",
+        "train s",
+        "epochs",
+        "train images/s",
+        "easy soft",
+        "easy strict",
+        "difficult soft",
+        "difficult strict",
+        "device",
+    ]
     head += (["GPU util % (mean)", "GPU MiB (max)"] if with_gpu else []) + ["status"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
-        cells = [r["variant"], _fmt(r["wall_s"], ".1f"), _fmt(r["train_s"], ".1f"), str(r["epochs"]),
-                 _fmt(r["images_per_s"], ".1f"),
-                 _fmt(r["test_easy_soft"], ".2f"), _fmt(r["test_easy_strict"], ".2f"),
-                 _fmt(r["test_difficult_soft"], ".2f"), _fmt(r["test_difficult_strict"], ".2f"), r["device"]]
+        cells = [
+            r["variant"],
+            _fmt(r["wall_s"], ".1f"),
+            _fmt(r["train_s"], ".1f"),
+            str(r["epochs"]),
+            _fmt(r["images_per_s"], ".1f"),
+            _fmt(r["test_easy_soft"], ".2f"),
+            _fmt(r["test_easy_strict"], ".2f"),
+            _fmt(r["test_difficult_soft"], ".2f"),
+            _fmt(r["test_difficult_strict"], ".2f"),
+            r["device"],
+        ]
         if with_gpu:
             cells += [_fmt(r["gpu_util"], ".0f"), _fmt(r["gpu_mem"], ".0f")]
         lines.append("| " + " | ".join(cells + [r["status"]]) + " |")
@@ -123,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     vdirs = sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "config.json").is_file())
     if not vdirs:
-        print(f"summarize_run: {run_dir} holds no variant folders (<backbone>-<variant>-s<seed>/config.json)",
-              file=sys.stderr)
+        print(
+            f"summarize_run: {run_dir} holds no variant folders (<backbone>-<variant>-s<seed>/config.json)",
+            file=sys.stderr,
+        )
         return 2
     wall = read_wall_times(args.wall_times or run_dir / "wall_times.tsv")
     gpu = read_gpu_log(args.gpu_log)

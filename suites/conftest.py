@@ -21,8 +21,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--weights-file", type=Path, help="ImageNet weights file for VGG16")
     g.addoption("--thresholds", type=Path, help="TOML file overriding the thresholds")
     g.addoption("--harness-set", action="append", default=[], metavar="KEY=VALUE", help="profile override (repeatable)")
-    g.addoption("--out", type=Path, help="run directory to create with --profile (default reports/gate/<time>-...: "
-                                         "its own folder, so reports/latest keeps pointing at the main run)")
+    g.addoption(
+        "--out",
+        type=Path,
+        help="run directory to create with --profile (default reports/gate/<time>-...: "
+        "its own folder, so reports/latest keeps pointing at the main run)",
+    )
 
 
 def _plan(config: pytest.Config) -> dict:
@@ -51,9 +55,14 @@ def _make_plan(config: pytest.Config) -> dict:
         if not (run_dir / "run.json").is_file():
             raise pytest.UsageError(f"--run-dir {run_dir}: no run.json there; is it a harness run directory?")
         proto = artifacts.read_json(run_dir / "run.json")
-        plan = {"run_dir": run_dir, "thresholds": thresholds_of_run(run_dir, config.getoption("--thresholds")),
-                "test_sets": list(proto["profile"].get("test_sets") or []), "variants": proto.get("variants", []),
-                "backbone": str(proto["profile"].get("backbone", "")), "run_profile": proto["profile"]}
+        plan = {
+            "run_dir": run_dir,
+            "thresholds": thresholds_of_run(run_dir, config.getoption("--thresholds")),
+            "test_sets": list(proto["profile"].get("test_sets") or []),
+            "variants": proto.get("variants", []),
+            "backbone": str(proto["profile"].get("backbone", "")),
+            "run_profile": proto["profile"],
+        }
     elif profile_name is not None:
         from harness.config import load_profile
         from harness.run import default_run_dir
@@ -72,10 +81,16 @@ def _make_plan(config: pytest.Config) -> dict:
         variants = variants.split(",") if variants else (list(thresholds.gated) or list(profile.variants))
         seeds = config.getoption("--seeds")
         # the gate's run goes to reports/gate/, not reports/runs/: `latest` stays on the user's main run
-        plan = {"run_dir": config.getoption("--out") or default_run_dir(profile, under="gate"), "profile": profile,
-                "thresholds": thresholds, "test_sets": list(profile.test_sets), "variants": variants,
-                "backbone": profile.backbone, "run_profile": profile.to_dict(),
-                "seeds": [int(s) for s in seeds.split(",")] if seeds else None}
+        plan = {
+            "run_dir": config.getoption("--out") or default_run_dir(profile, under="gate"),
+            "profile": profile,
+            "thresholds": thresholds,
+            "test_sets": list(profile.test_sets),
+            "variants": variants,
+            "backbone": profile.backbone,
+            "run_profile": profile.to_dict(),
+            "seeds": [int(s) for s in seeds.split(",")] if seeds else None,
+        }
     _STATE["plan"] = plan
     return plan
 
@@ -85,18 +100,29 @@ def _report(config: pytest.Config) -> dict:
     if "report" not in _STATE:
         plan = _plan(config)
         if "profile" in plan:
-            from harness.run import run_matrix
-
             import contextlib
+
+            from harness.run import run_matrix
 
             # the run takes minutes: its progress lines go to the terminal, not into pytest's capture
             capture = config.pluginmanager.getplugin("capturemanager")
             quiet = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
             with quiet:
-                print(f"\nharness gate: producing the run {plan['run_dir']} (profile {plan['profile'].name}, "
-                      f"variants {', '.join(plan['variants'])}); progress below", file=sys.stderr, flush=True)
-                report = run_matrix(plan["profile"], plan["thresholds"], config.getoption("--data"), plan["run_dir"],
-                                    plan["variants"], plan["seeds"], config.getoption("--weights-file"))
+                print(
+                    f"\nharness gate: producing the run {plan['run_dir']} (profile {plan['profile'].name}, "
+                    f"variants {', '.join(plan['variants'])}); progress below",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                report = run_matrix(
+                    plan["profile"],
+                    plan["thresholds"],
+                    config.getoption("--data"),
+                    plan["run_dir"],
+                    plan["variants"],
+                    plan["seeds"],
+                    config.getoption("--weights-file"),
+                )
         else:
             from harness.report.build import build_report, write_reports
 
@@ -128,15 +154,37 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     criterion = metafunc.function.__name__.removeprefix("test_")
     plan = _plan(metafunc.config)
     if not plan:
-        metafunc.parametrize("verdict", [pytest.param(None, marks=pytest.mark.skip(
-            reason="no run to judge: pass --run-dir DIR or --profile NAME"))], ids=["no-run"], indirect=True)
+        metafunc.parametrize(
+            "verdict",
+            [
+                pytest.param(
+                    None, marks=pytest.mark.skip(reason="no run to judge: pass --run-dir DIR or --profile NAME")
+                )
+            ],
+            ids=["no-run"],
+            indirect=True,
+        )
         return
     # the same judge as the report, on what exists now: gives the ids; values come from the report at test time
-    planned = [v for v in judge(Path(plan["run_dir"]), plan["thresholds"], plan["test_sets"], plan["variants"],
-                                plan["backbone"], plan["run_profile"]) if v.criterion == criterion]
+    planned = [
+        v
+        for v in judge(
+            Path(plan["run_dir"]),
+            plan["thresholds"],
+            plan["test_sets"],
+            plan["variants"],
+            plan["backbone"],
+            plan["run_profile"],
+        )
+        if v.criterion == criterion
+    ]
     if not planned:
-        metafunc.parametrize("verdict", [pytest.param(None, marks=pytest.mark.skip(
-            reason=f"the thresholds define no {criterion} criterion"))], ids=["not-configured"], indirect=True)
+        metafunc.parametrize(
+            "verdict",
+            [pytest.param(None, marks=pytest.mark.skip(reason=f"the thresholds define no {criterion} criterion"))],
+            ids=["not-configured"],
+            indirect=True,
+        )
         return
     metafunc.parametrize("verdict", [(criterion, v.id) for v in planned], ids=[v.id for v in planned], indirect=True)
 

@@ -22,8 +22,15 @@ from harness.train import train_variant
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "small-book-images"
-SHRINK = ["backbone=vgg16", "image_size=32", "tta_hflip=false", "inits=['scratch']", "levels=['all']",
-          'phases.scratch=[{name="all", epochs=0}]', "thresholds.gated=['scratch-all']"]
+SHRINK = [
+    "backbone=vgg16",
+    "image_size=32",
+    "tta_hflip=false",
+    "inits=['scratch']",
+    "levels=['all']",
+    'phases.scratch=[{name="all", epochs=0}]',
+    "thresholds.gated=['scratch-all']",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +49,27 @@ def test_random_weights_fail_the_gate(cpu_gate, tmp_path):
     verdicts = _by_id(report)
     assert report["verdict"] in ("FAIL", "ERROR")  # ERROR too where its saliency maps fail their sanity check
     assert verdicts["accuracy[vgg16-scratch-all-test_easy]"]["status"] == "FAIL"
-    assert verdicts["onnx_parity[vgg16-scratch-all]"]["status"] == "PASS"  # the pipeline worked; the model is what failed
+    assert (
+        verdicts["onnx_parity[vgg16-scratch-all]"]["status"] == "PASS"
+    )  # the pipeline worked; the model is what failed
     # and the pytest gate itself exits non-zero, naming the failing criteria
-    proc = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "suites" / "test_gate.py"), "-q", "-p",
-                           "no:cacheprovider", "--run-dir", str(tmp_path / "random")],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(REPO / "suites" / "test_gate.py"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--run-dir",
+            str(tmp_path / "random"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "FAILED" in proc.stdout and "test_accuracy[vgg16-scratch-all-test_easy]" in proc.stdout
 
@@ -59,7 +82,9 @@ def test_constant_answer_fails_the_gate(cpu_gate, tmp_path):
     ckpt = torch.load(vdir / "model.pt", weights_only=True)
     bayes = ckpt["classes"].index("bayes")
     ckpt["state_dict"]["head.4.weight"].zero_()
-    ckpt["state_dict"]["head.4.bias"].copy_(torch.nn.functional.one_hot(torch.tensor(bayes), len(ckpt["classes"])) * 10.0)
+    ckpt["state_dict"]["head.4.bias"].copy_(
+        torch.nn.functional.one_hot(torch.tensor(bayes), len(ckpt["classes"])) * 10.0
+    )
     artifacts.save_torch(vdir / "model.pt", ckpt)
     # as if training had produced it: history.json vouches for the checkpoint that the later steps must use
     from harness.export import sha256_file

@@ -11,8 +11,10 @@ def _message(v: Verdict) -> str:
     value = "n/a" if v.value is None else f"{v.value:.4g}"
     thr = "n/a" if v.threshold is None else f"{v.threshold:.4g}"
     seeds = ", ".join(f"{k}={'n/a' if x is None else f'{x:.4g}'}" for k, x in v.per_seed.items())
-    return (f"{v.criterion}[{v.id}] {v.status}: measured {value} {v.comparison} threshold {thr} "
-            f"({v.detail}; seeds {seeds}); evidence: {', '.join(v.evidence)}")
+    return (
+        f"{v.criterion}[{v.id}] {v.status}: measured {value} {v.comparison} threshold {thr} "
+        f"({v.detail}; seeds {seeds}); evidence: {', '.join(v.evidence)}"
+    )
 
 
 def check(v: Verdict, record_property) -> None:

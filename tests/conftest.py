@@ -20,7 +20,9 @@ def bundled_root() -> Path:
 def write_image(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (48, 40), seed: int = 0) -> Path:
     """A small solid-colour JPEG with a little noise, so classes are learnable and images differ."""
     rng = np.random.default_rng(seed)
-    arr = np.clip(np.array(color)[None, None, :] + rng.integers(-20, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    arr = np.clip(np.array(color)[None, None, :] + rng.integers(-20, 20, (size[1], size[0], 3)), 0, 255).astype(
+        np.uint8
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
     return path

@@ -52,6 +52,18 @@ def gpu_probe(ctx, job, ds=None, complete=False):
         time.sleep(0.05)
     together = len(list(run_dir.glob("*.started"))) >= want
     time.sleep(0.5)  # still holding its share: a job that may not run beside it has not started yet
-    return JobResult(job.variant, job.seed, ctx.job_id(job), DONE, 0.0, pid=os.getpid(),
-                     extra={"seen_cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": torch.get_num_threads(),
-                            "together": together, "started": started, "ended": time.time()})
+    return JobResult(
+        job.variant,
+        job.seed,
+        ctx.job_id(job),
+        DONE,
+        0.0,
+        pid=os.getpid(),
+        extra={
+            "seen_cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "threads": torch.get_num_threads(),
+            "together": together,
+            "started": started,
+            "ended": time.time(),
+        },
+    )

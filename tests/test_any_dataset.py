@@ -7,15 +7,31 @@ import re
 
 from harness import artifacts
 from harness.cli import main
-
 from tests.conftest import write_image
 
-CLOTHES = {"coat": (200, 40, 40), "dress": (40, 200, 40), "shirt": (40, 40, 200), "shoe": (200, 200, 40),
-           "trouser": (40, 200, 200)}
-CHEAP = ["--variants", "imagenet-all", "--set", "image_size=32", "--set", "batch_size=4",
-         "--set", 'phases.imagenet=[{name="head", epochs=2, lr=0.01, train_from="head"}]',
-         "--set", "saliency.sanity_images=2", "--set", "saliency.occlusion.window=16",
-         "--set", "saliency.occlusion.stride=16"]
+CLOTHES = {
+    "coat": (200, 40, 40),
+    "dress": (40, 200, 40),
+    "shirt": (40, 40, 200),
+    "shoe": (200, 200, 40),
+    "trouser": (40, 200, 200),
+}
+CHEAP = [
+    "--variants",
+    "imagenet-all",
+    "--set",
+    "image_size=32",
+    "--set",
+    "batch_size=4",
+    "--set",
+    'phases.imagenet=[{name="head", epochs=2, lr=0.01, train_from="head"}]',
+    "--set",
+    "saliency.sanity_images=2",
+    "--set",
+    "saliency.occlusion.window=16",
+    "--set",
+    "saliency.occlusion.stride=16",
+]
 
 
 def test_the_cpu_profile_on_an_imagefolder_dataset_needs_no_extra_option(tmp_path, capsys):

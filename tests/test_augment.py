@@ -87,6 +87,8 @@ def test_non_mixup_levels_give_one_hot():
     assert torch.equal(t, torch.eye(3)[labels])
 
 
-@pytest.mark.parametrize("name, usual, mixup", [("none", False, False), ("usual", True, False), ("mixup", False, True), ("all", True, True)])
+@pytest.mark.parametrize(
+    "name, usual, mixup", [("none", False, False), ("usual", True, False), ("mixup", False, True), ("all", True, True)]
+)
 def test_registry_levels(name, usual, mixup):
     assert (LEVELS[name].usual, LEVELS[name].mixup) == (usual, mixup)

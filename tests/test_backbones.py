@@ -1,6 +1,5 @@
 """Backbone registry: shapes, freezing, and the offline ImageNet weight-loading path for VGG16."""
 
-
 import pytest
 import torch
 

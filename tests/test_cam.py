@@ -77,7 +77,7 @@ def test_matches_a_hand_written_gradcam_on_vgg16():
     assert probs.shape == (3,) and probs.sum() == pytest.approx(1.0, abs=1e-5)
     assert set(maps) == {0, 2, int(probs.argmax())}
     # reference: split the network at the layer by hand
-    xb = ((x[None] - model.mean) / model.std)
+    xb = (x[None] - model.mean) / model.std
     act = model.features[:30](xb).detach().requires_grad_(True)
     logits = model.head(model.pool(model.features[30:](act)))
     for c in (0, 2):
@@ -163,10 +163,17 @@ def test_overlay_png_small_and_valid(tmp_path):
     rng = np.random.default_rng(0)
     image = torch.from_numpy(rng.integers(0, 256, (3, 480, 640), dtype=np.uint8))  # noise: the worst case for PNG
     cam = np.outer(np.hanning(480), np.hanning(640)).astype(np.float32)
-    regions = (Region("bayes", ((100.0, 100.0), (300.0, 120.0), (280.0, 300.0), (90.0, 280.0)), (90, 100, 210, 200)),
-               Region("geeks", (), (400, 50, 100, 100)))
-    path = save_overlay(tmp_path / "a" / "x.png", image, [("predicted bayes", cam), ("label geeks", cam[::-1])],
-                        regions, "x.jpg: predicted bayes (0.91)")
+    regions = (
+        Region("bayes", ((100.0, 100.0), (300.0, 120.0), (280.0, 300.0), (90.0, 280.0)), (90, 100, 210, 200)),
+        Region("geeks", (), (400, 50, 100, 100)),
+    )
+    path = save_overlay(
+        tmp_path / "a" / "x.png",
+        image,
+        [("predicted bayes", cam), ("label geeks", cam[::-1])],
+        regions,
+        "x.jpg: predicted bayes (0.91)",
+    )
     assert path.is_file() and path.stat().st_size < 150_000
     with Image.open(path) as im:
         assert im.format == "PNG" and im.width > 3 * im.height / 2
@@ -195,9 +202,19 @@ def tiny_run(tmp_path: Path) -> Path:
     coco = {
         "categories": [{"id": i, "name": c} for c, i in cat.items()] + [{"id": 9, "name": "unknown_book"}],
         "images": [
-            {"id": 1, "file_name": "test_coco/a.png", "primary_label": "bayes", "acceptable_labels": ["bayes", "geeks"]},
-            {"id": 2, "file_name": "test_coco/b.png", "primary_label": "background", "acceptable_labels": [],
-             "background_acceptable": True},
+            {
+                "id": 1,
+                "file_name": "test_coco/a.png",
+                "primary_label": "bayes",
+                "acceptable_labels": ["bayes", "geeks"],
+            },
+            {
+                "id": 2,
+                "file_name": "test_coco/b.png",
+                "primary_label": "background",
+                "acceptable_labels": [],
+                "background_acceptable": True,
+            },
             {"id": 3, "file_name": "test_coco/c.png", "primary_label": "geeks", "acceptable_labels": ["geeks"]},
             {"id": 4, "file_name": "test_coco/d.png", "primary_label": "geeks", "acceptable_labels": ["geeks"]},
         ],
@@ -219,11 +236,29 @@ def tiny_run(tmp_path: Path) -> Path:
     vdir = run / "vgg16-scratch-none-s0"
     torch.manual_seed(0)
     model = build_classifier("vgg16", "scratch", len(CLASSES), hidden=8)
-    artifacts.write_json(vdir / "config.json", {"variant": "scratch-none", "backbone": "vgg16", "classes": list(CLASSES),
-                                                "data_root": str(data), "profile": profile.to_dict()})
-    artifacts.save_torch(vdir / "model.pt", {
-        "state_dict": model.state_dict(), "backbone": "vgg16", "classes": list(CLASSES), "image_size": 32,
-        "hidden": 8, "dropout": 0.0, "variant": "scratch-none", "seed": 0})
+    artifacts.write_json(
+        vdir / "config.json",
+        {
+            "variant": "scratch-none",
+            "backbone": "vgg16",
+            "classes": list(CLASSES),
+            "data_root": str(data),
+            "profile": profile.to_dict(),
+        },
+    )
+    artifacts.save_torch(
+        vdir / "model.pt",
+        {
+            "state_dict": model.state_dict(),
+            "backbone": "vgg16",
+            "classes": list(CLASSES),
+            "image_size": 32,
+            "hidden": 8,
+            "dropout": 0.0,
+            "variant": "scratch-none",
+            "seed": 0,
+        },
+    )
     return run
 
 
@@ -232,8 +267,18 @@ def test_cam_variant_writes_schema_overlays_and_counts_skips(tiny_run):
     result = cam_variant(vdir)
     on_disk = json.loads((vdir / "cam.json").read_text())
     assert on_disk["summary"] == json.loads(json.dumps(result["summary"]))
-    for key in ("variant", "backbone", "layer", "image_size", "classes", "protocol", "summary", "images",
-                "seconds", "seconds_per_image"):
+    for key in (
+        "variant",
+        "backbone",
+        "layer",
+        "image_size",
+        "classes",
+        "protocol",
+        "summary",
+        "images",
+        "seconds",
+        "seconds_per_image",
+    ):
         assert key in on_disk
     assert on_disk["layer"] == "features.29"
     assert on_disk["protocol"]["pointing_tolerance_px"] == 15.0
@@ -266,8 +311,14 @@ def test_cam_variant_writes_schema_overlays_and_counts_skips(tiny_run):
     assert recs["test_coco/d.png"]["skip_reason"] == "no_regions"
 
     pngs = sorted(p.relative_to(vdir).as_posix() for p in (vdir / "cam").rglob("*.png"))
-    assert pngs == ["cam/test_coco/a.png", "cam/test_coco/b.png", "cam/test_coco/c.png", "cam/test_coco/d.png",
-                    "cam/test_plain/bayes/e.png", "cam/test_plain/geeks/e.png"]
+    assert pngs == [
+        "cam/test_coco/a.png",
+        "cam/test_coco/b.png",
+        "cam/test_coco/c.png",
+        "cam/test_coco/d.png",
+        "cam/test_plain/bayes/e.png",
+        "cam/test_plain/geeks/e.png",
+    ]
     assert all(r["overlay"] in pngs for split in on_disk["images"].values() for r in split)
     for p in pngs:
         assert (vdir / p).stat().st_size < 150_000

@@ -24,8 +24,14 @@ from harness.cli import main
 
 CLASSES = ("background", "blue", "red")
 COLOR = {"red": (230, 30, 30), "blue": (30, 40, 230)}
-SMALL = ["--set", "saliency.occlusion.window=8", "--set", "saliency.occlusion.stride=4", "--set",
-         "saliency.sanity_images=4"]
+SMALL = [
+    "--set",
+    "saliency.occlusion.window=8",
+    "--set",
+    "saliency.occlusion.stride=4",
+    "--set",
+    "saliency.sanity_images=4",
+]
 
 
 def _photo(path: Path, color, box, seed, size=(64, 48)):
@@ -33,7 +39,7 @@ def _photo(path: Path, color, box, seed, size=(64, 48)):
     arr = rng.integers(100, 156, (size[1], size[0], 3)).astype(np.uint8)
     if color is not None:
         x, y, w, h = box
-        arr[y:y + h, x:x + w] = color
+        arr[y : y + h, x : x + w] = color
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
 
@@ -47,21 +53,42 @@ def boxes_root(tmp_path):
         _photo(root / "train" / c / f"{c}.png", COLOR.get(c), (10, 10, 20, 20), i)
         _photo(root / "test_plain" / c / f"p_{c}.png", COLOR.get(c), (30, 20, 22, 22), 50 + i)
     images, anns = [], []
-    layout = [("red", (4, 4, 22, 20)), ("red", (38, 24, 24, 22)), ("blue", (20, 14, 24, 24)),
-              ("blue", (2, 26, 22, 20)), ("background", None), ("background", None)]
+    layout = [
+        ("red", (4, 4, 22, 20)),
+        ("red", (38, 24, 24, 22)),
+        ("blue", (20, 14, 24, 24)),
+        ("blue", (2, 26, 22, 20)),
+        ("background", None),
+        ("background", None),
+    ]
     for i, (label, box) in enumerate(layout):
         name = f"test_boxes/img_{i}.png"
         _photo(root / name, COLOR.get(label), box, 100 + i)
-        images.append({"id": i, "file_name": name, "width": 64, "height": 48, "primary_label": label,
-                       "acceptable_labels": [label] if label != "background" else [],
-                       "background_acceptable": label == "background"})
+        images.append(
+            {
+                "id": i,
+                "file_name": name,
+                "width": 64,
+                "height": 48,
+                "primary_label": label,
+                "acceptable_labels": [label] if label != "background" else [],
+                "background_acceptable": label == "background",
+            }
+        )
         if box:
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": CLASSES.index(label) + 1,
-                         "bbox": list(box)})
+            anns.append(
+                {"id": len(anns) + 1, "image_id": i, "category_id": CLASSES.index(label) + 1, "bbox": list(box)}
+            )
     (root / "annotations").mkdir(parents=True)
-    (root / "annotations" / "test_boxes.json").write_text(json.dumps({
-        "images": images, "annotations": anns,
-        "categories": [{"id": k + 1, "name": c} for k, c in enumerate(CLASSES)]}))
+    (root / "annotations" / "test_boxes.json").write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": k + 1, "name": c} for k, c in enumerate(CLASSES)],
+            }
+        )
+    )
     return root
 
 
@@ -78,16 +105,25 @@ def colour_model(path: Path, size: int = 32, gain: float = 40.0, constant: bool 
         rng = np.random.default_rng(seed)
         conv, conv_b = rng.normal(size=conv.shape).astype(np.float32), rng.normal(size=2).astype(np.float32)
         head, head_b = rng.normal(size=head.shape).astype(np.float32), rng.normal(size=3).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["input", "conv_w", "conv_b"], ["c"]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-             helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "head_w", "head_b"], ["logits"])]
+    nodes = [
+        helper.make_node("Conv", ["input", "conv_w", "conv_b"], ["c"]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "head_w", "head_b"], ["logits"]),
+    ]
     graph = helper.make_graph(
-        nodes, "colour", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        nodes,
+        "colour",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", len(CLASSES)])],
-        [numpy_helper.from_array(conv, "conv_w"), numpy_helper.from_array(conv_b, "conv_b"),
-         numpy_helper.from_array(head, "head_w"), numpy_helper.from_array(head_b, "head_b")])
+        [
+            numpy_helper.from_array(conv, "conv_w"),
+            numpy_helper.from_array(conv_b, "conv_b"),
+            numpy_helper.from_array(head, "head_w"),
+            numpy_helper.from_array(head_b, "head_b"),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -127,14 +163,17 @@ def test_a_working_model_passes_and_its_occlusion_map_finds_the_object(boxes_roo
     occ = artifacts.read_json(folder / "occlusion.json")
     assert occ["passes_per_image"] == pytest.approx(7 * 7 + 1 + 1)  # 32 px, w8 s4: 49 windows + p0 + the peek
     assert occ["seconds_per_image"] > 0 and occ["sanity"]["maps"] >= 1
-    assert all((out / r["overlay_path"]).is_file() for r in report["variants"]["colour"]["saliency"]["occlusion"]
-               ["images"]["test_boxes"])
+    assert all(
+        (out / r["overlay_path"]).is_file()
+        for r in report["variants"]["colour"]["saliency"]["occlusion"]["images"]["test_boxes"]
+    )
     assert (out / "report.html").is_file() and artifacts.read_json(out / "run.json")["kind"] == "check"
     # the run directory is harness run's shape: harness report recomputes the same verdicts
     assert main(["report", str(out)]) == 0
     again = artifacts.read_json(out / "report.json")
-    assert [(v["id"], v["criterion"], v["status"]) for v in again["verdicts"]] == \
-        [(v["id"], v["criterion"], v["status"]) for v in report["verdicts"]]
+    assert [(v["id"], v["criterion"], v["status"]) for v in again["verdicts"]] == [
+        (v["id"], v["criterion"], v["status"]) for v in report["verdicts"]
+    ]
 
 
 def test_the_pytest_gate_judges_a_check_run_unchanged(boxes_root, tmp_path):
@@ -142,8 +181,22 @@ def test_the_pytest_gate_judges_a_check_run_unchanged(boxes_root, tmp_path):
     out = tmp_path / "run"
     assert main(["check", str(model), "--data", str(boxes_root), "--out", str(out), *_classes_set(), *SMALL]) == 0
     repo = Path(__file__).resolve().parents[1]
-    res = subprocess.run([sys.executable, "-m", "pytest", str(repo / "suites" / "test_gate.py"), "--run-dir",
-                          str(out), "-v", "-p", "no:cacheprovider"], capture_output=True, text=True, cwd=repo)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(repo / "suites" / "test_gate.py"),
+            "--run-dir",
+            str(out),
+            "-v",
+            "-p",
+            "no:cacheprovider",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+    )
     assert res.returncode == 0, res.stdout[-3000:]
     # the gate ran the check run's own criteria, by their ids
     assert "test_occlusion_energy[onnx-colour-test_boxes] PASSED" in res.stdout
@@ -157,8 +210,10 @@ def test_a_foreign_nhwc_uint8_bgr_probability_wrapper_gives_identical_prediction
     order = [2, 0, 1]  # the wrapper's columns: red, background, blue
     wrapped = wrap_nhwc_uint8_bgr_probs(src, tmp_path / "vendor.onnx", order)
     spec = tmp_path / "vendor.toml"
-    spec.write_text('layout = "NHWC"\ndtype = "uint8"\nvalue_range = "0..255"\nchannels = "BGR"\n'
-                    'output_kind = "probabilities"\nclasses = ["red", "background", "blue"]\n')
+    spec.write_text(
+        'layout = "NHWC"\ndtype = "uint8"\nvalue_range = "0..255"\nchannels = "BGR"\n'
+        'output_kind = "probabilities"\nclasses = ["red", "background", "blue"]\n'
+    )
     a = check_model(src, boxes_root, sets=[*_classes_set()[1:], *SMALL[1::2]], out=tmp_path / "a")
     b = check_model(wrapped, boxes_root, spec=spec, sets=SMALL[1::2], out=tmp_path / "b")
     assert a.passed and b.passed
@@ -170,15 +225,25 @@ def test_a_foreign_nhwc_uint8_bgr_probability_wrapper_gives_identical_prediction
             assert x["probabilities"] == pytest.approx(y["probabilities"], abs=1e-5)
 
 
-@pytest.mark.parametrize("spec_text, match", [
-    ('dtype = "uint8"\nchannels = "BGR"\noutput_kind = "probabilities"\nclasses = ["red", "background", "blue"]\n'
-     'layout = "NCHW"\n', "layout"),
-    ('layout = "NHWC"\ndtype = "uint8"\nchannels = "BGR"\noutput_kind = "probabilities"\n', "classes"),
-    ('layout = "NHWC"\ndtype = "uint8"\nchannels = "BGR"\noutput_kind = "probabilities"\n'
-     'classes = ["red", "background", "green"]\n', "green"),
-])
-def test_a_wrong_spec_stops_with_a_clear_error_before_anything_is_written(boxes_root, tmp_path, capsys, spec_text,
-                                                                          match):
+@pytest.mark.parametrize(
+    "spec_text, match",
+    [
+        (
+            'dtype = "uint8"\nchannels = "BGR"\noutput_kind = "probabilities"\nclasses = ["red", "background", "blue"]\n'
+            'layout = "NCHW"\n',
+            "layout",
+        ),
+        ('layout = "NHWC"\ndtype = "uint8"\nchannels = "BGR"\noutput_kind = "probabilities"\n', "classes"),
+        (
+            'layout = "NHWC"\ndtype = "uint8"\nchannels = "BGR"\noutput_kind = "probabilities"\n'
+            'classes = ["red", "background", "green"]\n',
+            "green",
+        ),
+    ],
+)
+def test_a_wrong_spec_stops_with_a_clear_error_before_anything_is_written(
+    boxes_root, tmp_path, capsys, spec_text, match
+):
     from onnx_wrappers import wrap_nhwc_uint8_bgr_probs
 
     wrapped = wrap_nhwc_uint8_bgr_probs(colour_model(tmp_path / "colour.onnx"), tmp_path / "vendor.onnx", [2, 0, 1])
@@ -198,16 +263,22 @@ def test_the_class_order_omitted_on_a_permuted_model_is_never_a_silent_pass(boxe
 
     wrapped = wrap_nhwc_uint8_bgr_probs(colour_model(tmp_path / "colour.onnx"), tmp_path / "vendor.onnx", [2, 0, 1])
     spec = tmp_path / "vendor.toml"
-    spec.write_text('layout = "NHWC"\ndtype = "uint8"\nchannels = "BGR"\noutput_kind = "probabilities"\n'
-                    'classes = ["background", "blue", "red"]\n')
+    spec.write_text(
+        'layout = "NHWC"\ndtype = "uint8"\nchannels = "BGR"\noutput_kind = "probabilities"\n'
+        'classes = ["background", "blue", "red"]\n'
+    )
     result = check_model(wrapped, boxes_root, spec=spec, sets=SMALL[1::2], out=tmp_path / "run")
     assert result.verdict == "FAIL"
     assert any(v["criterion"] == "soft_above_constant" for v in result.failures())
 
 
 def test_a_constant_answer_model_and_a_random_weight_model_fail_the_gate(boxes_root, tmp_path):
-    const = check_model(colour_model(tmp_path / "const.onnx", constant=True), boxes_root,
-                        sets=[*_classes_set()[1:], *SMALL[1::2]], out=tmp_path / "c")
+    const = check_model(
+        colour_model(tmp_path / "const.onnx", constant=True),
+        boxes_root,
+        sets=[*_classes_set()[1:], *SMALL[1::2]],
+        out=tmp_path / "c",
+    )
     assert const.verdict in ("FAIL", "ERROR") and not const.passed
     by = _by(const.report)
     assert by["soft_above_constant[onnx-const-test_boxes]"]["status"] == "FAIL"
@@ -215,23 +286,48 @@ def test_a_constant_answer_model_and_a_random_weight_model_fail_the_gate(boxes_r
     assert by["occlusion_sanity[onnx-const]"]["value"] == 1.0
     assert by["occlusion_energy[onnx-const-test_boxes]"]["status"] == "ERROR"
     assert "do not depend on the model" in by["occlusion_energy[onnx-const-test_boxes]"]["detail"]
-    rand = check_model(colour_model(tmp_path / "random.onnx", seed=3), boxes_root,
-                       sets=[*_classes_set()[1:], *SMALL[1::2]], out=tmp_path / "r")
+    rand = check_model(
+        colour_model(tmp_path / "random.onnx", seed=3),
+        boxes_root,
+        sets=[*_classes_set()[1:], *SMALL[1::2]],
+        out=tmp_path / "r",
+    )
     assert rand.verdict in ("FAIL", "ERROR") and not rand.passed
-    assert {v["criterion"] for v in rand.failures() if v["status"] == "FAIL"} & {"accuracy", "soft_above_constant", "wilson_above_constant"}
-    assert main(["check", str(tmp_path / "random.onnx"), "--data", str(boxes_root), "--out", str(tmp_path / "r2"),
-                 *_classes_set(), *SMALL]) == 1
+    assert {v["criterion"] for v in rand.failures() if v["status"] == "FAIL"} & {
+        "accuracy",
+        "soft_above_constant",
+        "wilson_above_constant",
+    }
+    assert (
+        main(
+            [
+                "check",
+                str(tmp_path / "random.onnx"),
+                "--data",
+                str(boxes_root),
+                "--out",
+                str(tmp_path / "r2"),
+                *_classes_set(),
+                *SMALL,
+            ]
+        )
+        == 1
+    )
 
 
 def test_hostile_check_inputs_are_one_line_errors(boxes_root, tmp_path, capsys):
     model = colour_model(tmp_path / "colour.onnx")
     cases = [
         (["check", str(tmp_path / "missing.onnx"), "--data", str(boxes_root)], "missing.onnx"),
-        (["check", str(model), "--data", str(boxes_root), *_classes_set(), "--set", "saliency.methods=['gradcam']"],
-         "gradcam"),
-        (["check", str(model), "--data", str(boxes_root), *_classes_set(), "--set", "saliency.occlusion.window=0"],
-         "window"),
-        (["check", str(model), "--data", str(boxes_root), *_classes_set(), "--set", "layout=\"NWHC\""], "layout"),
+        (
+            ["check", str(model), "--data", str(boxes_root), *_classes_set(), "--set", "saliency.methods=['gradcam']"],
+            "gradcam",
+        ),
+        (
+            ["check", str(model), "--data", str(boxes_root), *_classes_set(), "--set", "saliency.occlusion.window=0"],
+            "window",
+        ),
+        (["check", str(model), "--data", str(boxes_root), *_classes_set(), "--set", 'layout="NWHC"'], "layout"),
         (["check", str(model), "--data", str(boxes_root), *_classes_set(), "--profile", "cpu"], "harness check"),
         (["check", str(model), "--data", str(tmp_path / "nowhere"), *_classes_set()], "nowhere"),
     ]
@@ -250,15 +346,18 @@ def test_check_of_a_harness_export_needs_no_spec_and_reproduces_its_evaluation_e
     `harness evaluate` computed, on every test set (the spec comes from the export's metadata)."""
     from harness.evaluate import evaluate_variant
     from harness.export import export_variant
-
     from tests.tiny_run import make_dataset, make_variant
 
     data = make_dataset(tmp_path / "data")
     vdir = make_variant(tmp_path / "run", data)
     export_variant(vdir)
     metrics = evaluate_variant(vdir, providers="cpu", repeats=1, warmup=0, batch_sizes=(1,))
-    result = check_model(vdir / "model.onnx", data, sets=["saliency.occlusion.window=16",
-                                                          "saliency.occlusion.stride=16"], out=tmp_path / "check")
+    result = check_model(
+        vdir / "model.onnx",
+        data,
+        sets=["saliency.occlusion.window=16", "saliency.occlusion.stride=16"],
+        out=tmp_path / "check",
+    )
     entry = result.report["variants"][vdir.name]
     assert entry["kind"] == "check" and set(entry["test_sets"]) == set(metrics["test_sets"])
     spec = artifacts.read_json(tmp_path / "check" / vdir.name / "config.json")["spec"]

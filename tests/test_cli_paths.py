@@ -7,7 +7,6 @@ import pytest
 
 from harness import cli
 from harness.data import DataError
-
 from tests.conftest import BUNDLED, write_image
 
 

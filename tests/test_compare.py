@@ -12,8 +12,8 @@ import copy
 import io
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +25,6 @@ from harness.compare import CompareError, compare_paths, compare_reports, load_r
 from harness.report.compare_html import thumbnail_uri
 from harness.stats import wilson
 from harness.thresholds import Thresholds
-
 from tests.conftest import write_image
 
 CLASSES = ["background", "bayes", "geeks", "keras", "nlp", "technium"]
@@ -43,9 +42,15 @@ def image_name(i: int, split: str = SPLIT) -> str:
 def prediction(i: int, right: bool, split: str = SPLIT) -> dict:
     primary = CLASSES[1 + i % 5]
     predicted = primary if right else "background"
-    return {"image": image_name(i, split), "primary": primary, "acceptable": [primary], "predicted": predicted,
-            "soft_correct": right, "strict_correct": right,
-            "probabilities": {c: (0.9 if c == predicted else 0.02) for c in CLASSES}}
+    return {
+        "image": image_name(i, split),
+        "primary": primary,
+        "acceptable": [primary],
+        "predicted": predicted,
+        "soft_correct": right,
+        "strict_correct": right,
+        "probabilities": {c: (0.9 if c == predicted else 0.02) for c in CLASSES},
+    }
 
 
 def recount(report: dict) -> dict:
@@ -58,16 +63,27 @@ def recount(report: dict) -> dict:
                 k = sum(p[f"{kind}_correct"] for p in preds)
                 ts[kind] = {"k": k, "value": k / len(preds), "wilson": list(wilson(k, len(preds)))}
     for v in report["verdicts"]:
-        values = [e["test_sets"][v["subject"]]["soft"]["value"] for e in report["variants"].values()
-                  if e["model"] == v["model"]]
+        values = [
+            e["test_sets"][v["subject"]]["soft"]["value"]
+            for e in report["variants"].values()
+            if e["model"] == v["model"]
+        ]
         v["value"] = min(values)
         v["status"] = "PASS" if v["value"] >= v["threshold"] else "FAIL"
     return report
 
 
-def make_report(correct: dict[str, Sequence[bool]] | None = None, seeds: Sequence[int] = (0,), n: int = 20,
-                data_root: str = "/nonexistent", classes: Sequence[str] = CLASSES, split: str = SPLIT,
-                fingerprint: str = "f" * 64, latency_ms: float = 10.0, energy: float = 0.4) -> dict:
+def make_report(
+    correct: dict[str, Sequence[bool]] | None = None,
+    seeds: Sequence[int] = (0,),
+    n: int = 20,
+    data_root: str = "/nonexistent",
+    classes: Sequence[str] = CLASSES,
+    split: str = SPLIT,
+    fingerprint: str = "f" * 64,
+    latency_ms: float = 10.0,
+    energy: float = 0.4,
+) -> dict:
     """A report.json dict: per model the soft correctness of photo i (default: the gated model gets 18 of 20 right
     (photos 0 and 1 wrong), the ablation 8)."""
     correct = correct or {GATED: [i >= 2 for i in range(n)], ABLATION: [i < 8 for i in range(n)]}
@@ -76,23 +92,53 @@ def make_report(correct: dict[str, Sequence[bool]] | None = None, seeds: Sequenc
         variant = model.split("-", 1)[1]
         for seed in seeds:
             variants[f"{model}-s{seed}"] = {
-                "folder": f"{model}-s{seed}", "model": model, "variant": variant, "backbone": "efficientnet_lite0",
-                "seed": seed, "kind": "trained",
-                "test_sets": {split: {"classes": list(classes),
-                                      "predictions": [prediction(i, r, split) for i, r in enumerate(right)]}},
+                "folder": f"{model}-s{seed}",
+                "model": model,
+                "variant": variant,
+                "backbone": "efficientnet_lite0",
+                "seed": seed,
+                "kind": "trained",
+                "test_sets": {
+                    split: {
+                        "classes": list(classes),
+                        "predictions": [prediction(i, r, split) for i, r in enumerate(right)],
+                    }
+                },
                 "latency": {"by_provider": {"CPUExecutionProvider": {"1": {"median_ms": latency_ms}}}},
                 "cam": {"summary": {split: {"energy_share_mean": energy, "pointing_hit_rate": 0.5}}},
-                "saliency": {"occlusion": {"summary": {split: {"energy_share_mean": energy - 0.1,
-                                                               "pointing_hit_rate": 0.6}}}}}
-        verdicts.append({"criterion": "accuracy", "id": f"{model}-{split}", "model": model, "variant": variant,
-                         "backbone": "efficientnet_lite0", "subject": split, "comparison": ">=",
-                         "threshold": SOFT_MIN, "gated": variant == "imagenet-all", "chance": 0.7})
+                "saliency": {
+                    "occlusion": {"summary": {split: {"energy_share_mean": energy - 0.1, "pointing_hit_rate": 0.6}}}
+                },
+            }
+        verdicts.append(
+            {
+                "criterion": "accuracy",
+                "id": f"{model}-{split}",
+                "model": model,
+                "variant": variant,
+                "backbone": "efficientnet_lite0",
+                "subject": split,
+                "comparison": ">=",
+                "threshold": SOFT_MIN,
+                "gated": variant == "imagenet-all",
+                "chance": 0.7,
+            }
+        )
     thresholds = Thresholds(gated=("imagenet-all",)).to_dict() | {"source": "test profile"}
-    report = {"schema": 1, "created": "2025-01-01T00:00:00+00:00", "run_dir": "/elsewhere/run", "verdicts": verdicts,
-              "variants": variants,
-              "protocol": {"data_root": data_root, "seeds": list(seeds),
-                           "data": {"classes": list(classes), "test": {split: fingerprint}},
-                           "profile": {"name": "test", "test_sets": [split]}, "thresholds": thresholds}}
+    report = {
+        "schema": 1,
+        "created": "2025-01-01T00:00:00+00:00",
+        "run_dir": "/elsewhere/run",
+        "verdicts": verdicts,
+        "variants": variants,
+        "protocol": {
+            "data_root": data_root,
+            "seeds": list(seeds),
+            "data": {"classes": list(classes), "test": {split: fingerprint}},
+            "profile": {"name": "test", "test_sets": [split]},
+            "thresholds": thresholds,
+        },
+    }
     recount(report)
     report["verdict"] = "PASS" if all(v["status"] == "PASS" for v in verdicts if v["gated"]) else "FAIL"
     return report
@@ -135,6 +181,7 @@ def data_root(tmp_path: Path) -> Path:
 
 
 # --- known answers ----------------------------------------------------------------------------------------------
+
 
 def test_a_report_against_itself_is_ok_with_no_flips() -> None:
     rep = make_report()
@@ -205,8 +252,10 @@ def test_mcnemar_clause_small_drop_many_flips() -> None:
     recount(new)
     res = compare(base, new)  # drop 0.03 <= 0.05, but 6 vs 0 discordant: exact p = 2 * 0.5**6 = 0.03125 < 0.05
     assert row(res)["soft"]["paired"]["p"] == pytest.approx(0.03125)
-    assert sorted((r["kind"], r["detail"].split()[0]) for r in res["regressions"]) == [("mcnemar", "soft"),
-                                                                                        ("mcnemar", "strict")]
+    assert sorted((r["kind"], r["detail"].split()[0]) for r in res["regressions"]) == [
+        ("mcnemar", "soft"),
+        ("mcnemar", "strict"),
+    ]
     assert "6 right -> wrong vs 0 wrong -> right" in res["regressions"][0]["detail"]
     off = Thresholds(gated=("imagenet-all",), regression=type(Thresholds().regression)(max_drop=0.05, mcnemar_p=None))
     assert compare(base, new, off)["verdict"] == "OK"
@@ -245,6 +294,7 @@ def test_models_and_test_sets_in_one_run_only_are_listed_not_compared() -> None:
 
 
 # --- nothing to pair --------------------------------------------------------------------------------------------
+
 
 def test_different_classes_name_both_files(tmp_path: Path) -> None:
     a = save(make_report(), tmp_path / "a")
@@ -306,6 +356,7 @@ def test_non_boolean_correctness_is_refused_naming_the_file() -> None:
 
 # --- HTML, files, CLI ---------------------------------------------------------------------------------------------
 
+
 def test_html_lists_the_flips_with_thumbnails(tmp_path: Path, data_root: Path) -> None:
     base = make_report(data_root=str(data_root))
     new = weaker(base)
@@ -355,12 +406,13 @@ def test_cli_exit_codes_output_and_default_out_dir(tmp_path: Path, capsys) -> No
     toml.write_text('[thresholds]\ngated = ["scratch-all"]\n', encoding="utf-8")
     assert main(["compare", str(base), str(new), "--thresholds", str(toml), "--out", str(tmp_path / "o")]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"report: {tmp_path / 'o' / 'compare.html'}"
-    toml.write_text('[thresholds.regression]\nmax_drop = 2\n', encoding="utf-8")
+    toml.write_text("[thresholds.regression]\nmax_drop = 2\n", encoding="utf-8")
     assert main(["compare", str(base), str(new), "--thresholds", str(toml)]) == 2
     assert "thresholds.regression.max_drop" in capsys.readouterr().err
 
 
 # --- invariants -------------------------------------------------------------------------------------------------
+
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=30))
@@ -368,19 +420,26 @@ def test_swapping_the_runs_swaps_the_flips(pairs: list[tuple[bool, bool]]) -> No
     a = make_report({GATED: [x for x, _ in pairs]}, n=len(pairs))
     b = make_report({GATED: [y for _, y in pairs]}, n=len(pairs))
     ab, ba = row(compare(a, b)), row(compare(b, a))
-    assert ab["flips"]["right_to_wrong"] == [f | {"baseline_predicted": f["new_predicted"],
-                                                  "new_predicted": f["baseline_predicted"],
-                                                  "baseline_confidence": f["new_confidence"],
-                                                  "new_confidence": f["baseline_confidence"]}
-                                             for f in ba["flips"]["wrong_to_right"]]
+    assert ab["flips"]["right_to_wrong"] == [
+        f
+        | {
+            "baseline_predicted": f["new_predicted"],
+            "new_predicted": f["baseline_predicted"],
+            "baseline_confidence": f["new_confidence"],
+            "new_confidence": f["baseline_confidence"],
+        }
+        for f in ba["flips"]["wrong_to_right"]
+    ]
     assert len(ab["flips"]["right_to_wrong"]) == sum(x and not y for x, y in pairs)
     assert ab["soft"]["paired"]["p"] == ba["soft"]["paired"]["p"]
     assert ab["soft"]["delta"] == pytest.approx(-ba["soft"]["delta"])
-    assert ab["soft"]["delta"] == pytest.approx((len(ab["flips"]["wrong_to_right"])
-                                                 - len(ab["flips"]["right_to_wrong"])) / len(pairs))
+    assert ab["soft"]["delta"] == pytest.approx(
+        (len(ab["flips"]["wrong_to_right"]) - len(ab["flips"]["right_to_wrong"])) / len(pairs)
+    )
 
 
 # --- headless Chromium ----------------------------------------------------------------------------------------------
+
 
 def test_chromium_renders_the_compare_page(tmp_path: Path, data_root: Path) -> None:
     from tests.test_report_html import chromium_binary, run_chromium

@@ -64,8 +64,10 @@ def test_split_variant():
 
 def test_train_from_must_be_a_stage_of_the_backbone():
     ft = 'phases.imagenet=[{{name="head",epochs=1,train_from="head"}},{{name="ft",epochs=1,train_from="{}"}}]'
-    with pytest.raises(ConfigError, match="train_from = 'block4_conv1' must be 'head', 'all', a named fine-tuning point "
-                                          "of efficientnet_lite0"):
+    with pytest.raises(
+        ConfigError,
+        match="train_from = 'block4_conv1' must be 'head', 'all', a named fine-tuning point of efficientnet_lite0",
+    ):
         load_profile("full", ["backbone=efficientnet_lite0", ft.format("block4_conv1")])
     p = load_profile("full", ["backbone=efficientnet_lite0", ft.format("blocks.3")])
     assert p.phases["imagenet"][1].train_from == "blocks.3"

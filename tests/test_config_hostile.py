@@ -14,13 +14,27 @@ from hypothesis import strategies as st
 
 from harness import backbones as bb
 from harness.augment import LEVELS
-from harness.backbones import (BACKBONES, WeightsUnavailable, build_classifier, check_weights_available,
-                               resolve_train_from, set_trainable, train_from_names)
-from tests.conftest import BUNDLED
-from harness.config import (INITS, ConfigError, load_profile, profile_from_dict, read_profile_toml, split_variant,
-                            validate)
+from harness.backbones import (
+    BACKBONES,
+    WeightsUnavailable,
+    build_classifier,
+    check_weights_available,
+    resolve_train_from,
+    set_trainable,
+    train_from_names,
+)
+from harness.config import (
+    INITS,
+    ConfigError,
+    load_profile,
+    profile_from_dict,
+    read_profile_toml,
+    split_variant,
+    validate,
+)
 from harness.lite0_weights import LITE0_WEIGHTS_FILE, load_lite0_imagenet
 from harness.thresholds import Thresholds, check_applies, is_gated, parse_thresholds
+from tests.conftest import BUNDLED
 
 PROFILES = ("smoke", "cpu", "full")
 TWO_PHASES = 'phases.imagenet=[{{name="head",epochs=1,train_from="head"}},{{name="ft",{}}}]'
@@ -40,79 +54,91 @@ def _error(override: str, profile: str = "smoke") -> str:
 # --- typed profile fields -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("override, match", [
-    ("image_size=abc", r"image_size = 'abc' must be an integer >= 32"),
-    ("image_size=true", r"image_size = True must be an integer >= 32"),
-    ("image_size=96.0", r"image_size = 96\.0 must be an integer >= 32"),
-    ("image_size=16", r"image_size = 16 must be an integer >= 32"),
-    ("batch_size=abc", r"batch_size = 'abc' must be an integer >= 2"),
-    ('seeds="a"', r"seeds = 'a' must be an integer or a list of integers"),
-    ("seeds=['a']", r"seeds\[0\] = 'a' must be an integer in \[0, 4294967295\]"),
-    ("seeds=[0, true]", r"seeds\[1\] = True must be an integer"),
-    ("seeds=[]", r"seeds = \[\] must be a non-empty list of integers"),
-    ("seeds=[1, 1]", r"seeds = \[1, 1\] must not repeat entries"),
-    ("seeds=-1", r"seeds = -1 must be an integer in \[0, 4294967295\]"),
-    ("split_seed=abc", r"split_seed = 'abc' must be an integer"),
-    ("dropout=2", r"dropout = 2 must be a number in \[0, 1\)"),
-    ("dropout=abc", r"dropout = 'abc' must be a number in \[0, 1\)"),
-    ("label_smoothing=true", r"label_smoothing = True must be a number"),
-    ("val_fraction=1", r"val_fraction = 1 must be a number in \(0, 1\)"),
-    ("hidden=0", r"hidden = 0 must be an integer >= 1"),
-    ("oversample=yes", r"oversample = 'yes' must be true or false"),
-    ("freeze_bn=1", r"freeze_bn = 1 must be true or false"),
-    ("device=gpu", r"device = 'gpu' must be one of \['auto', 'cpu', 'cuda'\]"),
-    ("name=''", r"name = '' must be a non-empty string"),
-    ("augment.rotation=abc", r"augment\.rotation = 'abc' must be a number in \[0, 180\]"),
-    ("augment.rotation=nan", r"augment\.rotation = nan must be a number"),
-    ("augment.zoom=1", r"augment\.zoom = 1 must be a number in \[0, 1\)"),
-    ("augment.fill=300", r"augment\.fill = 300 must be an integer in \[0, 255\]"),
-    ("augment.hflip=1", r"augment\.hflip = 1 must be true or false"),
-    ("augment.erase_scale=0.5", r"augment\.erase_scale = 0\.5 must be a pair \[low, high\]"),
-    ("augment.erase_ratio=['a', 1]", r"augment\.erase_ratio\[0\] = 'a' must be a number > 0"),
-    ("augment.mixup_alpha=0", r"augment\.mixup_alpha = 0 must be a number > 0"),
-    ("augment=3", r"augment = 3 must be a table"),
-    (_ft('lr="abc"'), r"phases\.imagenet\[1\]\.lr = 'abc' must be a number > 0"),
-    (_ft("lr=0"), r"phases\.imagenet\[1\]\.lr = 0 must be a number > 0"),
-    (_ft("lr=1e400"), r"phases\.imagenet\[1\]\.lr = inf must be a number > 0"),
-    (_ft("epochs=-1"), r"phases\.imagenet\[1\]\.epochs = -1 must be an integer >= 0"),
-    (_ft("epochs=2.5"), r"phases\.imagenet\[1\]\.epochs = 2\.5 must be an integer >= 0"),
-    (_ft("bogus=1"), r"phases\.imagenet\[1\]: unknown keys \['bogus'\]"),
-    (_ft('optimizer="lion"'), r"phases\.imagenet\[1\]\.optimizer = 'lion' must be one of"),
-    (_ft("weight_decay=-0.1"), r"phases\.imagenet\[1\]\.weight_decay = -0\.1 must be a number >= 0"),
-    (_ft("train_from=3"), r"phases\.imagenet\[1\]\.train_from = 3 must be a non-empty string"),
-    ('phases.imagenet=[{name="head"}]', r"phases\.imagenet\[0\]: missing required key 'epochs'"),
-    ('phases.imagenet=["head"]', r"phases\.imagenet\[0\] = 'head' must be a table"),
-    ("phases.imagenet=[]", r"phases\.imagenet = \[\] must be a non-empty list of tables"),
-    ("phases.imagenet[1].lr=3", r"phases: unknown keys \['imagenet\[1\]'\]"),
-    ("phases=3", r"phases = 3 must be a table"),
-    ("inits=[]", r"inits = \[\] must be a non-empty list of strings"),
-    ("inits=3", r"inits = 3 must be a string or a list of strings"),
-    ("inits=pretrained", r"inits = 'pretrained' must be one of \['scratch', 'imagenet'\]"),
-    ("levels=['none', 'none']", r"levels = \['none', 'none'\] must not repeat entries \(repeated: 'none'\)"),
-    ("levels=[1]", r"levels\[0\] = 1 must be one of"),
-    ("test_sets=['test_easy', 'test_easy']", r"test_sets = \['test_easy', 'test_easy'\] must not repeat entries"),
-    ("test_sets=[3]", r"test_sets\[0\] = 3 must be a non-empty string"),
-    ('thresholds.parity_atol="abc"', r"thresholds\.parity_atol = 'abc' must be a number > 0"),
-    ('thresholds.latency_max_ms="fast"', r"thresholds\.latency_max_ms = 'fast' must be a number > 0"),
-    ("thresholds.latency_batch=true", r"thresholds\.latency_batch = True must be an integer >= 1"),
-    ("thresholds.parity_rtol=-1", r"thresholds\.parity_rtol = -1 must be a number >= 0"),
-    ("thresholds.seed_aggregate=best", r"thresholds\.seed_aggregate = 'best' must be one of \['worst', 'mean'\]"),
-    ("thresholds.accuracy.test_difficult.soft_min=high",
-     r"thresholds\.accuracy\.test_difficult\.soft_min = 'high' must be a number in \[0, 1\]"),
-    ("thresholds.accuracy.test_easy.strict_above_constant=yes",
-     r"thresholds\.accuracy\.test_easy\.strict_above_constant = 'yes' must be true or false"),
-    ("thresholds.accuracy=[]", r"thresholds\.accuracy = \[\] must be a table"),
-    ("thresholds.cam.split=3", r"thresholds\.cam\.split = 3 must be a string"),
-    ("thresholds.occlusion.sanity_max=2", r"thresholds\.occlusion\.sanity_max = 2 must be a number in \[-1, 1\]"),
-    ("thresholds.occlusion.energy_share_margin=-0.1", r"thresholds\.occlusion\.energy_share_margin = -0\.1 must be"),
-    ("thresholds.accuracy_default.wilson_above_constant=2",
-     r"thresholds\.accuracy_default\.wilson_above_constant = 2 must be"),
-    ("thresholds.gated=3", r"thresholds\.gated = 3 must be a string or a list of strings"),
-    ("thresholds.gated=imagenet-heavy", r"thresholds\.gated = 'imagenet-heavy' must be '<init>-<level>'"),
-    ("thresholds.gated=['imagenet-all', 'imagenet-all']", r"thresholds\.gated = .* must not repeat entries"),
-    ("thresholds.gated=['resnet-imagenet-all']", r"thresholds\.gated\[0\] = 'resnet-imagenet-all' must be"),
-    ("thresholds=3", r"thresholds = 3 must be a table"),
-])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("image_size=abc", r"image_size = 'abc' must be an integer >= 32"),
+        ("image_size=true", r"image_size = True must be an integer >= 32"),
+        ("image_size=96.0", r"image_size = 96\.0 must be an integer >= 32"),
+        ("image_size=16", r"image_size = 16 must be an integer >= 32"),
+        ("batch_size=abc", r"batch_size = 'abc' must be an integer >= 2"),
+        ('seeds="a"', r"seeds = 'a' must be an integer or a list of integers"),
+        ("seeds=['a']", r"seeds\[0\] = 'a' must be an integer in \[0, 4294967295\]"),
+        ("seeds=[0, true]", r"seeds\[1\] = True must be an integer"),
+        ("seeds=[]", r"seeds = \[\] must be a non-empty list of integers"),
+        ("seeds=[1, 1]", r"seeds = \[1, 1\] must not repeat entries"),
+        ("seeds=-1", r"seeds = -1 must be an integer in \[0, 4294967295\]"),
+        ("split_seed=abc", r"split_seed = 'abc' must be an integer"),
+        ("dropout=2", r"dropout = 2 must be a number in \[0, 1\)"),
+        ("dropout=abc", r"dropout = 'abc' must be a number in \[0, 1\)"),
+        ("label_smoothing=true", r"label_smoothing = True must be a number"),
+        ("val_fraction=1", r"val_fraction = 1 must be a number in \(0, 1\)"),
+        ("hidden=0", r"hidden = 0 must be an integer >= 1"),
+        ("oversample=yes", r"oversample = 'yes' must be true or false"),
+        ("freeze_bn=1", r"freeze_bn = 1 must be true or false"),
+        ("device=gpu", r"device = 'gpu' must be one of \['auto', 'cpu', 'cuda'\]"),
+        ("name=''", r"name = '' must be a non-empty string"),
+        ("augment.rotation=abc", r"augment\.rotation = 'abc' must be a number in \[0, 180\]"),
+        ("augment.rotation=nan", r"augment\.rotation = nan must be a number"),
+        ("augment.zoom=1", r"augment\.zoom = 1 must be a number in \[0, 1\)"),
+        ("augment.fill=300", r"augment\.fill = 300 must be an integer in \[0, 255\]"),
+        ("augment.hflip=1", r"augment\.hflip = 1 must be true or false"),
+        ("augment.erase_scale=0.5", r"augment\.erase_scale = 0\.5 must be a pair \[low, high\]"),
+        ("augment.erase_ratio=['a', 1]", r"augment\.erase_ratio\[0\] = 'a' must be a number > 0"),
+        ("augment.mixup_alpha=0", r"augment\.mixup_alpha = 0 must be a number > 0"),
+        ("augment=3", r"augment = 3 must be a table"),
+        (_ft('lr="abc"'), r"phases\.imagenet\[1\]\.lr = 'abc' must be a number > 0"),
+        (_ft("lr=0"), r"phases\.imagenet\[1\]\.lr = 0 must be a number > 0"),
+        (_ft("lr=1e400"), r"phases\.imagenet\[1\]\.lr = inf must be a number > 0"),
+        (_ft("epochs=-1"), r"phases\.imagenet\[1\]\.epochs = -1 must be an integer >= 0"),
+        (_ft("epochs=2.5"), r"phases\.imagenet\[1\]\.epochs = 2\.5 must be an integer >= 0"),
+        (_ft("bogus=1"), r"phases\.imagenet\[1\]: unknown keys \['bogus'\]"),
+        (_ft('optimizer="lion"'), r"phases\.imagenet\[1\]\.optimizer = 'lion' must be one of"),
+        (_ft("weight_decay=-0.1"), r"phases\.imagenet\[1\]\.weight_decay = -0\.1 must be a number >= 0"),
+        (_ft("train_from=3"), r"phases\.imagenet\[1\]\.train_from = 3 must be a non-empty string"),
+        ('phases.imagenet=[{name="head"}]', r"phases\.imagenet\[0\]: missing required key 'epochs'"),
+        ('phases.imagenet=["head"]', r"phases\.imagenet\[0\] = 'head' must be a table"),
+        ("phases.imagenet=[]", r"phases\.imagenet = \[\] must be a non-empty list of tables"),
+        ("phases.imagenet[1].lr=3", r"phases: unknown keys \['imagenet\[1\]'\]"),
+        ("phases=3", r"phases = 3 must be a table"),
+        ("inits=[]", r"inits = \[\] must be a non-empty list of strings"),
+        ("inits=3", r"inits = 3 must be a string or a list of strings"),
+        ("inits=pretrained", r"inits = 'pretrained' must be one of \['scratch', 'imagenet'\]"),
+        ("levels=['none', 'none']", r"levels = \['none', 'none'\] must not repeat entries \(repeated: 'none'\)"),
+        ("levels=[1]", r"levels\[0\] = 1 must be one of"),
+        ("test_sets=['test_easy', 'test_easy']", r"test_sets = \['test_easy', 'test_easy'\] must not repeat entries"),
+        ("test_sets=[3]", r"test_sets\[0\] = 3 must be a non-empty string"),
+        ('thresholds.parity_atol="abc"', r"thresholds\.parity_atol = 'abc' must be a number > 0"),
+        ('thresholds.latency_max_ms="fast"', r"thresholds\.latency_max_ms = 'fast' must be a number > 0"),
+        ("thresholds.latency_batch=true", r"thresholds\.latency_batch = True must be an integer >= 1"),
+        ("thresholds.parity_rtol=-1", r"thresholds\.parity_rtol = -1 must be a number >= 0"),
+        ("thresholds.seed_aggregate=best", r"thresholds\.seed_aggregate = 'best' must be one of \['worst', 'mean'\]"),
+        (
+            "thresholds.accuracy.test_difficult.soft_min=high",
+            r"thresholds\.accuracy\.test_difficult\.soft_min = 'high' must be a number in \[0, 1\]",
+        ),
+        (
+            "thresholds.accuracy.test_easy.strict_above_constant=yes",
+            r"thresholds\.accuracy\.test_easy\.strict_above_constant = 'yes' must be true or false",
+        ),
+        ("thresholds.accuracy=[]", r"thresholds\.accuracy = \[\] must be a table"),
+        ("thresholds.cam.split=3", r"thresholds\.cam\.split = 3 must be a string"),
+        ("thresholds.occlusion.sanity_max=2", r"thresholds\.occlusion\.sanity_max = 2 must be a number in \[-1, 1\]"),
+        (
+            "thresholds.occlusion.energy_share_margin=-0.1",
+            r"thresholds\.occlusion\.energy_share_margin = -0\.1 must be",
+        ),
+        (
+            "thresholds.accuracy_default.wilson_above_constant=2",
+            r"thresholds\.accuracy_default\.wilson_above_constant = 2 must be",
+        ),
+        ("thresholds.gated=3", r"thresholds\.gated = 3 must be a string or a list of strings"),
+        ("thresholds.gated=imagenet-heavy", r"thresholds\.gated = 'imagenet-heavy' must be '<init>-<level>'"),
+        ("thresholds.gated=['imagenet-all', 'imagenet-all']", r"thresholds\.gated = .* must not repeat entries"),
+        ("thresholds.gated=['resnet-imagenet-all']", r"thresholds\.gated\[0\] = 'resnet-imagenet-all' must be"),
+        ("thresholds=3", r"thresholds = 3 must be a table"),
+    ],
+)
 def test_bad_override_names_key_and_value(override, match):
     msg = _error(override)
     assert re.search(match, msg), msg
@@ -145,12 +171,15 @@ def test_profile_file_with_wrong_types_names_the_file(tmp_path):
 # --- a single string is a one-element list --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("override, attr, expected", [
-    ("inits=scratch", "inits", ("scratch",)),
-    ("levels=all", "levels", ("all",)),
-    ("test_sets=test_easy", "test_sets", ("test_easy",)),
-    ("seeds=7", "seeds", (7,)),
-])
+@pytest.mark.parametrize(
+    "override, attr, expected",
+    [
+        ("inits=scratch", "inits", ("scratch",)),
+        ("levels=all", "levels", ("all",)),
+        ("test_sets=test_easy", "test_sets", ("test_easy",)),
+        ("seeds=7", "seeds", (7,)),
+    ],
+)
 def test_string_as_list_is_one_element(override, attr, expected):
     assert getattr(load_profile("smoke", [override]), attr) == expected
 
@@ -180,23 +209,76 @@ def test_any_gated_string_is_one_element(backbone, init, level):
 
 
 _VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats() | st.text(max_size=6),
+    st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats() | st.text(max_size=6),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
     max_leaves=6,
 )
 _PROFILE_KEYS = [
-    *[(k,) for k in ("name", "backbone", "image_size", "batch_size", "seeds", "inits", "levels", "phases", "augment",
-                     "test_sets", "val_fraction", "split_seed", "oversample", "label_smoothing", "freeze_bn",
-                     "tta_hflip", "hidden", "dropout", "device", "thresholds")],
-    *[("augment", k) for k in ("hflip", "vflip", "rotation", "zoom", "zoom_out", "fill", "crop_scale", "erase_p",
-                               "erase_scale", "erase_ratio", "mixup_alpha")],
-    *[("phases", "imagenet", 1, k) for k in ("name", "epochs", "optimizer", "lr", "weight_decay", "schedule",
-                                              "train_from")],
-    ("phases", "imagenet", 1), ("phases", "scratch"),
-    *[("thresholds", k) for k in ("gated", "seed_aggregate", "accuracy", "cam", "parity_atol", "parity_rtol",
-                                  "latency_batch", "latency_max_ms", "calibration")],
-    *[("thresholds", "accuracy", "test_easy", k) for k in ("soft_min", "soft_margin", "strict_min",
-                                                           "wilson_lower_min", "strict_above_constant")],
+    *[
+        (k,)
+        for k in (
+            "name",
+            "backbone",
+            "image_size",
+            "batch_size",
+            "seeds",
+            "inits",
+            "levels",
+            "phases",
+            "augment",
+            "test_sets",
+            "val_fraction",
+            "split_seed",
+            "oversample",
+            "label_smoothing",
+            "freeze_bn",
+            "tta_hflip",
+            "hidden",
+            "dropout",
+            "device",
+            "thresholds",
+        )
+    ],
+    *[
+        ("augment", k)
+        for k in (
+            "hflip",
+            "vflip",
+            "rotation",
+            "zoom",
+            "zoom_out",
+            "fill",
+            "crop_scale",
+            "erase_p",
+            "erase_scale",
+            "erase_ratio",
+            "mixup_alpha",
+        )
+    ],
+    *[
+        ("phases", "imagenet", 1, k)
+        for k in ("name", "epochs", "optimizer", "lr", "weight_decay", "schedule", "train_from")
+    ],
+    ("phases", "imagenet", 1),
+    ("phases", "scratch"),
+    *[
+        ("thresholds", k)
+        for k in (
+            "gated",
+            "seed_aggregate",
+            "accuracy",
+            "cam",
+            "parity_atol",
+            "parity_rtol",
+            "latency_batch",
+            "latency_max_ms",
+            "calibration",
+        )
+    ],
+    *[
+        ("thresholds", "accuracy", "test_easy", k)
+        for k in ("soft_min", "soft_margin", "strict_min", "wilson_lower_min", "strict_above_constant")
+    ],
     *[("thresholds", "cam", k) for k in ("split", "energy_share_min", "pointing_rate_min")],
 ]
 
@@ -219,8 +301,11 @@ def test_any_value_anywhere_is_valid_or_a_config_error(path, value):
 
 
 def test_unknown_level_in_variant():
-    with pytest.raises(ConfigError, match=r"variant 'imagenet-heavy': unknown augmentation level 'heavy'; "
-                                          r"known levels: \['all', 'mixup', 'none', 'usual'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"variant 'imagenet-heavy': unknown augmentation level 'heavy'; "
+        r"known levels: \['all', 'mixup', 'none', 'usual'\]",
+    ):
         split_variant("imagenet-heavy")
     with pytest.raises(ConfigError, match=r"did you mean 'imagenet-mixup'"):
         split_variant("imagenet-mixpu")
@@ -257,9 +342,16 @@ def test_finetune_points_are_stages_and_do_not_shadow_them():
         order = [stages.index(b.finetune_points[k]) for k in ("middle", "upper", "top")]
         assert order == sorted(order) and len(set(order)) == 3
         assert set(train_from_names(name)) == {"head", "all", *b.finetune_points, *stages}
-    assert BACKBONES["efficientnet_lite0"].finetune_points == {"top": "blocks.6", "upper": "blocks.5", "middle": "blocks.3"}
-    assert BACKBONES["vgg16"].finetune_points == {"top": "block5_conv1", "upper": "block4_conv1",
-                                                  "middle": "block3_conv1"}
+    assert BACKBONES["efficientnet_lite0"].finetune_points == {
+        "top": "blocks.6",
+        "upper": "blocks.5",
+        "middle": "blocks.3",
+    }
+    assert BACKBONES["vgg16"].finetune_points == {
+        "top": "block5_conv1",
+        "upper": "block4_conv1",
+        "middle": "block3_conv1",
+    }
     with pytest.raises(ValueError, match=r"'uper'.*upper"):
         resolve_train_from("vgg16", "uper")
 
@@ -308,8 +400,13 @@ def _empty(path: Path) -> Path:
     return path
 
 
-BAD_FILES = {"garbage": _garbage, "truncated": _truncated, "list": _pickled_list, "module": _pickled_module,
-             "empty": _empty}
+BAD_FILES = {
+    "garbage": _garbage,
+    "truncated": _truncated,
+    "list": _pickled_list,
+    "module": _pickled_module,
+    "empty": _empty,
+}
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_FILES))
@@ -374,7 +471,9 @@ def _sparse(path: Path, head: bytes, size: int) -> Path:
 def test_check_weights_available_never_loads(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("check_weights_available must not torch.load"))
     big = _sparse(tmp_path / "vgg16.pth", b"PK\x03\x04", 553_433_881)
-    assert "--weights-file" in check_weights_available("vgg16", big) and str(big) in check_weights_available("vgg16", big)
+    assert "--weights-file" in check_weights_available("vgg16", big) and str(big) in check_weights_available(
+        "vgg16", big
+    )
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     cached = tmp_path / "th" / "hub" / "checkpoints" / "vgg16-397923af.pth"
     cached.parent.mkdir(parents=True)
@@ -415,25 +514,34 @@ MATRIX = [f"{i}-{lvl}" for i in INITS for lvl in ("none", "usual", "mixup", "all
 
 def test_check_applies_typo_test_set():
     t = _t(accuracy={"test_difficlut": {"soft_min": 0.8}})
-    with pytest.raises(ConfigError, match=r"t\.toml: thresholds\.accuracy\.test_difficlut names test set "
-                                          r"'test_difficlut'.*\['test_easy', 'test_difficult'\].*"
-                                          r"did you mean 'test_difficult'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"t\.toml: thresholds\.accuracy\.test_difficlut names test set "
+        r"'test_difficlut'.*\['test_easy', 'test_difficult'\].*"
+        r"did you mean 'test_difficult'\?",
+    ):
         check_applies(t, SETS, MATRIX, "t.toml")
 
 
 def test_check_applies_cam_split_typo():
     t = _t(cam={"split": "test_dificult", "energy_share_min": 0.2})
-    with pytest.raises(ConfigError, match=r"thresholds\.cam\.split = 'test_dificult' is not a test set.*"
-                                          r"did you mean 'test_difficult'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"thresholds\.cam\.split = 'test_dificult' is not a test set.*"
+        r"did you mean 'test_difficult'",
+    ):
         check_applies(t, SETS, MATRIX, "t.toml")
     check_applies(_t(cam={"split": "test_dificult"}), SETS, MATRIX, "t.toml")  # no CAM criterion: nothing skipped
 
 
 def test_check_applies_gated_not_in_matrix():
     t = _t(gated=["imagenet-all"])
-    with pytest.raises(ConfigError, match=r"thresholds\.gated\[0\] = 'imagenet-all' gates variant 'imagenet-all', "
-                                          r"which is not in this run's matrix \['imagenet-none'\].*--variants.*"
-                                          r"thresholds\.gated"):
+    with pytest.raises(
+        ConfigError,
+        match=r"thresholds\.gated\[0\] = 'imagenet-all' gates variant 'imagenet-all', "
+        r"which is not in this run's matrix \['imagenet-none'\].*--variants.*"
+        r"thresholds\.gated",
+    ):
         check_applies(t, SETS, ["imagenet-none"], "t.toml")
     check_applies(t, SETS, ["imagenet-all"], "t.toml")
     check_applies(_t(gated=[]), SETS, ["scratch-none"], "t.toml")
@@ -463,22 +571,25 @@ def test_builtin_thresholds_apply_to_their_profiles(profile):
         assert again == t  # what run.json records parses back to the same thresholds
 
 
-@pytest.mark.parametrize("raw, match", [
-    ({"gated": 3}, r"thresholds\.gated = 3 must be a string or a list of strings"),
-    ({"gated": ["imagenet-all", 3]}, r"thresholds\.gated\[1\] = 3 must be a non-empty string"),
-    ({"latency_batch": True}, r"thresholds\.latency_batch = True must be an integer >= 1"),
-    ({"latency_max_ms": "fast"}, r"thresholds\.latency_max_ms = 'fast' must be a number > 0"),
-    ({"parity_atol": "abc"}, r"thresholds\.parity_atol = 'abc' must be a number > 0"),
-    ({"parity_atol": 0}, r"thresholds\.parity_atol = 0 must be a number > 0"),
-    ({"accuracy": []}, r"thresholds\.accuracy = \[\] must be a table"),
-    ({"accuracy": {"test_easy": 0.9}}, r"thresholds\.accuracy\.test_easy = 0\.9 must be a table"),
-    ({"accuracy": {"test_easy": {"soft_min": "0.9"}}}, r"thresholds\.accuracy\.test_easy\.soft_min = '0\.9'"),
-    ({"accuracy": {"test_easy": {"soft_margin": True}}}, r"thresholds\.accuracy\.test_easy\.soft_margin = True"),
-    ({"cam": {"split": 3}}, r"thresholds\.cam\.split = 3 must be a string"),
-    ({"rise": {"bogus": 1}}, r"thresholds\.rise: unknown keys \['bogus'\]"),
-    ({"cam": {"pointing_rate_min": [0.5]}}, r"thresholds\.cam\.pointing_rate_min = \[0\.5\] must be a number"),
-    ({"calibration": 3}, r"thresholds\.calibration = 3 must be a string"),
-])
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        ({"gated": 3}, r"thresholds\.gated = 3 must be a string or a list of strings"),
+        ({"gated": ["imagenet-all", 3]}, r"thresholds\.gated\[1\] = 3 must be a non-empty string"),
+        ({"latency_batch": True}, r"thresholds\.latency_batch = True must be an integer >= 1"),
+        ({"latency_max_ms": "fast"}, r"thresholds\.latency_max_ms = 'fast' must be a number > 0"),
+        ({"parity_atol": "abc"}, r"thresholds\.parity_atol = 'abc' must be a number > 0"),
+        ({"parity_atol": 0}, r"thresholds\.parity_atol = 0 must be a number > 0"),
+        ({"accuracy": []}, r"thresholds\.accuracy = \[\] must be a table"),
+        ({"accuracy": {"test_easy": 0.9}}, r"thresholds\.accuracy\.test_easy = 0\.9 must be a table"),
+        ({"accuracy": {"test_easy": {"soft_min": "0.9"}}}, r"thresholds\.accuracy\.test_easy\.soft_min = '0\.9'"),
+        ({"accuracy": {"test_easy": {"soft_margin": True}}}, r"thresholds\.accuracy\.test_easy\.soft_margin = True"),
+        ({"cam": {"split": 3}}, r"thresholds\.cam\.split = 3 must be a string"),
+        ({"rise": {"bogus": 1}}, r"thresholds\.rise: unknown keys \['bogus'\]"),
+        ({"cam": {"pointing_rate_min": [0.5]}}, r"thresholds\.cam\.pointing_rate_min = \[0\.5\] must be a number"),
+        ({"calibration": 3}, r"thresholds\.calibration = 3 must be a string"),
+    ],
+)
 def test_thresholds_values_of_the_wrong_type(raw, match):
     with pytest.raises(ConfigError, match=r"^x\.toml: " + match):
         parse_thresholds(raw, "x.toml")
@@ -503,10 +614,24 @@ def test_thresholds_file_whose_thresholds_is_not_a_table(tmp_path):
 
 
 _THRESHOLD_KEYS = [
-    *[(k,) for k in ("gated", "seed_aggregate", "accuracy", "cam", "parity_atol", "parity_rtol", "latency_batch",
-                     "latency_max_ms", "calibration")],
-    *[("accuracy", "test_easy", k) for k in ("soft_min", "soft_margin", "strict_min", "wilson_lower_min",
-                                             "strict_above_constant")],
+    *[
+        (k,)
+        for k in (
+            "gated",
+            "seed_aggregate",
+            "accuracy",
+            "cam",
+            "parity_atol",
+            "parity_rtol",
+            "latency_batch",
+            "latency_max_ms",
+            "calibration",
+        )
+    ],
+    *[
+        ("accuracy", "test_easy", k)
+        for k in ("soft_min", "soft_margin", "strict_min", "wilson_lower_min", "strict_above_constant")
+    ],
     *[("cam", k) for k in ("split", "energy_share_min", "pointing_rate_min")],
 ]
 

@@ -17,7 +17,14 @@ CLASSES = ("background", "bayes", "geeks", "keras", "nlp", "technium")
 def test_bundled_dataset(bundled_root):
     train = load_train(bundled_root)
     assert train.classes == CLASSES
-    assert Counter(s.label for s in train.samples) == {"background": 27, "bayes": 9, "geeks": 8, "keras": 9, "nlp": 9, "technium": 9}
+    assert Counter(s.label for s in train.samples) == {
+        "background": 27,
+        "bayes": 9,
+        "geeks": 8,
+        "keras": 9,
+        "nlp": 9,
+        "technium": 9,
+    }
     easy = load_test(bundled_root, "test_easy", train.classes)
     hard = load_test(bundled_root, "test_difficult", train.classes)
     assert (len(easy), len(hard)) == (6, 20) and hard.has_regions
@@ -54,14 +61,24 @@ def _coco(root: Path, images, annotations, cats=("background", "red", "green")):
     import json
 
     (root / "annotations").mkdir(exist_ok=True)
-    doc = {"images": images, "annotations": annotations,
-           "categories": [{"id": i + 1, "name": n} for i, n in enumerate(cats)] + [{"id": 99, "name": "unknown_book"}]}
+    doc = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(cats)] + [{"id": 99, "name": "unknown_book"}],
+    }
     (root / "annotations" / "t.json").write_text(json.dumps(doc))
 
 
 def _img(file_name, primary="red", acceptable=("red",), w=48, h=40):
-    return {"id": 1, "file_name": file_name, "width": w, "height": h, "acceptable_labels": list(acceptable),
-            "primary_label": primary, "background_acceptable": False}
+    return {
+        "id": 1,
+        "file_name": file_name,
+        "width": w,
+        "height": h,
+        "acceptable_labels": list(acceptable),
+        "primary_label": primary,
+        "background_acceptable": False,
+    }
 
 
 def test_coco_errors(tiny_root):
@@ -73,8 +90,19 @@ def test_coco_errors(tiny_root):
     _coco(tiny_root, [_img("t/a.jpg", primary="blue", acceptable=["blue"])], [])
     with pytest.raises(DataError, match="unknown label 'blue'"):
         load_test(tiny_root, "t", classes)
-    _coco(tiny_root, [_img("t/a.jpg")], [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [40, 30, 30, 30],
-                                           "segmentation": [[40, 30, 70, 30, 70, 60, 40, 60]]}])
+    _coco(
+        tiny_root,
+        [_img("t/a.jpg")],
+        [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 2,
+                "bbox": [40, 30, 30, 30],
+                "segmentation": [[40, 30, 70, 30, 70, 60, 40, 60]],
+            }
+        ],
+    )
     with pytest.raises(DataError, match="lies outside the 48x40 image"):
         load_test(tiny_root, "t", classes)
     _coco(tiny_root, [_img("t/a.jpg")], [{"id": 1, "image_id": 1, "category_id": 42, "bbox": [1, 1, 3, 3]}])
@@ -87,8 +115,19 @@ def test_coco_errors(tiny_root):
 def test_coco_background_acceptable(tiny_root):
     write_image(tiny_root / "t" / "a.jpg", (220, 30, 30))
     img = _img("t/a.jpg") | {"background_acceptable": True}
-    _coco(tiny_root, [img], [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [5, 5, 10, 10],
-                              "segmentation": [[5, 5, 15, 5, 15, 15, 5, 15]]}])
+    _coco(
+        tiny_root,
+        [img],
+        [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 2,
+                "bbox": [5, 5, 10, 10],
+                "segmentation": [[5, 5, 15, 5, 15, 15, 5, 15]],
+            }
+        ],
+    )
     s = load_test(tiny_root, "t", ("background", "green", "red")).samples[0]
     assert s.acceptable == {"red", "background"} and s.regions[0].label == "red"
 

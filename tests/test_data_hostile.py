@@ -31,10 +31,13 @@ def _coco(root: Path, content, split: str = "test_x") -> Path:
 
 def _good(root: Path) -> dict:
     _png(root / "test_x" / "a.png")
-    return {"images": [{"id": 1, "file_name": "test_x/a.png", "primary_label": "bayes", "acceptable_labels": ["bayes"]}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [2, 2, 10, 10],
-                             "segmentation": [[2, 2, 12, 2, 12, 12]]}],
-            "categories": [{"id": 1, "name": "background"}, {"id": 2, "name": "bayes"}]}
+    return {
+        "images": [{"id": 1, "file_name": "test_x/a.png", "primary_label": "bayes", "acceptable_labels": ["bayes"]}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 2, "bbox": [2, 2, 10, 10], "segmentation": [[2, 2, 12, 2, 12, 12]]}
+        ],
+        "categories": [{"id": 1, "name": "background"}, {"id": 2, "name": "bayes"}],
+    }
 
 
 def test_good_coco_loads(tmp_path):
@@ -60,8 +63,17 @@ def opened(monkeypatch) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize("name", ["../outside.png", "ABS", "test_x/../../outside.png", "C:\\outside.png",
-                                  "escape/../outside.png", "test_x/a.png\x00"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../outside.png",
+        "ABS",
+        "test_x/../../outside.png",
+        "C:\\outside.png",
+        "escape/../outside.png",
+        "test_x/a.png\x00",
+    ],
+)
 def test_file_name_outside_the_root_is_refused_before_reading(tmp_path, name, opened):
     root = tmp_path / "data"
     outside = _png(tmp_path / "outside.png")  # exists: it must still not be read
@@ -121,52 +133,72 @@ def _mutate(path: str, value):
         else:
             node[int(last) if last.isdigit() else last] = value
         return coco
+
     return f
 
 
 IMG0 = r"images\[0\] \(test_x/a\.png\): "
 
 
-@pytest.mark.parametrize("path, value, needle", [
-    ("", None, r"holds None, not a COCO object"),
-    ("", [], r"holds \[\], not a COCO object"),
-    ("images", KeyError, r"missing top-level key 'images'"),
-    ("images", {"a": 1}, r"top level: 'images' must be a list"),
-    ("annotations", "x", r"top level: 'annotations' must be a list"),
-    ("categories", None, r"top level: 'categories' must be a list"),
-    ("images.0", "x", r"images\[0\]: must be an object"),
-    ("annotations.0", [1], r"annotations\[0\]: must be an object"),
-    ("categories.0", 5, r"categories\[0\]: must be an object"),
-    ("images.0.id", KeyError, r"images\[0\]: missing key 'id'"),
-    ("images.0.id", "1", r"images\[0\]: 'id' = '1' must be an integer"),
-    ("images.0.id", True, r"images\[0\]: 'id' = True must be an integer"),
-    ("images.0.file_name", KeyError, r"images\[0\]: missing key 'file_name'"),
-    ("images.0.file_name", ["a.png"], r"images\[0\]: 'file_name' = \['a.png'\] must be a path"),
-    ("images.0.primary_label", KeyError, IMG0 + r"missing key 'primary_label'"),
-    ("images.0.primary_label", 3, IMG0 + r"'primary_label' = 3 must be a label string"),
-    ("images.0.acceptable_labels", "bayes", IMG0 + r"'acceptable_labels' = 'bayes' must be a list of label strings"),
-    ("images.0.acceptable_labels", ["bayes", 2], IMG0 + r"'acceptable_labels' = \['bayes', 2\] must be a list"),
-    ("images.0.background_acceptable", "yes", IMG0 + r"'background_acceptable' = 'yes' must be true or false"),
-    ("annotations.0.image_id", KeyError, r"annotations\[0\]: missing key 'image_id'"),
-    ("annotations.0.category_id", KeyError, r"annotations\[0\]: missing key 'category_id'"),
-    ("annotations.0.category_id", 7, r"annotations\[0\]: unknown category_id 7"),
-    ("annotations.0.bbox", KeyError, r"annotations\[0\]: missing key 'bbox'"),
-    ("annotations.0.bbox", "2 2 10 10", r"annotations\[0\]: 'bbox' = '2 2 10 10' must be a list"),
-    ("annotations.0.bbox", [1, 2, 3], r"annotations\[0\]: 'bbox' = \[1, 2, 3\] must be 4 numbers"),
-    ("annotations.0.bbox", [1, 2, "a", 4], r"annotations\[0\]: 'bbox' = \[1, 2, 'a', 4\] must be 4 numbers"),
-    ("annotations.0.bbox", [1, 2, float("nan"), 4], r"annotations\[0\]: 'bbox' = \[1, 2, nan, 4\] must be 4 numbers"),
-    ("annotations.0.segmentation", {"counts": "x", "size": [30, 40]}, r"annotations\[0\]: 'segmentation' = .*\(RLE masks are not supported\)"),
-    ("annotations.0.segmentation", [2, 2, 12, 2, 12, 12], r"annotations\[0\]: 'segmentation'\[0\] = 2 must be"),
-    ("annotations.0.segmentation", [[1, 2, 3]], r"annotations\[0\]: 'segmentation'\[0\] = \[1, 2, 3\] must be"),
-    ("annotations.0.segmentation", [[2, 2, 12, 2, 12, 12], [1, 2, 3, 4]], r"annotations\[0\]: 'segmentation'\[1\]"),
-    ("annotations.0.segmentation", [[2, 2, 12, 2, "x", 12]], r"annotations\[0\]: 'segmentation'\[0\]"),
-    ("categories.1.id", KeyError, r"categories\[1\]: missing key 'id'"),
-    ("categories.1.name", KeyError, r"categories\[1\]: missing key 'name'"),
-    ("categories.1.name", 2, r"categories\[1\]: 'name' = 2 must be a string"),
-    ("annotations.0.image_id", 99, r"annotations\[0\]: image_id 99 matches no entry of 'images'"),
-    ("annotations.0.segmentation", [[2, 2, 120, 2, 12, 12]], r"annotations\[0\]: polygon .* outside the 40x30 image"),
-    ("annotations.0.bbox", [2, 2, 100, 10], r"annotations\[0\]: box .* outside the 40x30 image"),
-])
+@pytest.mark.parametrize(
+    "path, value, needle",
+    [
+        ("", None, r"holds None, not a COCO object"),
+        ("", [], r"holds \[\], not a COCO object"),
+        ("images", KeyError, r"missing top-level key 'images'"),
+        ("images", {"a": 1}, r"top level: 'images' must be a list"),
+        ("annotations", "x", r"top level: 'annotations' must be a list"),
+        ("categories", None, r"top level: 'categories' must be a list"),
+        ("images.0", "x", r"images\[0\]: must be an object"),
+        ("annotations.0", [1], r"annotations\[0\]: must be an object"),
+        ("categories.0", 5, r"categories\[0\]: must be an object"),
+        ("images.0.id", KeyError, r"images\[0\]: missing key 'id'"),
+        ("images.0.id", "1", r"images\[0\]: 'id' = '1' must be an integer"),
+        ("images.0.id", True, r"images\[0\]: 'id' = True must be an integer"),
+        ("images.0.file_name", KeyError, r"images\[0\]: missing key 'file_name'"),
+        ("images.0.file_name", ["a.png"], r"images\[0\]: 'file_name' = \['a.png'\] must be a path"),
+        ("images.0.primary_label", KeyError, IMG0 + r"missing key 'primary_label'"),
+        ("images.0.primary_label", 3, IMG0 + r"'primary_label' = 3 must be a label string"),
+        (
+            "images.0.acceptable_labels",
+            "bayes",
+            IMG0 + r"'acceptable_labels' = 'bayes' must be a list of label strings",
+        ),
+        ("images.0.acceptable_labels", ["bayes", 2], IMG0 + r"'acceptable_labels' = \['bayes', 2\] must be a list"),
+        ("images.0.background_acceptable", "yes", IMG0 + r"'background_acceptable' = 'yes' must be true or false"),
+        ("annotations.0.image_id", KeyError, r"annotations\[0\]: missing key 'image_id'"),
+        ("annotations.0.category_id", KeyError, r"annotations\[0\]: missing key 'category_id'"),
+        ("annotations.0.category_id", 7, r"annotations\[0\]: unknown category_id 7"),
+        ("annotations.0.bbox", KeyError, r"annotations\[0\]: missing key 'bbox'"),
+        ("annotations.0.bbox", "2 2 10 10", r"annotations\[0\]: 'bbox' = '2 2 10 10' must be a list"),
+        ("annotations.0.bbox", [1, 2, 3], r"annotations\[0\]: 'bbox' = \[1, 2, 3\] must be 4 numbers"),
+        ("annotations.0.bbox", [1, 2, "a", 4], r"annotations\[0\]: 'bbox' = \[1, 2, 'a', 4\] must be 4 numbers"),
+        (
+            "annotations.0.bbox",
+            [1, 2, float("nan"), 4],
+            r"annotations\[0\]: 'bbox' = \[1, 2, nan, 4\] must be 4 numbers",
+        ),
+        (
+            "annotations.0.segmentation",
+            {"counts": "x", "size": [30, 40]},
+            r"annotations\[0\]: 'segmentation' = .*\(RLE masks are not supported\)",
+        ),
+        ("annotations.0.segmentation", [2, 2, 12, 2, 12, 12], r"annotations\[0\]: 'segmentation'\[0\] = 2 must be"),
+        ("annotations.0.segmentation", [[1, 2, 3]], r"annotations\[0\]: 'segmentation'\[0\] = \[1, 2, 3\] must be"),
+        ("annotations.0.segmentation", [[2, 2, 12, 2, 12, 12], [1, 2, 3, 4]], r"annotations\[0\]: 'segmentation'\[1\]"),
+        ("annotations.0.segmentation", [[2, 2, 12, 2, "x", 12]], r"annotations\[0\]: 'segmentation'\[0\]"),
+        ("categories.1.id", KeyError, r"categories\[1\]: missing key 'id'"),
+        ("categories.1.name", KeyError, r"categories\[1\]: missing key 'name'"),
+        ("categories.1.name", 2, r"categories\[1\]: 'name' = 2 must be a string"),
+        ("annotations.0.image_id", 99, r"annotations\[0\]: image_id 99 matches no entry of 'images'"),
+        (
+            "annotations.0.segmentation",
+            [[2, 2, 120, 2, 12, 12]],
+            r"annotations\[0\]: polygon .* outside the 40x30 image",
+        ),
+        ("annotations.0.bbox", [2, 2, 100, 10], r"annotations\[0\]: box .* outside the 40x30 image"),
+    ],
+)
 def test_malformed_coco_names_file_entry_and_key(tmp_path, path, value, needle):
     coco = _mutate(path, value)(_good(tmp_path))
     _coco(tmp_path, coco)
@@ -216,12 +248,15 @@ def test_exif_orientation_is_applied(tmp_path):
     assert t[:, :10, :].float().mean() > 200  # the band is now at the top
 
 
-@pytest.mark.parametrize("suffix, array, mode, expected", [
-    (".png", np.full((20, 24), 30000, np.uint16), None, 117),  # Pillow opens it as I;16
-    (".tif", np.full((20, 24), 30000, np.uint16), "I;16B", 117),
-    (".tif", np.full((20, 24), 30000, np.int32), None, 117),  # mode I
-    (".tif", np.full((20, 24), 0.5, np.float32), None, 128),  # mode F in [0, 1]
-])
+@pytest.mark.parametrize(
+    "suffix, array, mode, expected",
+    [
+        (".png", np.full((20, 24), 30000, np.uint16), None, 117),  # Pillow opens it as I;16
+        (".tif", np.full((20, 24), 30000, np.uint16), "I;16B", 117),
+        (".tif", np.full((20, 24), 30000, np.int32), None, 117),  # mode I
+        (".tif", np.full((20, 24), 0.5, np.float32), None, 128),  # mode F in [0, 1]
+    ],
+)
 def test_high_bit_depth_is_scaled_not_clipped(tmp_path, suffix, array, mode, expected):
     im = Image.frombytes(mode, array.shape[::-1], array.astype(">u2").tobytes()) if mode else Image.fromarray(array)
     im.save(tmp_path / f"deep{suffix}")
@@ -271,10 +306,14 @@ def test_bundled_set_is_unchanged(bundled_root):
     """The 640 x 480 photos are kept as stored, bit for bit (published figures depend on them)."""
     assert working_short_side(64) == working_short_side(224) == 512 and working_short_side(320) == 640
     classes = load_train(bundled_root).classes
-    for hard in (load_test(bundled_root, "test_difficult", classes),
-                 load_test(bundled_root, "test_difficult", classes, max_short_side=working_short_side(224))):
-        assert all(tuple(s.image.shape) == (3, 480, 640) and s.scale == 1.0 and s.original_size == (640, 480)
-                   for s in hard.samples)
+    for hard in (
+        load_test(bundled_root, "test_difficult", classes),
+        load_test(bundled_root, "test_difficult", classes, max_short_side=working_short_side(224)),
+    ):
+        assert all(
+            tuple(s.image.shape) == (3, 480, 640) and s.scale == 1.0 and s.original_size == (640, 480)
+            for s in hard.samples
+        )
     s = hard.samples[0]
     with Image.open(bundled_root / s.name) as im:
         assert np.array_equal(s.image.permute(1, 2, 0).numpy(), np.asarray(im.convert("RGB")))
@@ -310,8 +349,12 @@ def test_exif_orientation_then_working_resolution_keeps_regions_aligned(tmp_path
 
 
 @settings(max_examples=40, deadline=None)
-@given(w=st.integers(20, 400), h=st.integers(20, 400), short=st.integers(8, 200),
-       box=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0.01, 1), st.floats(0.01, 1)))
+@given(
+    w=st.integers(20, 400),
+    h=st.integers(20, 400),
+    short=st.integers(8, 200),
+    box=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0.01, 1), st.floats(0.01, 1)),
+)
 def test_scaled_regions_stay_inside_the_scaled_image(tmp_path_factory, w, h, short, box):
     """Any region valid on the stored photo (1 px tolerance) lands inside the working image (same tolerance) at
     the same relative place, and the working image's shorter side is exactly min(stored, max_short_side)."""
@@ -344,7 +387,12 @@ def test_mathtext_class_names_do_not_crash_overlays(tmp_path, label):
     cam = np.zeros((30, 40), np.float32)
     cam[5:10, 5:10] = 1
     regions = [Region(label, ((1.0, 1.0), (20.0, 1.0), (20.0, 20.0)), (1, 1, 19, 19)), Region(label, (), (2, 2, 5, 5))]
-    out = save_overlay(tmp_path / "o.png", img, [(f"predicted {label}", cam), (f"label {label}", cam)], regions,
-                       f"{label}/img.jpg: predicted {label}")
+    out = save_overlay(
+        tmp_path / "o.png",
+        img,
+        [(f"predicted {label}", cam), (f"label {label}", cam)],
+        regions,
+        f"{label}/img.jpg: predicted {label}",
+    )
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 100

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from harness.config import ConfigError, load_profile, profile_from_dict, with_test_sets
 from harness.data import DataError, discover_test_sets, load_test
 from harness.report.html import is_book_dataset, render_html
-
 from tests.conftest import BUNDLED, write_image
 from tests.test_report_html import FIXTURE, cell, run_dir  # noqa: F401  (run_dir: the fixture, overlays on disk)
 
@@ -43,12 +42,19 @@ def coco_split(root: Path, split: str) -> None:
     name = f"coco_images/{split}.jpg"
     write_image(root / name, (40, 40, 200), size=(8, 8))
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    (root / "annotations" / f"{split}.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": name, "primary_label": "coat"}], "annotations": [],
-        "categories": [{"id": 1, "name": "coat"}, {"id": 2, "name": "shoe"}]}))
+    (root / "annotations" / f"{split}.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": name, "primary_label": "coat"}],
+                "annotations": [],
+                "categories": [{"id": 1, "name": "coat"}, {"id": 2, "name": "shoe"}],
+            }
+        )
+    )
 
 
 # --- discovery ------------------------------------------------------------------------------------------------------
+
 
 def test_an_imagefolder_test_split_beside_train(tmp_path):
     folder_split(train(tmp_path), "test")
@@ -148,6 +154,7 @@ def test_the_bundled_dataset():
 
 # --- profiles: test sets not named -> discovered --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["smoke", "cpu", "full"])
 def test_a_profile_that_names_no_test_sets_discovers_them(name):
     p = load_profile(name)
@@ -166,8 +173,11 @@ def test_a_profile_that_names_test_sets_keeps_them(tmp_path):
 
 
 def test_a_named_empty_list_is_an_error():
-    with pytest.raises(ConfigError, match=r"test_sets = \[\] must be a list naming at least one split .*leave "
-                                          r"test_sets out to discover them"):
+    with pytest.raises(
+        ConfigError,
+        match=r"test_sets = \[\] must be a list naming at least one split .*leave "
+        r"test_sets out to discover them",
+    ):
         load_profile("smoke", ["test_sets=[]"])
 
 
@@ -177,6 +187,7 @@ def test_with_test_sets_on_a_dataset_without_test_sets(tmp_path):
 
 
 # --- report: book material only for the book dataset ----------------------------------------------------------------
+
 
 @pytest.fixture()
 def report() -> dict:
@@ -206,8 +217,9 @@ def test_is_book_dataset():
     assert is_book_dataset({"variants": {"v": {"test_sets": {"t": {"classes": BOOK}}}}})
     assert not is_book_dataset({"variants": {"v": {"test_sets": {"t": {"classes": ["coat", "shoe"]}}}}})
     # run.json's classes win over the metrics'
-    assert not is_book_dataset({"protocol": {"data": {"classes": ["a", "b"]}},
-                                "variants": {"v": {"test_sets": {"t": {"classes": BOOK}}}}})
+    assert not is_book_dataset(
+        {"protocol": {"data": {"classes": ["a", "b"]}}, "variants": {"v": {"test_sets": {"t": {"classes": BOOK}}}}}
+    )
 
 
 def test_a_non_book_report_speaks_of_no_books(report, run_dir):  # noqa: F811
@@ -218,9 +230,13 @@ def test_a_non_book_report_speaks_of_no_books(report, run_dir):  # noqa: F811
     text = unescape(html)
     assert "one of the image's acceptable labels" in text and "the image's primary label" in text
     assert "the labelled regions" in text
-    minimal = {"verdict": "PASS", "protocol": {"data": {"classes": ["coat", "shoe"]},
-                                               "profile": {"test_sets": ["test"], "inits": ["imagenet"],
-                                                           "levels": ["all"]}}}
+    minimal = {
+        "verdict": "PASS",
+        "protocol": {
+            "data": {"classes": ["coat", "shoe"]},
+            "profile": {"test_sets": ["test"], "inits": ["imagenet"], "levels": ["all"]},
+        },
+    }
     assert not BOOKISH.findall(render_html(minimal, run_dir))
 
 
@@ -243,9 +259,18 @@ def test_localization_without_regions_reads_skipped_not_an_error(report, run_dir
     for entry in other["variants"].values():
         del entry["cam"]
     other["verdicts"] = [v for v in other["verdicts"] if not v["criterion"].startswith("cam_")]
-    other["verdicts"] += [{"criterion": c, "variant": "imagenet-all", "subject": "", "status": "SKIP", "gated": True,
-                           "detail": "skipped: no test set of this run has labelled regions", "evidence": []}
-                          for c in ("cam_energy", "cam_pointing")]
+    other["verdicts"] += [
+        {
+            "criterion": c,
+            "variant": "imagenet-all",
+            "subject": "",
+            "status": "SKIP",
+            "gated": True,
+            "detail": "skipped: no test set of this run has labelled regions",
+            "evidence": [],
+        }
+        for c in ("cam_energy", "cam_pointing")
+    ]
     html = render_html(other, run_dir)
     group = re.search(r'<div class="cam-group" data-variant="imagenet-all">(.*?)</div>', html, re.DOTALL).group(1)
     assert "localization skipped: no labelled regions" in group and "not available" not in group

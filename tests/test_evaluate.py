@@ -14,8 +14,8 @@ from harness import artifacts, export, runtime
 from harness.cli import main
 from harness.data import DataError, load_test, resize_batch
 from harness.evaluate import EvaluateError, evaluate_run, evaluate_variant, softmax
-
 from tests.tiny_run import CLASSES, SIZE, make_dataset, make_variant, snapshot
+
 REPEATS = dict(repeats=2, warmup=1)
 
 
@@ -52,7 +52,13 @@ def fresh_copy(exported_run: Path, tmp_path: Path) -> tuple[Path, Path]:
 def test_metrics_json_is_written_and_matches_the_return_value(evaluated):
     vdir, m = evaluated
     assert artifacts.read_json(vdir / "metrics.json") == json.loads(json.dumps(m))
-    assert sorted(p.name for p in vdir.iterdir()) == ["config.json", "export.json", "metrics.json", "model.onnx", "model.pt"]
+    assert sorted(p.name for p in vdir.iterdir()) == [
+        "config.json",
+        "export.json",
+        "metrics.json",
+        "model.onnx",
+        "model.pt",
+    ]
     assert {"schema", "variant", "classes", "image_size", "model", "runtime", "test_sets", "latency"} <= set(m)
     assert m["classes"] == list(CLASSES) and m["image_size"] == SIZE
     assert m["model"]["sha256"] == export.sha256_file(vdir / "model.onnx") and m["model"]["parity_passed"]

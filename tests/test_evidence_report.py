@@ -16,21 +16,35 @@ CLASSES = ["background", "bayes", "geeks"]
 
 def _pred(i: int, right: bool, conf: float) -> dict:
     wrong = "geeks"
-    probs = {"background": (1 - conf) / 2, "bayes": conf if right else (1 - conf) / 2,
-             "geeks": (1 - conf) / 2 if right else conf}
-    return {"image": f"img_{i}.jpg", "primary": "bayes", "acceptable": ["bayes"],
-            "predicted": "bayes" if right else wrong, "soft_correct": right, "strict_correct": right,
-            "probabilities": probs}
+    probs = {
+        "background": (1 - conf) / 2,
+        "bayes": conf if right else (1 - conf) / 2,
+        "geeks": (1 - conf) / 2 if right else conf,
+    }
+    return {
+        "image": f"img_{i}.jpg",
+        "primary": "bayes",
+        "acceptable": ["bayes"],
+        "predicted": "bayes" if right else wrong,
+        "soft_correct": right,
+        "strict_correct": right,
+        "probabilities": probs,
+    }
 
 
 def _split(rights, confs) -> dict:
     k = sum(rights)
     n = len(rights)
-    return {"n": n, "soft": {"k": k, "value": k / n, "wilson": [0, 1]},
-            "strict": {"k": k, "value": k / n, "wilson": [0, 1]},
-            "baselines": {"constant_soft": {"label": "bayes", "value": 0.5},
-                          "constant_strict": {"label": "bayes", "value": 0.5}},
-            "predictions": [_pred(i, r, c) for i, (r, c) in enumerate(zip(rights, confs))]}
+    return {
+        "n": n,
+        "soft": {"k": k, "value": k / n, "wilson": [0, 1]},
+        "strict": {"k": k, "value": k / n, "wilson": [0, 1]},
+        "baselines": {
+            "constant_soft": {"label": "bayes", "value": 0.5},
+            "constant_strict": {"label": "bayes", "value": 0.5},
+        },
+        "predictions": [_pred(i, r, c) for i, (r, c) in enumerate(zip(rights, confs))],
+    }
 
 
 def test_paired_binomial_calibration_and_selective_known_answers():
@@ -38,8 +52,10 @@ def test_paired_binomial_calibration_and_selective_known_answers():
     a = [True] * 9 + [False]
     b = [True, True, True, False, False, False, False, False, False, True]
     conf_a = [0.95] * 8 + [0.6, 0.55]
-    variants = {"A-s0": {"model": "m-a", "seed": 0, "test_sets": {"t": _split(a, conf_a)}},
-                "B-s0": {"model": "m-b", "seed": 0, "test_sets": {"t": _split(b, [0.7] * 10)}}}
+    variants = {
+        "A-s0": {"model": "m-a", "seed": 0, "test_sets": {"t": _split(a, conf_a)}},
+        "B-s0": {"model": "m-b", "seed": 0, "test_sets": {"t": _split(b, [0.7] * 10)}},
+    }
     ev = evidence({"variants": variants, "protocol": {"profile": {"test_sets": ["t"]}}}, ["m-a"], target=0.95)
     soft = next(p for p in ev["paired"] if p["kind"] == "soft")
     assert (soft["a_only"], soft["b_only"], soft["p"]) == (6, 1, pytest.approx(0.125))
@@ -76,8 +92,7 @@ def test_coverage_at_target_is_an_optional_gated_criterion(tmp_path):
     (d / "config.json").write_text(json.dumps({"variant": "imagenet-all", "seed": 0, "backbone": "vgg16"}))
     rights = [True] * 8 + [False, True]
     (d / "metrics.json").write_text(json.dumps({"test_sets": {"t": _split(rights, [0.9] * 8 + [0.8, 0.5])}}))
-    t = parse_thresholds({"gated": ["imagenet-all"], "selective": {"target": 0.95, "coverage_at_target_min": 0.8}},
-                         "t")
+    t = parse_thresholds({"gated": ["imagenet-all"], "selective": {"target": 0.95, "coverage_at_target_min": 0.8}}, "t")
     v = next(v for v in judge(tmp_path, t, ["t"]) if v.criterion == "coverage_at_target")
     assert v.status == "PASS" and v.value == pytest.approx(0.8)  # answers the 8 at 0.9, all right
     strict = parse_thresholds({"gated": ["imagenet-all"], "selective": {"coverage_at_target_min": 0.9}}, "t")

@@ -10,8 +10,8 @@ import signal
 import threading
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -26,10 +26,21 @@ from harness.run import MatrixInterrupted, run_matrix
 from harness.thresholds import parse_thresholds
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "small-book-images"
-TINY = ["backbone=vgg16", "image_size=32", "batch_size=4", "val_fraction=0.4", "device=cpu", "tta_hflip=false",
-        "test_sets=['test_plain']", "inits=['scratch']", "levels=['none', 'usual']",
-        'phases.scratch=[{name="all", epochs=0}]', "thresholds.gated=[]", "thresholds.accuracy={}",
-        "thresholds.cam={}"]
+TINY = [
+    "backbone=vgg16",
+    "image_size=32",
+    "batch_size=4",
+    "val_fraction=0.4",
+    "device=cpu",
+    "tta_hflip=false",
+    "test_sets=['test_plain']",
+    "inits=['scratch']",
+    "levels=['none', 'usual']",
+    'phases.scratch=[{name="all", epochs=0}]',
+    "thresholds.gated=[]",
+    "thresholds.accuracy={}",
+    "thresholds.cam={}",
+]
 # the smoke matrix of two variants on the bundled photos, 32 px: one real epoch each
 SMOKE = ["image_size=32", "inits=['scratch']", "levels=['none', 'mixup']"]
 
@@ -45,26 +56,31 @@ def _metrics(run_dir: Path) -> dict:
     for m in sorted(run_dir.glob("*/metrics.json")):
         rec = json.loads(m.read_text())
         hist = json.loads((m.parent / "history.json").read_text())["epochs"]
-        out[m.parent.name] = {"test_sets": rec["test_sets"],
-                              "history": [{k: v for k, v in e.items() if k != "seconds"} for e in hist]}
+        out[m.parent.name] = {
+            "test_sets": rec["test_sets"],
+            "history": [{k: v for k, v in e.items() if k != "seconds"} for e in hist],
+        }
     return out
 
 
 # --- options, plan: no Ray needed ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"name": "dask"}, "--executor 'dask' is not an executor"),
-    ({"name": "serial", "job_gpus": "0.5"}, "--job-gpus only apply with --executor ray"),
-    ({"name": "ray", "job_cpus": "0"}, r"--job-cpus '0': give a whole number of CPUs >= 1"),
-    ({"name": "ray", "job_cpus": "1.5"}, "--job-cpus '1.5'"),
-    ({"name": "ray", "job_cpus": "many"}, "--job-cpus 'many' is not a number"),
-    ({"name": "ray", "job_gpus": "-0.25"}, "--job-gpus '-0.25': give a fraction"),
-    ({"name": "ray", "job_gpus": "1.5"}, "--job-gpus '1.5'"),
-    ({"name": "ray", "job_gpus": "nan"}, "not a finite number"),
-    ({"name": "ray", "max_retries": "-1"}, "--max-retries '-1'"),
-    ({"name": "ray", "address": " "}, "--ray-address is empty"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"name": "dask"}, "--executor 'dask' is not an executor"),
+        ({"name": "serial", "job_gpus": "0.5"}, "--job-gpus only apply with --executor ray"),
+        ({"name": "ray", "job_cpus": "0"}, r"--job-cpus '0': give a whole number of CPUs >= 1"),
+        ({"name": "ray", "job_cpus": "1.5"}, "--job-cpus '1.5'"),
+        ({"name": "ray", "job_cpus": "many"}, "--job-cpus 'many' is not a number"),
+        ({"name": "ray", "job_gpus": "-0.25"}, "--job-gpus '-0.25': give a fraction"),
+        ({"name": "ray", "job_gpus": "1.5"}, "--job-gpus '1.5'"),
+        ({"name": "ray", "job_gpus": "nan"}, "not a finite number"),
+        ({"name": "ray", "max_retries": "-1"}, "--max-retries '-1'"),
+        ({"name": "ray", "address": " "}, "--ray-address is empty"),
+    ],
+)
 def test_executor_options_name_the_option_at_fault(kw, match):
     with pytest.raises(ConfigError, match=match):
         executor_options(**kw)
@@ -91,8 +107,20 @@ def test_plan_packs_fractional_gpus_and_refuses_a_job_no_node_can_run():
 
 
 def test_cli_rejects_ray_options_without_ray_executor(tiny_root, tmp_path, capsys):
-    code = main(["run", "--profile", "smoke", *[x for s in TINY for x in ("--set", s)], "--data", str(tiny_root),
-                 "--out", str(tmp_path / "o"), "--job-gpus", "0.5"])
+    code = main(
+        [
+            "run",
+            "--profile",
+            "smoke",
+            *[x for s in TINY for x in ("--set", s)],
+            "--data",
+            str(tiny_root),
+            "--out",
+            str(tmp_path / "o"),
+            "--job-gpus",
+            "0.5",
+        ]
+    )
     assert code == 2 and "--job-gpus only apply with --executor ray" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -108,8 +136,20 @@ def test_ray_not_installed_is_one_clear_line(tiny_root, tmp_path, capsys, monkey
         return real(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
-    code = main(["run", "--profile", "smoke", *[x for s in TINY for x in ("--set", s)], "--data", str(tiny_root),
-                 "--out", str(tmp_path / "o"), "--executor", "ray"])
+    code = main(
+        [
+            "run",
+            "--profile",
+            "smoke",
+            *[x for s in TINY for x in ("--set", s)],
+            "--data",
+            str(tiny_root),
+            "--out",
+            str(tmp_path / "o"),
+            "--executor",
+            "ray",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "pip install 'harness[ray]'" in err and "Traceback" not in err
 
@@ -127,7 +167,10 @@ def test_serial_failed_job_is_reported_while_the_other_finishes_and_a_rerun_retr
     assert "RuntimeError: injected failure in scratch-usual seed 0" == failed[0]["error"]
     assert (out / "vgg16-scratch-none-s0" / "cam.json").is_file()
     log = json.loads((out / "jobs.json").read_text())["jobs"]
-    assert log["vgg16-scratch-usual-s0"]["status"] == "failed" and "Traceback" in log["vgg16-scratch-usual-s0"]["traceback"]
+    assert (
+        log["vgg16-scratch-usual-s0"]["status"] == "failed"
+        and "Traceback" in log["vgg16-scratch-usual-s0"]["traceback"]
+    )
     assert log["vgg16-scratch-none-s0"]["status"] == "done"
     html = (out / "report.html").read_text()
     assert 'data-job="vgg16-scratch-usual-s0"' in html and "injected failure" in html
@@ -232,8 +275,9 @@ def test_ray_worker_killed_mid_job_is_retried_and_the_run_ends_complete(local_ra
     killed: list[int] = []
     killer = threading.Thread(target=_kill_first_worker_once, args=(out, "vgg16-scratch-none-s0", killed))
     killer.start()
-    report = _run(SMOKE[:-1] + ["levels=['none']"], BUNDLED, out,
-                  executor=executor_options("ray", job_cpus=2, max_retries=1))
+    report = _run(
+        SMOKE[:-1] + ["levels=['none']"], BUNDLED, out, executor=executor_options("ray", job_cpus=2, max_retries=1)
+    )
     killer.join()
     assert len(killed) == 1, "no Ray worker was found to kill"
     job = json.loads((out / "jobs.json").read_text())["jobs"]["vgg16-scratch-none-s0"]
@@ -246,8 +290,13 @@ def test_ray_worker_killed_mid_job_is_retried_and_the_run_ends_complete(local_ra
 def test_ray_worker_killed_without_retries_is_a_failed_job(local_ray, tiny_root, tmp_path):
     out = tmp_path / "run"
     killed: list[int] = []
-    sets = TINY[:-5] + ["levels=['none']", 'phases.scratch=[{name="all", epochs=3}]', "thresholds.gated=[]",
-                        "thresholds.accuracy={}", "thresholds.cam={}"]
+    sets = TINY[:-5] + [
+        "levels=['none']",
+        'phases.scratch=[{name="all", epochs=3}]',
+        "thresholds.gated=[]",
+        "thresholds.accuracy={}",
+        "thresholds.cam={}",
+    ]
     killer = threading.Thread(target=_kill_first_worker_once, args=(out, "vgg16-scratch-none-s0", killed))
     killer.start()
     report = _run(sets, tiny_root, out, executor=executor_options("ray", max_retries=0))
@@ -259,6 +308,7 @@ def test_ray_worker_killed_without_retries_is_a_failed_job(local_ray, tiny_root,
 
 def _interrupt_when(paths_ready: Callable[[], bool]) -> threading.Thread:
     """A thread that sends this process SIGINT (Ctrl-C) once paths_ready() is true (within two minutes)."""
+
     def interrupt():
         deadline = time.time() + 120
         while time.time() < deadline and not paths_ready():
@@ -271,8 +321,9 @@ def _interrupt_when(paths_ready: Callable[[], bool]) -> threading.Thread:
 
 
 @pytest.mark.slow
-def test_ray_ctrl_c_cancels_the_running_jobs_and_waits_until_their_workers_stopped(local_ray, tiny_root, tmp_path,
-                                                                                   capsys):
+def test_ray_ctrl_c_cancels_the_running_jobs_and_waits_until_their_workers_stopped(
+    local_ray, tiny_root, tmp_path, capsys
+):
     from tests.ray_jobs import beat
 
     out = tmp_path / "run"
@@ -311,6 +362,7 @@ class _UnansweringRay:
             def options(self, name):
                 job_id = name.removeprefix("harness:")
                 return types.SimpleNamespace(remote=lambda ctx, job, run_one: ray._start(job_id))
+
         return lambda function: Task()
 
     def _start(self, job_id):
@@ -327,8 +379,9 @@ class _UnansweringRay:
         self.cancelled.append((ref, force))
 
 
-def test_jobs_a_cluster_does_not_confirm_stopped_are_named_and_their_folders_left_alone(tiny_root, tmp_path, capsys,
-                                                                                        monkeypatch):
+def test_jobs_a_cluster_does_not_confirm_stopped_are_named_and_their_folders_left_alone(
+    tiny_root, tmp_path, capsys, monkeypatch
+):
     import harness.executors.ray as ray_executor
 
     out = tmp_path / "run"
@@ -337,13 +390,27 @@ def test_jobs_a_cluster_does_not_confirm_stopped_are_named_and_their_folders_lef
     monkeypatch.setattr(ray_executor, "CANCEL_WAIT_S", 0.01)
     (out / "vgg16-scratch-none-s0").mkdir(parents=True)
     sets = [s for s in TINY if not s.startswith("levels=")] + ["levels=['none', 'usual', 'mixup']"]
-    code = main(["run", "--profile", "smoke", *[x for s in sets for x in ("--set", s)], "--data", str(tiny_root),
-                 "--out", str(out), "--executor", "ray"])
+    code = main(
+        [
+            "run",
+            "--profile",
+            "smoke",
+            *[x for s in sets for x in ("--set", s)],
+            "--data",
+            str(tiny_root),
+            "--out",
+            str(out),
+            "--executor",
+            "ray",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 130 and "Traceback" not in err
     assert sorted(fake.cancelled) == [(f"vgg16-scratch-{v}-s0", True) for v in ("mixup", "none", "usual")]
-    assert ("warning: Ray did not confirm that 3 cancelled job(s) stopped: vgg16-scratch-mixup-s0, "
-            "vgg16-scratch-none-s0, vgg16-scratch-usual-s0; they may still write into their folders") in err
+    assert (
+        "warning: Ray did not confirm that 3 cancelled job(s) stopped: vgg16-scratch-mixup-s0, "
+        "vgg16-scratch-none-s0, vgg16-scratch-usual-s0; they may still write into their folders"
+    ) in err
     assert "ray list tasks" in err and err.strip().splitlines()[-1].startswith("interrupted: rerun the same command")
     # a live worker's temporaries are its own: none removed
     assert len(list(out.glob("*/.metrics.json.1.tmp"))) == 3
@@ -358,7 +425,10 @@ def test_remove_temporaries_keeps_what_is_below_the_kept_folders(tmp_path, capsy
     (tmp_path / ".report.json.3.tmp").write_text("")
     removed = runlock.remove_temporaries(tmp_path, keep=[tmp_path / "b"])
     assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
-        ".report.json.3.tmp", "a/.cam-staging-1", "a/.model.onnx.7.tmp"]
+        ".report.json.3.tmp",
+        "a/.cam-staging-1",
+        "a/.model.onnx.7.tmp",
+    ]
     assert (tmp_path / "b" / ".cam-staging-1").is_dir() and (tmp_path / "b" / ".model.onnx.7.tmp").is_file()
     assert "removed 3 leftover temporaries" in capsys.readouterr().err
 
@@ -369,8 +439,15 @@ def test_remove_temporaries_keeps_what_is_below_the_kept_folders(tmp_path, capsy
 def _ctx(tmp_path, tiny_root, sha="0" * 64, **kw):
     from harness.executors import JobContext
 
-    return JobContext(run_dir=tmp_path / "run", profile=load_profile("smoke", TINY), data_root=tiny_root,
-                      weights_file=None, train_fingerprint=kw.pop("fp", "fp"), run_json_sha256=sha, **kw)
+    return JobContext(
+        run_dir=tmp_path / "run",
+        profile=load_profile("smoke", TINY),
+        data_root=tiny_root,
+        weights_file=None,
+        train_fingerprint=kw.pop("fp", "fp"),
+        run_json_sha256=sha,
+        **kw,
+    )
 
 
 def test_a_worker_that_cannot_see_the_run_directory_fails_fast_saying_so(tiny_root, tmp_path):
@@ -397,9 +474,12 @@ def test_set_threads_sizes_torch_and_every_onnxruntime_session(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
     path = tmp_path / "id.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
     before = torch.get_num_threads()

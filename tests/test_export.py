@@ -13,7 +13,6 @@ import torch
 
 from harness import artifacts, export, runtime
 from harness.data import DataError
-
 from tests.tiny_run import CLASSES, SIZE, make_dataset, make_variant, snapshot
 
 
@@ -140,7 +139,12 @@ def test_torchscript_exporter_with_external_data_beside_the_model(tmp_path, data
     assert rec["exporter"]["kind"] == "torchscript" and rec["opset"] == 17 and rec["parity"]["passed"]
     assert rec["external_data"] == "model.onnx.data"
     assert sorted(p.name for p in vdir.iterdir()) == [
-        "config.json", "export.json", "model.onnx", "model.onnx.data", "model.pt"]
+        "config.json",
+        "export.json",
+        "model.onnx",
+        "model.onnx.data",
+        "model.pt",
+    ]
     assert (vdir / "model.onnx").stat().st_size < 100_000 < (vdir / "model.onnx.data").stat().st_size
     onnx.checker.check_model(str(vdir / "model.onnx"), full_check=True)
     x = _x(2)
@@ -168,11 +172,16 @@ def _proto(batch, size=SIZE, classes=len(CLASSES), dtype=onnx.TensorProto.FLOAT,
     from onnx import helper
 
     graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", ["input"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
-         helper.make_node("MatMul", ["f", "w"], ["logits"])], "g",
+        [
+            helper.make_node("GlobalAveragePool", ["input"], ["p"]),
+            helper.make_node("Flatten", ["p"], ["f"]),
+            helper.make_node("MatMul", ["f", "w"], ["logits"]),
+        ],
+        "g",
         [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [batch, 3, size, size])],
         [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [batch, classes])],
-        [helper.make_tensor("w", dtype, [3, classes], [0.0] * (3 * classes))])
+        [helper.make_tensor("w", dtype, [3, classes], [0.0] * (3 * classes))],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 

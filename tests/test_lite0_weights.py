@@ -232,7 +232,9 @@ def test_known_answer_book_jacket(lite0: torch.nn.Module, record_property) -> No
     random_model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000).eval()
     n_random = int(_book_jacket_top5(random_model, x[:44]).sum())
 
-    print(f"\nbook jacket in top-5: pretrained books {n_books}/44, background {n_bg}/27; random-init books {n_random}/44")
+    print(
+        f"\nbook jacket in top-5: pretrained books {n_books}/44, background {n_bg}/27; random-init books {n_random}/44"
+    )
     record_property("lite0_books_top5", n_books)
     record_property("lite0_background_top5", n_bg)
     record_property("random_books_top5", n_random)

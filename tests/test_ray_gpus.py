@@ -47,10 +47,22 @@ def _probe(tmp_path: Path, tiny_root: Path, job_gpus: float, at_once: int, capsy
     run_dir = tmp_path / f"run-{job_gpus:g}"
     run_dir.mkdir()
     (run_dir / "at_once").write_text(str(at_once))
-    ctx = JobContext(run_dir=run_dir, profile=load_profile("smoke", TINY), data_root=tiny_root, weights_file=None,
-                     train_fingerprint="fp", run_json_sha256="0" * 64)
-    results = execute(JOBS, ctx, executor_options("ray", job_cpus=1, job_gpus=job_gpus), lambda n, job: None,
-                      lambda result: None, gpu_probe)
+    ctx = JobContext(
+        run_dir=run_dir,
+        profile=load_profile("smoke", TINY),
+        data_root=tiny_root,
+        weights_file=None,
+        train_fingerprint="fp",
+        run_json_sha256="0" * 64,
+    )
+    results = execute(
+        JOBS,
+        ctx,
+        executor_options("ray", job_cpus=1, job_gpus=job_gpus),
+        lambda n, job: None,
+        lambda result: None,
+        gpu_probe,
+    )
     return {r.variant: r for r in results}, capsys.readouterr().err
 
 
@@ -65,8 +77,9 @@ def _gone(pids, within_s: float = 20.0) -> bool:
     return False
 
 
-def test_a_fractional_gpu_share_packs_jobs_onto_one_gpu_each_in_a_worker_that_exits(ray_with_a_gpu, tmp_path,
-                                                                                    tiny_root, capsys):
+def test_a_fractional_gpu_share_packs_jobs_onto_one_gpu_each_in_a_worker_that_exits(
+    ray_with_a_gpu, tmp_path, tiny_root, capsys
+):
     results, err = _probe(tmp_path, tiny_root, 0.5, at_once=2, capsys=capsys)
     assert "1 GPUs; each job 1 CPU(s) and 0.5 GPU: up to 2 job(s) at once" in err
     for r in results.values():
@@ -98,8 +111,14 @@ def test_jobs_json_records_each_jobs_gpu_share_and_ids(ray_with_a_gpu, tmp_path,
     """The real job (train with 0 epochs -> export -> evaluate -> Grad-CAM) at a quarter of the GPU each."""
     prof = load_profile("smoke", TINY)
     out = tmp_path / "run"
-    report = run_matrix(prof, parse_thresholds(prof.thresholds, prof.source), tiny_root, out, progress=False,
-                        executor=executor_options("ray", job_gpus=0.25))
+    report = run_matrix(
+        prof,
+        parse_thresholds(prof.thresholds, prof.source),
+        tiny_root,
+        out,
+        progress=False,
+        executor=executor_options("ray", job_gpus=0.25),
+    )
     assert report["failed_jobs"] == []
     jobs = json.loads((out / "jobs.json").read_text())["jobs"]
     assert sorted(jobs) == ["vgg16-scratch-none-s0", "vgg16-scratch-usual-s0"]

@@ -69,13 +69,16 @@ def img_srcs(html: str) -> list[str]:
 
 # --- (a) unit tests -----------------------------------------------------------------------------------------------
 
+
 def test_fixture_is_small() -> None:
     assert FIXTURE.stat().st_size < 50_000
 
 
 def test_banner_shows_the_verdict_and_counts(report: dict, run_dir: Path) -> None:
     html = render_html(report, run_dir)
-    banner = re.search(r'<section id="banner" class="banner (\w+)" data-verdict="(\w+)">(.*?)</section>', html, re.DOTALL)
+    banner = re.search(
+        r'<section id="banner" class="banner (\w+)" data-verdict="(\w+)">(.*?)</section>', html, re.DOTALL
+    )
     assert banner and banner.group(1) == "fail" and banner.group(2) == "FAIL"
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", banner.group(3)))
     assert "FAIL" in text
@@ -93,8 +96,11 @@ def test_banner_colour_follows_the_verdict(report: dict, run_dir: Path, verdict:
 
 def test_every_verdict_is_a_row(report: dict, run_dir: Path) -> None:
     html = render_html(report, run_dir)
-    rows = re.findall(r'<tr class="verdict-row ([^"]*)" data-verdict-id="([^"]+)" data-criterion="([^"]+)" '
-                      r'data-status="(\w+)"', html)
+    rows = re.findall(
+        r'<tr class="verdict-row ([^"]*)" data-verdict-id="([^"]+)" data-criterion="([^"]+)" '
+        r'data-status="(\w+)"',
+        html,
+    )
     assert [(r[1], r[2], r[3]) for r in rows] == [(v["id"], v["criterion"], v["status"]) for v in report["verdicts"]]
     for css, vid, crit, status in rows:
         gated = next(v["gated"] for v in report["verdicts"] if v["id"] == vid and v["criterion"] == crit)
@@ -121,7 +127,15 @@ def test_accuracy_matrix_cells_and_baselines(report: dict, run_dir: Path) -> Non
     labels = re.findall(r"<th>([^<]+)<div", header)
     assert labels == ["no augmentation", "mixup only", "usual augmentation", "usual + mixup"]
     baselines = re.sub(r"<[^>]+>", " ", re.search(r'id="baselines">(.*?)</table>', html, re.DOTALL).group(1))
-    for text in ("uniform guessing, soft", "best constant answer, strict", "0.167", "0.55", "0.70", "“bayes”", "“geeks”"):
+    for text in (
+        "uniform guessing, soft",
+        "best constant answer, strict",
+        "0.167",
+        "0.55",
+        "0.70",
+        "“bayes”",
+        "“geeks”",
+    ):
         assert text in baselines
     assert "A model that does not beat the constant answer has learnt nothing useful." in html
 
@@ -137,8 +151,10 @@ def test_self_contained_no_external_references(report: dict, run_dir: Path) -> N
 def test_images_are_embedded_png_data_uris(report: dict, run_dir: Path) -> None:
     html = render_html(report, run_dir)
     srcs = img_srcs(html)
-    n_overlays = sum(len(report["variants"][f]["cam"]["images"]["test_difficult"])
-                     for f in ("vgg16-imagenet-all-s0", "vgg16-scratch-all-s0"))
+    n_overlays = sum(
+        len(report["variants"][f]["cam"]["images"]["test_difficult"])
+        for f in ("vgg16-imagenet-all-s0", "vgg16-scratch-all-s0")
+    )
     assert len(srcs) == n_overlays + 2  # overlays of each variant's first seed + one curves plot per variant
     for src in srcs:
         assert src.startswith("data:image/png;base64,")
@@ -153,8 +169,9 @@ def test_images_are_embedded_png_data_uris(report: dict, run_dir: Path) -> None:
     assert f"label <b>{first['label']}</b> · predicted <b>{first['predicted']}</b>" in html
 
 
-def test_too_many_overlays_embeds_only_the_gated_variant(report: dict, run_dir: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_too_many_overlays_embeds_only_the_gated_variant(
+    report: dict, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(report_html, "MAX_EMBEDDED_OVERLAYS", 2)
     html = render_html(report, run_dir)
     gated = report["variants"]["vgg16-imagenet-all-s0"]["cam"]["images"]["test_difficult"]
@@ -170,7 +187,9 @@ def test_missing_pieces_render_as_not_available(report: dict, run_dir: Path) -> 
     report["variants"]["vgg16-scratch-all-s0"]["history"] = []
     report["variants"]["vgg16-scratch-all-s1"]["history"] = []
     report["matrix"]["scratch-all"] = {}
-    (run_dir / report["variants"]["vgg16-imagenet-all-s0"]["cam"]["images"]["test_difficult"][0]["overlay_path"]).unlink()
+    (
+        run_dir / report["variants"]["vgg16-imagenet-all-s0"]["cam"]["images"]["test_difficult"][0]["overlay_path"]
+    ).unlink()
     html = render_html(report, run_dir)
     assert "not available (no metrics yet)" in cell(html, "scratch-all")
     assert "training history not available" in html
@@ -197,6 +216,7 @@ def test_write_reports_writes_the_html(report: dict, run_dir: Path) -> None:
 
 # --- (b) headless Chromium ----------------------------------------------------------------------------------------
 
+
 def chromium_binary() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
@@ -210,9 +230,21 @@ def chromium_binary() -> str:
 
 
 def run_chromium(binary: str, tmp_path: Path, url: str, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}", *extra, url]
+    cmd = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        *extra,
+        url,
+    ]
     env = os.environ | {"HOME": str(tmp_path)}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
 

@@ -22,14 +22,23 @@ from harness.cli import _print_verdicts, main
 from harness.config import load_profile
 from harness.run import STEP_OUTPUTS, find_resumable, latest_run, matrix_eta, matrix_progress, run_identity
 from harness.train import clock
-
 from tests.conftest import COLORS, write_image
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["image_size=32", "batch_size=4", "val_fraction=0.4", "device=cpu", "tta_hflip=false",
-        "test_sets=['test_plain']", "inits=['scratch']", "levels=['none', 'usual']",
-        'phases.scratch=[{name="all", epochs=2}]', "thresholds.gated=[]", "thresholds.accuracy={}",
-        "thresholds.cam={}"]
+TINY = [
+    "image_size=32",
+    "batch_size=4",
+    "val_fraction=0.4",
+    "device=cpu",
+    "tta_hflip=false",
+    "test_sets=['test_plain']",
+    "inits=['scratch']",
+    "levels=['none', 'usual']",
+    'phases.scratch=[{name="all", epochs=2}]',
+    "thresholds.gated=[]",
+    "thresholds.accuracy={}",
+    "thresholds.cam={}",
+]
 ARGS = ["run", "--profile", "smoke", *[x for s in TINY for x in ("--set", s)], "--data", "data"]
 FIRST, SECOND = "vgg16-scratch-none-s0", "vgg16-scratch-usual-s0"
 
@@ -77,8 +86,9 @@ def _interrupt_at_once(monkeypatch) -> None:
 
 def test_ctrl_c_mid_matrix_then_the_same_command_resumes_without_retraining(project, monkeypatch, capsys):
     env = {**os.environ, "KILL_IN": SECOND, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", KILLER, *ARGS], cwd=project, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, *ARGS], cwd=project, env=env, capture_output=True, text=True, timeout=600
+    )
     err = proc.stderr.strip().splitlines()
     (run_id,) = _runs(project)
     run = project / "reports" / "runs" / run_id
@@ -93,12 +103,17 @@ def test_ctrl_c_mid_matrix_then_the_same_command_resumes_without_retraining(proj
     assert not (run / "report.json").exists()
     assert (project / "reports" / "latest").resolve() == run.resolve()
     # ETA: the per-epoch line (epochs counted over the variant) and the matrix line once a variant was measured
-    assert re.search(rf"^\[{FIRST}\] epoch 1/2 \(all 1/2\) loss .* \d+\.\ds \| variant \d+:\d\d elapsed, "
-                     rf"~\d+:\d\d left$", proc.stderr, re.M), proc.stderr[-3000:]
+    assert re.search(
+        rf"^\[{FIRST}\] epoch 1/2 \(all 1/2\) loss .* \d+\.\ds \| variant \d+:\d\d elapsed, "
+        rf"~\d+:\d\d left$",
+        proc.stderr,
+        re.M,
+    ), proc.stderr[-3000:]
     assert re.search(rf"^\[{FIRST}\] epoch 2/2 \(all 2/2\) .* \| variant \d+:\d\d elapsed$", proc.stderr, re.M)
     assert re.search(r"^== \[1/2\] scratch-none seed 0 \(0:00 elapsed\)$", proc.stderr, re.M)
-    assert re.search(r"^== \[2/2\] scratch-usual seed 0 \(\d+:\d\d elapsed, ~\d+:\d\d left for the matrix\)$",
-                     proc.stderr, re.M)
+    assert re.search(
+        r"^== \[2/2\] scratch-usual seed 0 \(\d+:\d\d elapsed, ~\d+:\d\d left for the matrix\)$", proc.stderr, re.M
+    )
     done = {f: (run / FIRST / f).stat().st_mtime_ns for f in STEP_OUTPUTS}
     history = (run / FIRST / "history.json").read_bytes()
 
@@ -124,15 +139,20 @@ def test_ctrl_c_mid_matrix_then_the_same_command_resumes_without_retraining(proj
     err = capsys.readouterr().err
     assert "resuming" not in err
     fresh = [r for r in _runs(project) if r != run_id]
-    assert len(fresh) == 1 and err.strip().splitlines()[-1] == \
-        f"interrupted: rerun the same command to resume (reports/runs/{fresh[0]})"
+    assert (
+        len(fresh) == 1
+        and err.strip().splitlines()[-1] == f"interrupted: rerun the same command to resume (reports/runs/{fresh[0]})"
+    )
     # that one is resumable now, but --new starts yet another (a name of its own even within the same second)
-    assert find_resumable(Path("reports"), artifacts.read_json(Path("reports/runs") / fresh[0] / "run.json")) \
+    assert (
+        find_resumable(Path("reports"), artifacts.read_json(Path("reports/runs") / fresh[0] / "run.json"))
         == Path("reports/runs") / fresh[0]
+    )
     # the same command still running elsewhere holds it: refused, naming --new as the way out
     lock = Path("reports/runs") / fresh[0] / runlock.LOCK_NAME
-    lock.write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename, "command": "harness run",
-                                "started": "now"}))
+    lock.write_text(
+        json.dumps({"pid": os.getppid(), "host": os.uname().nodename, "command": "harness run", "started": "now"})
+    )
     assert main(list(ARGS)) == 2
     err = capsys.readouterr().err
     assert f"pid {os.getppid()}" in err and "--new" in err
@@ -152,10 +172,17 @@ def test_ctrl_c_mid_matrix_then_the_same_command_resumes_without_retraining(proj
 def _proto(**changes) -> dict:
     """A protocol as run_matrix records it (tuples and all, before the JSON round trip)."""
     profile = load_profile("smoke", TINY + changes.pop("sets", []))
-    proto = {"profile": profile.to_dict(), "variants": list(profile.variants), "seeds": list(profile.seeds),
-             "data_root": "/data/books", "weights_file": None,
-             "data": {"train": "sha-train", "test": {"test_plain": "sha-test"}, "classes": ["a", "b"]},
-             "thresholds": {"gated": (), "source": "smoke.toml"}, "device": {"type": "cpu"}, "argv": ["harness"]}
+    proto = {
+        "profile": profile.to_dict(),
+        "variants": list(profile.variants),
+        "seeds": list(profile.seeds),
+        "data_root": "/data/books",
+        "weights_file": None,
+        "data": {"train": "sha-train", "test": {"test_plain": "sha-test"}, "classes": ["a", "b"]},
+        "thresholds": {"gated": (), "source": "smoke.toml"},
+        "device": {"type": "cpu"},
+        "argv": ["harness"],
+    }
     proto.update(changes)
     return proto
 
@@ -183,12 +210,22 @@ def test_same_command_incomplete_run_is_resumable(tmp_path):
     assert find_resumable(reports, other_source | {"device": {"type": "cuda"}, "argv": ["x"]}) == run
 
 
-@pytest.mark.parametrize("change", [
-    {"seeds": [0, 1]}, {"seeds": [1]}, {"variants": ["scratch-none"]}, {"data_root": "/data/other"},
-    {"weights_file": "/w/vgg16.pth"}, {"sets": ["image_size=48"]}, {"sets": ["backbone=efficientnet_lite0"]},
-    {"sets": ["augment.rotation=10.0"]}, {"thresholds": {"gated": ["scratch-none"], "source": "smoke.toml"}},
-    {"data": {"train": "sha-other", "test": {"test_plain": "sha-test"}, "classes": ["a", "b"]}},
-], ids=lambda c: next(iter(c.values())) if "sets" in c else next(iter(c)))
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seeds": [0, 1]},
+        {"seeds": [1]},
+        {"variants": ["scratch-none"]},
+        {"data_root": "/data/other"},
+        {"weights_file": "/w/vgg16.pth"},
+        {"sets": ["image_size=48"]},
+        {"sets": ["backbone=efficientnet_lite0"]},
+        {"sets": ["augment.rotation=10.0"]},
+        {"thresholds": {"gated": ["scratch-none"], "source": "smoke.toml"}},
+        {"data": {"train": "sha-other", "test": {"test_plain": "sha-test"}, "classes": ["a", "b"]}},
+    ],
+    ids=lambda c: next(iter(c.values())) if "sets" in c else next(iter(c)),
+)
 def test_another_command_is_not_resumed(tmp_path, change):
     reports = tmp_path / "reports"
     _recorded(reports, "a", _proto(), done=1)
@@ -253,9 +290,20 @@ def test_identity_is_the_json_form_without_sources():
 # --- ETA and the end-of-run summary --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seconds, text", [(0, "0:00"), (0.4, "0:00"), (59.6, "1:00"), (61, "1:01"),
-                                           (3599, "59:59"), (3600, "1:00:00"), (36061, "10:01:01"),
-                                           (-5, "0:00"), (float("nan"), "0:00")])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (0, "0:00"),
+        (0.4, "0:00"),
+        (59.6, "1:00"),
+        (61, "1:01"),
+        (3599, "59:59"),
+        (3600, "1:00:00"),
+        (36061, "10:01:01"),
+        (-5, "0:00"),
+        (float("nan"), "0:00"),
+    ],
+)
 def test_clock(seconds, text):
     assert clock(seconds) == text
 
@@ -265,7 +313,7 @@ def test_clock_reads_back_as_the_rounded_seconds(seconds):
     parts = [int(p) for p in clock(seconds).split(":")]
     assert len(parts) in (2, 3) and all(0 <= p < 60 for p in parts[1:])
     assert (len(parts) == 3) == (round(seconds) >= 3600) and (len(parts) == 2 or parts[0] > 0)
-    assert sum(p * 60 ** i for i, p in enumerate(reversed(parts))) == round(seconds)
+    assert sum(p * 60**i for i, p in enumerate(reversed(parts))) == round(seconds)
 
 
 def test_matrix_eta_is_the_mean_measured_variant_time_times_what_is_left():
@@ -275,23 +323,42 @@ def test_matrix_eta_is_the_mean_measured_variant_time_times_what_is_left():
 
 
 def _v(status: str, gated: bool, crit: str = "accuracy", vid: str = "m-test") -> dict:
-    return {"status": status, "gated": gated, "criterion": crit, "id": vid, "value": 0.5, "threshold": 0.6,
-            "comparison": ">=", "detail": "d"}
+    return {
+        "status": status,
+        "gated": gated,
+        "criterion": crit,
+        "id": vid,
+        "value": 0.5,
+        "threshold": 0.6,
+        "comparison": ">=",
+        "detail": "d",
+    }
 
 
 def test_summary_prints_gated_verdicts_and_counts_the_ablations(capsys):
-    report = {"verdict": "FAIL", "verdicts": [_v("FAIL", True), _v("PASS", True, "onnx_parity", "m"),
-                                              *[_v("SKIP", False)] * 2, *[_v("FAIL", False)] * 3, _v("PASS", False),
-                                              _v("ERROR", False)]}
+    report = {
+        "verdict": "FAIL",
+        "verdicts": [
+            _v("FAIL", True),
+            _v("PASS", True, "onnx_parity", "m"),
+            *[_v("SKIP", False)] * 2,
+            *[_v("FAIL", False)] * 3,
+            _v("PASS", False),
+            _v("ERROR", False),
+        ],
+    }
     _print_verdicts(report)
     assert capsys.readouterr().out.splitlines() == [
         "FAIL  GATE accuracy[m-test] 0.5 >= 0.6  d",
         "PASS  GATE onnx_parity[m] 0.5 >= 0.6  d",
         "ablations: 7 verdicts (1 PASS, 3 FAIL, 1 ERROR, 2 SKIP); details in report.html",
-        "verdict: FAIL"]
+        "verdict: FAIL",
+    ]
     _print_verdicts({"verdict": "PASS", "verdicts": [_v("PASS", True), _v("SKIP", False)]})
     assert capsys.readouterr().out.splitlines()[-2:] == [
-        "ablations: 1 verdict (1 SKIP); details in report.html", "verdict: PASS"]
+        "ablations: 1 verdict (1 SKIP); details in report.html",
+        "verdict: PASS",
+    ]
     _print_verdicts({"verdict": "PASS", "verdicts": [_v("PASS", True)]})
     assert capsys.readouterr().out.splitlines() == ["PASS  GATE accuracy[m-test] 0.5 >= 0.6  d", "verdict: PASS"]
 
@@ -308,9 +375,17 @@ def test_the_gate_run_has_a_folder_of_its_own(tmp_path, monkeypatch):
     spec.loader.exec_module(gate_conftest)  # a module of its own: its plan cache is not the gate session's
 
     class Config:
-        options = {"--run-dir": None, "--profile": "smoke", "--harness-set": TINY, "--backbone": None,
-                   "--thresholds": None, "--data": tmp_path / "data", "--variants": None, "--seeds": None,
-                   "--out": None}
+        options = {
+            "--run-dir": None,
+            "--profile": "smoke",
+            "--harness-set": TINY,
+            "--backbone": None,
+            "--thresholds": None,
+            "--data": tmp_path / "data",
+            "--variants": None,
+            "--seeds": None,
+            "--out": None,
+        }
 
         def getoption(self, name):
             return self.options[name]

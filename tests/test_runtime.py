@@ -16,9 +16,11 @@ def tiny_onnx(path: Path, size: int = 8, classes: int = 3, batch: str | int = "b
     """N x 3 x size x size -> GlobalAveragePool -> Flatten -> MatMul(3 x classes): logits N x classes."""
     w = np.arange(3 * classes, dtype=np.float32).reshape(3, classes) / 10
     graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
-         helper.make_node("Flatten", ["pooled"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "w"], ["logits"])],
+        [
+            helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+        ],
         "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])],
@@ -96,8 +98,9 @@ def test_session_runs_dynamic_batches(tmp_path):
 def test_corrupt_model_raises_naming_the_file(tmp_path, damage):
     path = tiny_onnx(tmp_path / "model.onnx")
     data = path.read_bytes()
-    path.write_bytes({"garbage": b"this is not a protobuf \x00\xff" * 10, "truncated": data[: len(data) // 2],
-                      "empty": b""}[damage])
+    path.write_bytes(
+        {"garbage": b"this is not a protobuf \x00\xff" * 10, "truncated": data[: len(data) // 2], "empty": b""}[damage]
+    )
     with pytest.raises(runtime.ModelLoadError) as info:
         runtime.create_session(path, [runtime.CPU])
     assert str(path) in str(info.value) and "corrupt" in str(info.value)

@@ -59,10 +59,12 @@ def constant_forward(x: np.ndarray) -> np.ndarray:
 
 def _model(nodes, inits, out_shape) -> onnx.ModelProto:
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 32, 32])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, out_shape)],
-        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.checker.check_model(model, full_check=True)
@@ -82,10 +84,15 @@ def region_model(gain: float = 10.0) -> onnx.ModelProto:
         helper.make_node("Add", ["spread", "offsets"], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
     ]
-    inits = {"starts": np.array([4, 20], np.int64), "ends": np.array([12, 28], np.int64),
-             "axes": np.array([2, 3], np.int64), "all": np.array([1, 2, 3], np.int64),
-             "gain": np.array([gain], f32), "onehot": np.array([0, 1, 0], f32),
-             "offsets": np.array([0.0, -0.45 * gain, 0.5], f32)}
+    inits = {
+        "starts": np.array([4, 20], np.int64),
+        "ends": np.array([12, 28], np.int64),
+        "axes": np.array([2, 3], np.int64),
+        "all": np.array([1, 2, 3], np.int64),
+        "gain": np.array([gain], f32),
+        "onehot": np.array([0, 1, 0], f32),
+        "offsets": np.array([0.0, -0.45 * gain, 0.5], f32),
+    }
     return _model(nodes, inits, ["N", 3])
 
 
@@ -98,9 +105,11 @@ def ignoring_model() -> onnx.ModelProto:
         helper.make_node("Gemm", ["zeroed", "head.weight", "head.bias"], ["logits"], transB=1),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
     ]
-    inits = {"zero": np.array([0.0], np.float32),
-             "head.weight": rng.normal(0, 0.1, (3, 3 * 32 * 32)).astype(np.float32),
-             "head.bias": np.array([0.3, -0.2, 0.1], np.float32)}
+    inits = {
+        "zero": np.array([0.0], np.float32),
+        "head.weight": rng.normal(0, 0.1, (3, 3 * 32 * 32)).astype(np.float32),
+        "head.bias": np.array([0.3, -0.2, 0.1], np.float32),
+    }
     return _model(nodes, inits, ["N", 3])
 
 
@@ -114,10 +123,12 @@ def mlp_model() -> onnx.ModelProto:
         helper.make_node("MatMul", ["r", "head.weight_t"], ["m"]),
         helper.make_node("Add", ["m", "head.bias"], ["probs"]),
     ]
-    inits = {"hidden.weight": rng.normal(0, 0.02, (16, 3 * 32 * 32)).astype(np.float32),
-             "hidden.bias": rng.normal(0, 0.1, 16).astype(np.float32),
-             "head.weight_t": rng.normal(0, 0.3, (16, 3)).astype(np.float32),
-             "head.bias": rng.normal(0, 0.1, 3).astype(np.float32)}
+    inits = {
+        "hidden.weight": rng.normal(0, 0.02, (16, 3 * 32 * 32)).astype(np.float32),
+        "hidden.bias": rng.normal(0, 0.1, 16).astype(np.float32),
+        "head.weight_t": rng.normal(0, 0.3, (16, 3)).astype(np.float32),
+        "head.bias": rng.normal(0, 0.1, 3).astype(np.float32),
+    }
     return _model(nodes, inits, ["N", 3])
 
 
@@ -156,18 +167,21 @@ def test_occlusion_hand_computed():
     """p1 = 0.5 * pixel (0, 0) of channel 0; a white 3x3 image, black 2x2 windows with stride 1 (4 windows).
     Only the window at (0, 0) covers pixel (0, 0) and it drops p1 by 0.5; every pixel's attribution is 0.5 divided
     by the number of windows covering it if the (0, 0) window is among them, else 0."""
+
     def forward(x):
         p1 = 0.5 * x[:, 0, 0, 0].astype(np.float64)
         return np.stack([1 - p1, p1], 1)
 
-    p0, attr, passes = occlusion_attribution(forward, np.ones((3, 3, 3), np.float32), window=2, stride=1,
-                                             baseline=0.0, batch=3)
+    p0, attr, passes = occlusion_attribution(
+        forward, np.ones((3, 3, 3), np.float32), window=2, stride=1, baseline=0.0, batch=3
+    )
     assert passes == 5 and np.allclose(p0, [0.5, 0.5])
     expected_1 = np.array([[0.5, 0.25, 0.0], [0.25, 0.125, 0.0], [0.0, 0.0, 0.0]])
     assert np.allclose(attr[1], expected_1, atol=1e-12)
     assert np.allclose(attr[0], -expected_1, atol=1e-12)
-    res = saliency("occlusion", forward, np.ones((3, 3, 3), np.float32), [0, 1],
-                   {"window": 2, "stride": 1, "baseline": 0.0})
+    res = saliency(
+        "occlusion", forward, np.ones((3, 3, 3), np.float32), [0, 1], {"window": 2, "stride": 1, "baseline": 0.0}
+    )
     assert np.allclose(res.maps[1], expected_1 / 0.5) and not res.maps[0].any()  # ReLU: class 0 only gains
 
 
@@ -176,8 +190,9 @@ def test_occlusion_matches_captum_when_windows_tile(window, stride):
     from captum.attr import Occlusion
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-                        nn.Linear(16, 3), nn.Softmax(1)).eval()
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3), nn.Softmax(1)
+    ).eval()
     x = torch.rand(1, 3, 32, 32)
     assert (32 - window) % stride == 0  # same windows as Captum's
 
@@ -188,8 +203,18 @@ def test_occlusion_matches_captum_when_windows_tile(window, stride):
     p0, attr, _ = occlusion_attribution(forward, x[0].numpy(), window, stride, 0.5, batch=16, targets=[0, 2])
     occ = Occlusion(net)
     for i, c in enumerate([0, 2]):
-        ref = occ.attribute(x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
-                            baselines=0.5, target=c, perturbations_per_eval=16)[0].double().numpy()
+        ref = (
+            occ.attribute(
+                x,
+                sliding_window_shapes=(3, window, window),
+                strides=(3, stride, stride),
+                baselines=0.5,
+                target=c,
+                perturbations_per_eval=16,
+            )[0]
+            .double()
+            .numpy()
+        )
         assert np.allclose(ref[0], ref[1]) and np.allclose(ref[0], ref[2])  # windows span all channels
         assert np.abs(attr[i]).max() > 1e-4  # a real signal, not two zero arrays
         assert np.allclose(attr[i], ref.mean(0), rtol=1e-4, atol=1e-6)
@@ -248,7 +273,7 @@ def test_occlusion_invariants(h, w, data):
         pos = window_positions(axis, window, stride)
         cover = np.zeros(axis, int)
         for p in pos:
-            cover[p:p + window] += 1
+            cover[p : p + window] += 1
         assert cover.min() >= 1 and pos[-1] == axis - window and pos == sorted(set(pos))
     fwd = Counting(linear_forward(h, w, seed=h * w))
     params = {"window": window, "stride": stride, "batch": batch}
@@ -268,11 +293,15 @@ def test_rise_masks_match_torch_bilinear_and_keep_probability():
     ms = MaskSet(50, 30, 20, grid=5, p=0.3, seed=4)
     cell_h, cell_w = 6, 4  # ceil(30 / 5), ceil(20 / 5)
     for i in (0, 7, 49):
-        up = torch.nn.functional.interpolate(torch.from_numpy(ms.cells[i].astype(np.float64))[None, None],
-                                             size=(6 * cell_h, 6 * cell_w), mode="bilinear", align_corners=False)
+        up = torch.nn.functional.interpolate(
+            torch.from_numpy(ms.cells[i].astype(np.float64))[None, None],
+            size=(6 * cell_h, 6 * cell_w),
+            mode="bilinear",
+            align_corners=False,
+        )
         sy, sx = int(ms.shift_y[i]), int(ms.shift_x[i])
         assert 0 <= sy < cell_h and 0 <= sx < cell_w
-        assert np.allclose(ms.mask(i), up[0, 0, sy:sy + 30, sx:sx + 20].numpy(), atol=1e-6)
+        assert np.allclose(ms.mask(i), up[0, 0, sy : sy + 30, sx : sx + 20].numpy(), atol=1e-6)
     masks = rise_masks(400, 32, 32, grid=8, p=0.3, seed=0)
     assert masks.shape == (400, 32, 32) and masks.dtype == np.float32
     assert masks.min() >= 0.0 and masks.max() <= 1.0
@@ -316,7 +345,7 @@ def test_map_rank_correlation_conventions():
     a = np.arange(12, dtype=float).reshape(3, 4)
     assert map_rank_correlation(a, a * 3 + 1) == pytest.approx(1.0)
     assert map_rank_correlation(a, -a) == pytest.approx(-1.0)
-    assert map_rank_correlation(a, a ** 3) == pytest.approx(1.0)  # ranks, not values
+    assert map_rank_correlation(a, a**3) == pytest.approx(1.0)  # ranks, not values
     b = np.array([[1.0, 3.0], [2.0, 4.0]])
     c = np.array([[1.0, 2.0], [4.0, 3.0]])
     # flattened ranks 1 3 2 4 and 1 2 4 3: d = 0 1 -2 1, rho = 1 - 6 * 6 / (4 * 15)
@@ -358,8 +387,7 @@ def test_randomize_onnx_head_tiny_graph():
     assert not np.array_equal(inits(other)["head.weight_t"], w)
     two, replaced2 = randomize_onnx_head(model, seed=3, layers=2)
     assert replaced2 == ["head.weight_t", "head.bias", "hidden.weight", "hidden.bias"]
-    assert sorted(replaced2) == sorted(inits(two)) and all(not np.array_equal(inits(two)[k], before[k])
-                                                            for k in before)
+    assert sorted(replaced2) == sorted(inits(two)) and all(not np.array_equal(inits(two)[k], before[k]) for k in before)
     x = image()[None]
     onnx.checker.check_model(new, full_check=True)
     assert not np.allclose(ort_forward(model, logits=True)(x), ort_forward(new, logits=True)(x))
@@ -408,8 +436,12 @@ def test_randomize_onnx_head_on_harness_export():
     model = to_onnx(module, 32)
     before = inits(model)
     weight = net.fc.weight.detach().numpy()
-    fc_names = [k for k, v in before.items() if v.shape in (weight.shape, weight.T.shape)
-                and np.allclose(v.reshape(-1), (weight if v.shape == weight.shape else weight.T).reshape(-1))]
+    fc_names = [
+        k
+        for k, v in before.items()
+        if v.shape in (weight.shape, weight.T.shape)
+        and np.allclose(v.reshape(-1), (weight if v.shape == weight.shape else weight.T).reshape(-1))
+    ]
     assert len(fc_names) == 1
     head_uses = [n for n in model.graph.node if fc_names[0] in n.input]
     assert len(head_uses) == 2  # one weight, two nodes
@@ -465,27 +497,30 @@ def test_default_cost_at_224_px():
         assert ("Zeiler" if name == "occlusion" else "Petsiuk") in text and "\n" not in text
 
 
-@pytest.mark.parametrize("name,params,needle", [
-    ("occlusion", {"windw": 8}, "windw"),
-    ("occlusion", {"window": 0}, "window = 0"),
-    ("occlusion", {"window": 33}, "window = 33"),
-    ("occlusion", {"window": 8.0}, "window = 8.0"),
-    ("occlusion", {"window": True}, "window = True"),
-    ("occlusion", {"stride": 0}, "stride = 0"),
-    ("occlusion", {"window": 8, "stride": 9}, "stride = 9"),
-    ("occlusion", {"window": 8, "stride": 4, "baseline": -0.1}, "baseline = -0.1"),
-    ("occlusion", {"window": 8, "stride": 4, "baseline": 1.5}, "baseline = 1.5"),
-    ("occlusion", {"window": 8, "stride": 4, "baseline": float("nan")}, "baseline = nan"),
-    ("occlusion", {"window": 8, "stride": 4, "baseline": "grey"}, "baseline = 'grey'"),
-    ("occlusion", {"window": 8, "stride": 4, "batch": 0}, "batch = 0"),
-    ("rise", {"masks": 0}, "masks = 0"),
-    ("rise", {"p": 0.0}, "p = 0.0"),
-    ("rise", {"p": 1}, "p = 1"),
-    ("rise", {"grid": 0}, "grid = 0"),
-    ("rise", {"grid": 40}, "grid = 40"),
-    ("rise", {"seed": -1}, "seed = -1"),
-    ("rise", {"batch": -3}, "batch = -3"),
-])
+@pytest.mark.parametrize(
+    "name,params,needle",
+    [
+        ("occlusion", {"windw": 8}, "windw"),
+        ("occlusion", {"window": 0}, "window = 0"),
+        ("occlusion", {"window": 33}, "window = 33"),
+        ("occlusion", {"window": 8.0}, "window = 8.0"),
+        ("occlusion", {"window": True}, "window = True"),
+        ("occlusion", {"stride": 0}, "stride = 0"),
+        ("occlusion", {"window": 8, "stride": 9}, "stride = 9"),
+        ("occlusion", {"window": 8, "stride": 4, "baseline": -0.1}, "baseline = -0.1"),
+        ("occlusion", {"window": 8, "stride": 4, "baseline": 1.5}, "baseline = 1.5"),
+        ("occlusion", {"window": 8, "stride": 4, "baseline": float("nan")}, "baseline = nan"),
+        ("occlusion", {"window": 8, "stride": 4, "baseline": "grey"}, "baseline = 'grey'"),
+        ("occlusion", {"window": 8, "stride": 4, "batch": 0}, "batch = 0"),
+        ("rise", {"masks": 0}, "masks = 0"),
+        ("rise", {"p": 0.0}, "p = 0.0"),
+        ("rise", {"p": 1}, "p = 1"),
+        ("rise", {"grid": 0}, "grid = 0"),
+        ("rise", {"grid": 40}, "grid = 40"),
+        ("rise", {"seed": -1}, "seed = -1"),
+        ("rise", {"batch": -3}, "batch = -3"),
+    ],
+)
 def test_hostile_params(name, params, needle):
     with pytest.raises(ConfigError) as err:
         resolve_params(name, params, "profile cpu.toml [saliency]", size=(32, 32))
@@ -499,8 +534,12 @@ def test_registry_and_resolution():
         get_method("gradients")
     with pytest.raises(ConfigError, match="table"):
         resolve_params("occlusion", [("window", 8)], "x")  # type: ignore[arg-type]
-    assert resolve_params("occlusion", {"window": 64}, "x") == {"window": 64, "stride": 16, "baseline": 0.5,
-                                                                   "batch": 32}
+    assert resolve_params("occlusion", {"window": 64}, "x") == {
+        "window": 64,
+        "stride": 16,
+        "baseline": 0.5,
+        "batch": 32,
+    }
     assert resolve_params("rise", {}, "x") == dict(METHODS["rise"].defaults)
     assert get_method("rise").name == "rise"
 
@@ -560,8 +599,7 @@ def test_pointing_chance_monte_carlo():
 
 
 @settings(max_examples=30, deadline=None)
-@given(x=st.integers(-5, 30), y=st.integers(-5, 30), w=st.integers(1, 20), h=st.integers(1, 20),
-       tol=st.floats(0, 40))
+@given(x=st.integers(-5, 30), y=st.integers(-5, 30), w=st.integers(1, 20), h=st.integers(1, 20), tol=st.floats(0, 40))
 def test_chance_invariants(x, y, w, h, tol):
     mask = box_mask([x, y, w, h], 24, 32)
     assume(mask.any())

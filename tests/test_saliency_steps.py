@@ -13,7 +13,6 @@ from harness.camcheck import CAM_PROTOCOL, cam_variant
 from harness.config import load_profile
 from harness.thresholds import parse_thresholds
 from harness.verdicts import ERROR, judge
-
 from tests.test_cam import tiny_run  # noqa: F401  (the fixture: one untrained VGG16 at 32 px, COCO + ImageFolder)
 
 VDIR = "vgg16-scratch-none-s0"
@@ -62,16 +61,19 @@ def test_localization_verdicts_stand_beside_chance_and_fail_their_sanity_check(t
     vdir = _set_profile(tiny_run, "saliency.sanity_images=2")
     cam = cam_variant(vdir)
     chance = cam["summary"]["test_coco"]["energy_chance_mean"]
-    t = parse_thresholds({"gated": ["scratch-none"],
-                          "cam": {"energy_share_margin": 0.05, "pointing_margin": 0.0, "sanity_max": 1.0}}, "t")
+    t = parse_thresholds(
+        {"gated": ["scratch-none"], "cam": {"energy_share_margin": 0.05, "pointing_margin": 0.0, "sanity_max": 1.0}},
+        "t",
+    )
     by = {f"{v.criterion}[{v.id}]": v for v in judge(tiny_run, t, ["test_coco", "test_plain"])}
     energy = by["cam_energy[vgg16-scratch-none-test_coco]"]
     assert energy.chance == pytest.approx(chance) and energy.threshold == pytest.approx(chance + 0.05)
     assert energy.status in ("PASS", "FAIL") and "uniform map scores" in energy.detail
     assert "cam_energy[vgg16-scratch-none-test_plain]" not in by  # no regions there: not judged
     assert by["cam_sanity[vgg16-scratch-none]"].value == pytest.approx(cam["sanity"]["spearman_mean"])
-    strict = parse_thresholds({"gated": ["scratch-none"], "cam": {"energy_share_margin": 0.05, "sanity_max": -1.0}},
-                              "t")
+    strict = parse_thresholds(
+        {"gated": ["scratch-none"], "cam": {"energy_share_margin": 0.05, "sanity_max": -1.0}}, "t"
+    )
     by = {f"{v.criterion}[{v.id}]": v for v in judge(tiny_run, strict, ["test_coco", "test_plain"])}
     energy = by["cam_energy[vgg16-scratch-none-test_coco]"]
     assert energy.status == ERROR and "do not depend on the model" in energy.detail
@@ -94,8 +96,13 @@ def test_the_occlusion_step_on_the_exported_model_is_recorded_and_resumable(tiny
     from harness.export import export_variant
     from harness.saliency.evidence import variant_blackbox
 
-    vdir = _set_profile(tiny_run, 'saliency.methods=["gradcam", "occlusion"]', "saliency.occlusion.window=16",
-                        "saliency.occlusion.stride=8", "saliency.sanity_images=2")
+    vdir = _set_profile(
+        tiny_run,
+        'saliency.methods=["gradcam", "occlusion"]',
+        "saliency.occlusion.window=16",
+        "saliency.occlusion.stride=8",
+        "saliency.sanity_images=2",
+    )
     export_variant(vdir)
     occ = variant_blackbox(vdir, "occlusion")
     on_disk = json.loads((vdir / "occlusion.json").read_text())
@@ -110,7 +117,12 @@ def test_the_occlusion_step_on_the_exported_model_is_recorded_and_resumable(tiny
     stamp = (vdir / "occlusion.json").stat().st_mtime_ns
     variant_blackbox(vdir, "occlusion")
     assert (vdir / "occlusion.json").stat().st_mtime_ns == stamp and "current, skipping" in capsys.readouterr().err
-    _set_profile(tiny_run, 'saliency.methods=["gradcam", "occlusion"]', "saliency.occlusion.window=8",
-                 "saliency.occlusion.stride=8", "saliency.sanity_images=2")
+    _set_profile(
+        tiny_run,
+        'saliency.methods=["gradcam", "occlusion"]',
+        "saliency.occlusion.window=8",
+        "saliency.occlusion.stride=8",
+        "saliency.sanity_images=2",
+    )
     redone = variant_blackbox(vdir, "occlusion")  # other parameters: stale, redone without --force
     assert redone["passes_per_image"] == pytest.approx(4 * 4 + 1 + 1)

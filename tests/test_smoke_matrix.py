@@ -41,5 +41,7 @@ def test_smoke_profile_all_eight_vgg16_variants(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "reports" / "latest").resolve() == out.resolve()
     # rerun resumes: nothing is retrained
     mtimes = {n: (out / n / "model.pt").stat().st_mtime_ns for n in folders}
-    assert main(["run", "--profile", "smoke", "--data", str(DATA), "--weights-file", str(weights), "--out", str(out)]) == 0
+    assert (
+        main(["run", "--profile", "smoke", "--data", str(DATA), "--weights-file", str(weights), "--out", str(out)]) == 0
+    )
     assert mtimes == {n: (out / n / "model.pt").stat().st_mtime_ns for n in folders}

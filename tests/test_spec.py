@@ -16,24 +16,40 @@ from torchvision.transforms.v2 import functional as TF
 from harness import runtime
 from harness.config import ConfigError
 from harness.data import resize_batch
-from harness.spec import (ModelSpec, SpecError, crop_window, make_forward, map_to_image, prepare, read_spec,
-                          resolve_spec, to_model)
+from harness.spec import (
+    ModelSpec,
+    SpecError,
+    crop_window,
+    make_forward,
+    map_to_image,
+    prepare,
+    read_spec,
+    resolve_spec,
+    to_model,
+)
 from tests.onnx_wrappers import harness_like_model, mean_model, wrap_nhwc_uint8_bgr_probs
 
 CLASSES = ["apple", "banana", "cherry", "date"]
 ORDER = [2, 0, 3, 1]  # the wrapper's column j is class ORDER[j]
 WRAPPED_CLASSES = [CLASSES[i] for i in ORDER]
-WRAPPED_SPEC = ['layout="NHWC"', 'dtype="uint8"', 'channels="BGR"', 'output_kind="probabilities"',
-                f"classes={json.dumps(WRAPPED_CLASSES)}"]
+WRAPPED_SPEC = [
+    'layout="NHWC"',
+    'dtype="uint8"',
+    'channels="BGR"',
+    'output_kind="probabilities"',
+    f"classes={json.dumps(WRAPPED_CLASSES)}",
+]
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("spec_models")
     src = harness_like_model(d / "harness.onnx", CLASSES, size=32, seed=3)
-    return {"harness": src,
-            "wrapped": wrap_nhwc_uint8_bgr_probs(src, d / "wrapped.onnx", ORDER),
-            "wrapped_meta": wrap_nhwc_uint8_bgr_probs(src, d / "wrapped_meta.onnx", ORDER, metadata=True)}
+    return {
+        "harness": src,
+        "wrapped": wrap_nhwc_uint8_bgr_probs(src, d / "wrapped.onnx", ORDER),
+        "wrapped_meta": wrap_nhwc_uint8_bgr_probs(src, d / "wrapped_meta.onnx", ORDER, metadata=True),
+    }
 
 
 def _session(path: Path):
@@ -54,8 +70,20 @@ def _photos(n: int, seed: int = 0) -> list[torch.Tensor]:
 
 
 def _spec(**kw) -> ModelSpec:
-    base = dict(input="x", layout="NCHW", size=(32, 32), dtype="float32", value_range="0..1", mean=None, std=None,
-                channels="RGB", resize="stretch", output="y", output_kind="logits", classes=tuple(CLASSES))
+    base = dict(
+        input="x",
+        layout="NCHW",
+        size=(32, 32),
+        dtype="float32",
+        value_range="0..1",
+        mean=None,
+        std=None,
+        channels="RGB",
+        resize="stretch",
+        output="y",
+        output_kind="logits",
+        classes=tuple(CLASSES),
+    )
     return ModelSpec(**(base | kw))
 
 
@@ -73,10 +101,21 @@ def _raises(fn, *words: str) -> str:
 
 def test_harness_export_needs_no_spec_and_records_sources(models):
     spec = resolve_spec(models["harness"], read_spec(None), CLASSES)
-    assert (spec.input, spec.layout, spec.size, spec.dtype, spec.value_range) == ("input", "NCHW", (32, 32),
-                                                                                  "float32", "0..1")
+    assert (spec.input, spec.layout, spec.size, spec.dtype, spec.value_range) == (
+        "input",
+        "NCHW",
+        (32, 32),
+        "float32",
+        "0..1",
+    )
     assert (spec.mean, spec.std, spec.channels, spec.resize, spec.output, spec.output_kind) == (
-        None, None, "RGB", "stretch", "logits", "logits")
+        None,
+        None,
+        "RGB",
+        "stretch",
+        "logits",
+        "logits",
+    )
     assert spec.classes == tuple(CLASSES)
     assert spec.sources["classes"] == "ONNX metadata" and spec.sources["input"] == "graph"
     d = json.loads(json.dumps(spec.to_dict()))
@@ -133,8 +172,9 @@ def test_wrapper_input_is_the_uint8_bgr_nhwc_image():
 
 def test_nchw_claimed_on_the_nhwc_model_names_layout(models):
     raw = read_spec(None, [s for s in WRAPPED_SPEC if "layout" not in s] + ['layout="NCHW"'])
-    _raises(lambda: resolve_spec(models["wrapped"], raw, CLASSES), "--set", "layout", "'NCHW'", "NHWC",
-            "[N, 32, 32, 3]")
+    _raises(
+        lambda: resolve_spec(models["wrapped"], raw, CLASSES), "--set", "layout", "'NCHW'", "NHWC", "[N, 32, 32, 3]"
+    )
 
 
 def test_layout_is_inferred_from_the_graph(models):
@@ -148,11 +188,17 @@ def test_classes_omitted_on_a_foreign_model(models):
     _raises(lambda: resolve_spec(models["wrapped"], raw, CLASSES), "classes", "output columns", str(models["wrapped"]))
 
 
-@pytest.mark.parametrize("classes, words", [
-    (["cherry", "apple", "dates", "banana"], ["missing ['date']", "not in the dataset ['dates']", "'dates' -> 'date'"]),
-    (["cherry", "apple", "date"], ["missing ['banana']", "3 names for the dataset's 4 classes"]),
-    (["cherry", "apple", "date", "banana", "kiwi"], ["not in the dataset ['kiwi']", "5 names"]),
-])
+@pytest.mark.parametrize(
+    "classes, words",
+    [
+        (
+            ["cherry", "apple", "dates", "banana"],
+            ["missing ['date']", "not in the dataset ['dates']", "'dates' -> 'date'"],
+        ),
+        (["cherry", "apple", "date"], ["missing ['banana']", "3 names for the dataset's 4 classes"]),
+        (["cherry", "apple", "date", "banana", "kiwi"], ["not in the dataset ['kiwi']", "5 names"]),
+    ],
+)
 def test_classes_not_the_datasets_are_named(models, classes, words):
     raw = read_spec(None, [s for s in WRAPPED_SPEC if "classes" not in s] + [f"classes={json.dumps(classes)}"])
     _raises(lambda: resolve_spec(models["wrapped"], raw, CLASSES), "--set", "classes", *words)
@@ -163,8 +209,12 @@ def test_harness_metadata_contradicting_the_graph_names_the_metadata(models):
 
 
 def test_wrong_dtype_and_uint8_contradictions(models, tmp_path):
-    _raises(lambda: resolve_spec(models["harness"], read_spec(None, ['dtype="uint8"']), CLASSES),
-            "dtype", "'uint8'", "float32")
+    _raises(
+        lambda: resolve_spec(models["harness"], read_spec(None, ['dtype="uint8"']), CLASSES),
+        "dtype",
+        "'uint8'",
+        "float32",
+    )
     raw = read_spec(None, WRAPPED_SPEC + ['value_range="0..1"'])
     _raises(lambda: resolve_spec(models["wrapped"], raw, CLASSES), "value_range", "uint8")
     raw = read_spec(None, WRAPPED_SPEC + ["mean=[1, 2, 3]"])
@@ -177,8 +227,13 @@ def test_probabilities_claimed_on_a_logits_model_stops_on_the_first_call(models)
     raw = read_spec(None, ['output_kind="probabilities"'])
     spec = resolve_spec(models["harness"], raw, CLASSES)
     fwd = make_forward(_session(models["harness"]), spec, CLASSES)
-    _raises(lambda: fwd(prepare(spec, _photos(2))), "--set", "does not look like probabilities", "row sums",
-            "output_kind = 'logits'")
+    _raises(
+        lambda: fwd(prepare(spec, _photos(2))),
+        "--set",
+        "does not look like probabilities",
+        "row sums",
+        "output_kind = 'logits'",
+    )
 
 
 def test_defaulted_logits_on_a_softmax_model_stops(tmp_path):
@@ -186,8 +241,11 @@ def test_defaulted_logits_on_a_softmax_model_stops(tmp_path):
     spec = resolve_spec(path, {"classes": CLASSES[:3]}, CLASSES[:3])
     assert spec.output_kind == "logits" and spec.sources["output_kind"] == "default"
     x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
-    _raises(lambda: make_forward(_session(path), spec, CLASSES[:3])(x), "looks like probabilities",
-            "output_kind = 'probabilities'")
+    _raises(
+        lambda: make_forward(_session(path), spec, CLASSES[:3])(x),
+        "looks like probabilities",
+        "output_kind = 'probabilities'",
+    )
     spec = resolve_spec(path, {"classes": CLASSES[:3], "output_kind": "probabilities"}, CLASSES[:3])
     p = make_forward(_session(path), spec, CLASSES[:3])(x)
     np.testing.assert_allclose(p.sum(1), 1, atol=1e-6)
@@ -214,8 +272,12 @@ def test_several_inputs(tmp_path):
 
 
 def test_output_named_that_does_not_exist(models):
-    _raises(lambda: resolve_spec(models["harness"], read_spec(None, ["output=logit"]), CLASSES),
-            "output = 'logit'", "['logits']", "did you mean 'logits'")
+    _raises(
+        lambda: resolve_spec(models["harness"], read_spec(None, ["output=logit"]), CLASSES),
+        "output = 'logit'",
+        "['logits']",
+        "did you mean 'logits'",
+    )
 
 
 def test_input_rank_and_static_shape(tmp_path):
@@ -227,8 +289,14 @@ def test_input_rank_and_static_shape(tmp_path):
     rect = mean_model(tmp_path / "rect.onnx", input_shape=["N", 3, 24, 40])
     spec = resolve_spec(rect, {"classes": CLASSES[:3]}, CLASSES[:3])
     assert spec.size == (24, 40) and spec.layout == "NCHW"
-    _raises(lambda: resolve_spec(rect, read_spec(None, ["size=[40, 24]", 'classes=["apple", "banana", "cherry"]']),
-                                 CLASSES[:3]), "--set", "size = [40, 24]", "set size = [24, 40]")
+    _raises(
+        lambda: resolve_spec(
+            rect, read_spec(None, ["size=[40, 24]", 'classes=["apple", "banana", "cherry"]']), CLASSES[:3]
+        ),
+        "--set",
+        "size = [40, 24]",
+        "set size = [24, 40]",
+    )
 
 
 def test_dynamic_size_needs_size_and_layout(tmp_path):
@@ -236,7 +304,7 @@ def test_dynamic_size_needs_size_and_layout(tmp_path):
     _raises(lambda: resolve_spec(dyn, {"classes": CLASSES[:3]}, CLASSES[:3]), "size = [H, W]")
     assert resolve_spec(dyn, {"classes": CLASSES[:3], "size": 48}, CLASSES[:3]).size == (48, 48)
     anyc = mean_model(tmp_path / "anyc.onnx", input_shape=["N", "C", "H", "W"])
-    _raises(lambda: resolve_spec(anyc, {"classes": CLASSES[:3], "size": 48}, CLASSES[:3]), "layout = \"NCHW\"")
+    _raises(lambda: resolve_spec(anyc, {"classes": CLASSES[:3], "size": 48}, CLASSES[:3]), 'layout = "NCHW"')
     spec = resolve_spec(anyc, {"classes": CLASSES[:3], "size": [20, 30], "layout": "nhwc"}, CLASSES[:3])
     assert (spec.layout, spec.size) == ("NHWC", (20, 30))
 
@@ -246,7 +314,7 @@ def test_static_batch_of_one_runs_image_by_image(tmp_path):
     spec = resolve_spec(path, {"classes": CLASSES[:3]}, CLASSES[:3])
     x = np.random.default_rng(2).random((5, 3, 32, 32), dtype=np.float32)
     fwd = make_forward(_session(path), spec, CLASSES[:3], batch=32)
-    one_by_one = np.concatenate([fwd(x[i:i + 1]) for i in range(5)])
+    one_by_one = np.concatenate([fwd(x[i : i + 1]) for i in range(5)])
     np.testing.assert_allclose(fwd(x), one_by_one, atol=1e-7)
     assert fwd(x[:0]).shape == (0, 3)
 
@@ -273,25 +341,28 @@ def test_spec_file_top_level_or_spec_table_and_overrides_win(tmp_path):
     assert read_spec(None) == {} and read_spec(None).sources == {}
 
 
-@pytest.mark.parametrize("text, words", [
-    ('layuot = "NHWC"', ["unknown key 'layuot'", "did you mean 'layout'"]),
-    ('layout = "NWHC"', ["layout = 'NWHC'", "['NCHW', 'NHWC']"]),
-    ("mean = [1, 2]", ["mean = [1, 2]", "3 numbers"]),
-    ('mean = [1, "x", 3]', ["mean[1]", "a number"]),
-    ("std = [1, 0, 1]", ["std[1]", "> 0"]),
-    ("size = [0, 32]", ["size = [0, 32]"]),
-    ("size = 32.5", ["size = 32.5"]),
-    ('dtype = "int8"', ["dtype = 'int8'", "uint8"]),
-    ('value_range = "0-255"', ["value_range", "0..255"]),
-    ('resize = "crop"', ["resize", "shorter-side-crop"]),
-    ('output_kind = "softmax"', ["output_kind", "probabilities"]),
-    ("classes = []", ["classes"]),
-    ('classes = ["a", "a"]', ["classes", "repeated: 'a'"]),
-    ('input = ""', ["input"]),
-    ("[spec]\nlayout = \"NHWC\"\n[other]\nx = 1", ["outside the [spec] table", "other"]),
-    ("[augment]\nx = 1", ["augment is a table"]),
-    ("layout = ", ["invalid TOML"]),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('layuot = "NHWC"', ["unknown key 'layuot'", "did you mean 'layout'"]),
+        ('layout = "NWHC"', ["layout = 'NWHC'", "['NCHW', 'NHWC']"]),
+        ("mean = [1, 2]", ["mean = [1, 2]", "3 numbers"]),
+        ('mean = [1, "x", 3]', ["mean[1]", "a number"]),
+        ("std = [1, 0, 1]", ["std[1]", "> 0"]),
+        ("size = [0, 32]", ["size = [0, 32]"]),
+        ("size = 32.5", ["size = 32.5"]),
+        ('dtype = "int8"', ["dtype = 'int8'", "uint8"]),
+        ('value_range = "0-255"', ["value_range", "0..255"]),
+        ('resize = "crop"', ["resize", "shorter-side-crop"]),
+        ('output_kind = "softmax"', ["output_kind", "probabilities"]),
+        ("classes = []", ["classes"]),
+        ('classes = ["a", "a"]', ["classes", "repeated: 'a'"]),
+        ('input = ""', ["input"]),
+        ('[spec]\nlayout = "NHWC"\n[other]\nx = 1', ["outside the [spec] table", "other"]),
+        ("[augment]\nx = 1", ["augment is a table"]),
+        ("layout = ", ["invalid TOML"]),
+    ],
+)
 def test_bad_spec_files_are_spec_errors(tmp_path, text, words):
     f = tmp_path / "bad.toml"
     f.write_text(text, encoding="utf-8")
@@ -299,13 +370,16 @@ def test_bad_spec_files_are_spec_errors(tmp_path, text, words):
     assert "Traceback" not in msg
 
 
-@pytest.mark.parametrize("item, words", [
-    ("layuot=NHWC", ["--set", "unknown key 'layuot'", "'layout'"]),
-    ("layout=NWHC", ["--set", "layout = 'NWHC'"]),
-    ("mean=[1,2]", ["--set", "mean"]),
-    ("classes", ["--set", "key=value"]),
-    ("spec.nope=1", ["--set", "unknown key 'nope'"]),
-])
+@pytest.mark.parametrize(
+    "item, words",
+    [
+        ("layuot=NHWC", ["--set", "unknown key 'layuot'", "'layout'"]),
+        ("layout=NWHC", ["--set", "layout = 'NWHC'"]),
+        ("mean=[1,2]", ["--set", "mean"]),
+        ("classes", ["--set", "key=value"]),
+        ("spec.nope=1", ["--set", "unknown key 'nope'"]),
+    ],
+)
 def test_bad_overrides_are_spec_errors(item, words):
     _raises(lambda: read_spec(None, [item]), *words)
 
@@ -318,7 +392,11 @@ def test_missing_spec_file_and_spec_error_is_a_config_error(tmp_path):
 
 def test_bare_words_and_case(tmp_path):
     assert read_spec(None, ["layout=nhwc", "channels=bgr", "resize=shorter-side-crop", "input=pixel_values"]) == {
-        "layout": "NHWC", "channels": "BGR", "resize": "shorter-side-crop", "input": "pixel_values"}
+        "layout": "NHWC",
+        "channels": "BGR",
+        "resize": "shorter-side-crop",
+        "input": "pixel_values",
+    }
 
 
 # --- preprocessing and geometry -------------------------------------------------------------------------------------
@@ -421,9 +499,16 @@ pos_triples = st.tuples(*[st.floats(0.05, 3)] * 3)
 
 
 @settings(max_examples=60, deadline=None)
-@given(layout=st.sampled_from(["NCHW", "NHWC"]), channels=st.sampled_from(["RGB", "BGR"]),
-       value_range=st.sampled_from(["0..1", "0..255"]), norm=st.one_of(st.none(), st.tuples(triples, pos_triples)),
-       n=st.integers(1, 3), h=st.integers(1, 6), w=st.integers(1, 6), seed=st.integers(0, 2**16))
+@given(
+    layout=st.sampled_from(["NCHW", "NHWC"]),
+    channels=st.sampled_from(["RGB", "BGR"]),
+    value_range=st.sampled_from(["0..1", "0..255"]),
+    norm=st.one_of(st.none(), st.tuples(triples, pos_triples)),
+    n=st.integers(1, 3),
+    h=st.integers(1, 6),
+    w=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+)
 def test_to_model_inverts_to_the_canonical_array(layout, channels, value_range, norm, n, h, w, seed):
     scale = 255 if value_range == "0..255" else 1
     mean, std = (None, None) if norm is None else (tuple(m * scale for m in norm[0]), tuple(s * scale for s in norm[1]))

@@ -10,8 +10,13 @@ from harness.config import load_profile
 from harness.data import load_train
 from harness.train import load_checkpoint, prepare_data, train_variant
 
-TINY = ["image_size=32", "batch_size=4", "val_fraction=0.4", "device=cpu",
-        'phases.scratch=[{name="all",epochs=2,optimizer="adam",lr=1e-3,train_from="all"}]']
+TINY = [
+    "image_size=32",
+    "batch_size=4",
+    "val_fraction=0.4",
+    "device=cpu",
+    'phases.scratch=[{name="all",epochs=2,optimizer="adam",lr=1e-3,train_from="all"}]',
+]
 
 
 @pytest.fixture()
@@ -81,8 +86,9 @@ def test_truncated_checkpoint_is_named(tmp_path):
 
 def test_training_learns_the_tiny_task(tiny_root, tmp_path):
     """Three solid colours are learnable: a few epochs from scratch must beat chance on the validation split."""
-    profile = load_profile("smoke", TINY[:-1] + [
-        'phases.scratch=[{name="all",epochs=8,optimizer="adam",lr=3e-4,train_from="all"}]'])
+    profile = load_profile(
+        "smoke", TINY[:-1] + ['phases.scratch=[{name="all",epochs=8,optimizer="adam",lr=3e-4,train_from="all"}]']
+    )
     vdir = train_variant(tmp_path, profile, load_train(tiny_root), tiny_root, "scratch-none", 0, progress=False)
     history = json.loads((vdir / "history.json").read_text())["epochs"]
     assert max(r["val_accuracy"] for r in history) > 0.5

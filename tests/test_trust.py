@@ -24,13 +24,23 @@ from harness.provenance import StaleRunError
 from harness.thresholds import parse_thresholds
 from harness.train import train_variant
 from harness.verdicts import ERROR, FAIL, PASS, judge, overall
-
 from tests.conftest import write_image
 
-TINY = ["backbone=vgg16", "image_size=32", "batch_size=4", "val_fraction=0.4", "device=cpu", "tta_hflip=false",
-        "test_sets=['test_plain']", "inits=['scratch']", "levels=['none']",
-        'phases.scratch=[{name="all", epochs=0}]', "thresholds.gated=[]", "thresholds.accuracy={}",
-        "thresholds.cam={}"]
+TINY = [
+    "backbone=vgg16",
+    "image_size=32",
+    "batch_size=4",
+    "val_fraction=0.4",
+    "device=cpu",
+    "tta_hflip=false",
+    "test_sets=['test_plain']",
+    "inits=['scratch']",
+    "levels=['none']",
+    'phases.scratch=[{name="all", epochs=0}]',
+    "thresholds.gated=[]",
+    "thresholds.accuracy={}",
+    "thresholds.cam={}",
+]
 
 
 def _profile(*extra: str):
@@ -53,8 +63,22 @@ def test_rerun_with_other_settings_refuses_to_reuse_old_models(tiny_root, tmp_pa
     with pytest.raises(StaleRunError, match=r"image_size: 32 -> 48"):
         train_variant(out, _profile("image_size=48"), ds, tiny_root, "scratch-none", 0, progress=False)
     # the CLI says so in one line, exit 2, and touches nothing
-    code = main(["train", "--profile", "smoke", *_sets("image_size=48"), "--data", str(tiny_root),
-                 "--variant", "scratch-none", "--seed", "0", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--profile",
+            "smoke",
+            *_sets("image_size=48"),
+            "--data",
+            str(tiny_root),
+            "--variant",
+            "scratch-none",
+            "--seed",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "image_size: 32 -> 48" in err and "--force" in err and "Traceback" not in err
     assert (vdir / "model.pt").stat().st_mtime_ns == mtime
@@ -107,8 +131,14 @@ def test_report_marks_a_folder_trained_with_other_settings(tiny_root, tmp_path):
     ds = load_train(tiny_root)
     train_variant(out, _profile(), ds, tiny_root, "scratch-none", 0, progress=False)
     prof = _profile("image_size=48", "thresholds.gated=['scratch-none']")
-    artifacts.write_json(out / "run.json", {"profile": prof.to_dict(), "variants": ["scratch-none"],
-                                            "thresholds": parse_thresholds(prof.thresholds, "t").to_dict()})
+    artifacts.write_json(
+        out / "run.json",
+        {
+            "profile": prof.to_dict(),
+            "variants": ["scratch-none"],
+            "thresholds": parse_thresholds(prof.thresholds, "t").to_dict(),
+        },
+    )
     report = build_report(out)
     v = {f"{x['criterion']}[{x['id']}]": x for x in report["verdicts"]}
     assert report["verdict"] == ERROR
@@ -118,15 +148,28 @@ def test_report_marks_a_folder_trained_with_other_settings(tiny_root, tmp_path):
 # --- identity: (backbone, variant, seed) ---------------------------------------------------------------------------
 
 
-def _evidence(run: Path, backbone: str, variant: str, seed: int, soft: float, split: str = "test_difficult",
-              n: int = 20, constant: float = 0.70) -> None:
+def _evidence(
+    run: Path,
+    backbone: str,
+    variant: str,
+    seed: int,
+    soft: float,
+    split: str = "test_difficult",
+    n: int = 20,
+    constant: float = 0.70,
+) -> None:
     d = run / f"{backbone}-{variant}-s{seed}"
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"variant": variant, "seed": seed, "backbone": backbone}))
-    s = {"n": n, "soft": {"value": soft, "k": round(soft * n), "wilson": [max(0, soft - 0.2), min(1, soft + 0.1)]},
-         "strict": {"value": soft, "k": round(soft * n), "wilson": [0, 1]},
-         "baselines": {"constant_soft": {"label": "bayes", "value": constant},
-                       "constant_strict": {"label": "bayes", "value": 0.3}}}
+    s = {
+        "n": n,
+        "soft": {"value": soft, "k": round(soft * n), "wilson": [max(0, soft - 0.2), min(1, soft + 0.1)]},
+        "strict": {"value": soft, "k": round(soft * n), "wilson": [0, 1]},
+        "baselines": {
+            "constant_soft": {"label": "bayes", "value": constant},
+            "constant_strict": {"label": "bayes", "value": 0.3},
+        },
+    }
     (d / "metrics.json").write_text(json.dumps({"test_sets": {split: s}}))
 
 
@@ -154,8 +197,9 @@ def test_threshold_for_a_test_set_the_run_does_not_have_is_an_error_before_any_w
     thr = tmp_path / "t.toml"
     thr.write_text("[thresholds.accuracy.test_plian]\nsoft_min = 0.9\n")
     out = tmp_path / "never"
-    code = main(["run", "--profile", "smoke", *_sets(), "--data", str(tiny_root), "--thresholds", str(thr),
-                 "--out", str(out)])
+    code = main(
+        ["run", "--profile", "smoke", *_sets(), "--data", str(tiny_root), "--thresholds", str(thr), "--out", str(out)]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "test_plian" in err and "test_plain" in err
     assert not out.exists()
@@ -163,8 +207,18 @@ def test_threshold_for_a_test_set_the_run_does_not_have_is_an_error_before_any_w
 
 def test_gated_variant_not_in_the_matrix_is_an_error(tiny_root, tmp_path, capsys):
     out = tmp_path / "never"
-    code = main(["run", "--profile", "smoke", *_sets("thresholds.gated=['imagenet-all']"), "--data", str(tiny_root),
-                 "--out", str(out)])
+    code = main(
+        [
+            "run",
+            "--profile",
+            "smoke",
+            *_sets("thresholds.gated=['imagenet-all']"),
+            "--data",
+            str(tiny_root),
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "imagenet-all" in err and not out.exists()
 
@@ -172,8 +226,9 @@ def test_gated_variant_not_in_the_matrix_is_an_error(tiny_root, tmp_path, capsys
 def test_a_test_set_without_a_named_rule_is_still_judged_against_chance(tmp_path):
     """ImageFolder `test/`, thresholds only for CAM there: a below-chance model must not PASS."""
     _evidence(tmp_path, "vgg16", "imagenet-all", 0, soft=0.125, split="test", n=8, constant=0.25)
-    t = parse_thresholds({"gated": ["imagenet-all"], "accuracy": {},
-                          "cam": {"split": "test", "energy_share_min": 0.1}}, "t")
+    t = parse_thresholds(
+        {"gated": ["imagenet-all"], "accuracy": {}, "cam": {"split": "test", "energy_share_min": 0.1}}, "t"
+    )
     verdicts = judge(tmp_path, t, ["test"])
     by = {f"{v.criterion}[{v.id}]": v for v in verdicts}
     assert by["soft_above_constant[vgg16-imagenet-all-test]"].status == FAIL
@@ -207,9 +262,19 @@ def test_invalid_evidence_json_says_invalid_not_missing(tmp_path):
 
 def test_a_live_holder_keeps_the_lock_and_a_dead_one_is_taken_over(tmp_path):
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from harness import runlock; runlock.acquire(sys.argv[1], 'harness run --out X'); "
-        "print('held', flush=True); time.sleep(60)"), str(run)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from harness import runlock; runlock.acquire(sys.argv[1], 'harness run --out X'); "
+                "print('held', flush=True); time.sleep(60)"
+            ),
+            str(run),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(runlock.RunLocked, match=rf"pid {holder.pid}.*harness run --out X"):
@@ -226,8 +291,11 @@ def test_a_live_holder_keeps_the_lock_and_a_dead_one_is_taken_over(tmp_path):
 def test_second_harness_run_into_the_same_out_is_refused(tiny_root, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    (out / runlock.LOCK_NAME).write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename,
-                                                    "command": "harness run (other)", "started": "now"}))
+    (out / runlock.LOCK_NAME).write_text(
+        json.dumps(
+            {"pid": os.getppid(), "host": os.uname().nodename, "command": "harness run (other)", "started": "now"}
+        )
+    )
     code = main(["run", "--profile", "smoke", *_sets(), "--data", str(tiny_root), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and f"pid {os.getppid()}" in err and "another --out" in err
@@ -251,12 +319,18 @@ def test_orphan_temporaries_are_removed_on_resume(tmp_path):
 # --- preflight: found before the first variant trains, before anything is written ----------------------------------
 
 
-@pytest.mark.parametrize("extra, args, needle", [
-    ([], ["--variants", "scratch-heavy"], "heavy"),
-    (["inits=['scratch', 'imagenet']", 'phases.imagenet=[{name="all", epochs=0}]'], ["--weights-file", "/nonexistent/vgg16.pth"],
-     "/nonexistent/vgg16.pth"),
-    (["device=cuda"], [], "cuda"),
-])
+@pytest.mark.parametrize(
+    "extra, args, needle",
+    [
+        ([], ["--variants", "scratch-heavy"], "heavy"),
+        (
+            ["inits=['scratch', 'imagenet']", 'phases.imagenet=[{name="all", epochs=0}]'],
+            ["--weights-file", "/nonexistent/vgg16.pth"],
+            "/nonexistent/vgg16.pth",
+        ),
+        (["device=cuda"], [], "cuda"),
+    ],
+)
 def test_preflight_errors_come_before_any_work(tiny_root, tmp_path, capsys, monkeypatch, extra, args, needle):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     trained = []
@@ -272,9 +346,18 @@ def test_missing_imagenet_weights_found_before_the_scratch_variants_train(tiny_r
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     trained = []
     monkeypatch.setattr("harness.train.fit", lambda *a, **k: trained.append(1) or [])
-    code = main(["run", "--profile", "smoke", *_sets("inits=['scratch', 'imagenet']",
-                                                     'phases.imagenet=[{name="all", epochs=0}]'),
-                 "--data", str(tiny_root), "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "run",
+            "--profile",
+            "smoke",
+            *_sets("inits=['scratch', 'imagenet']", 'phases.imagenet=[{name="all", epochs=0}]'),
+            "--data",
+            str(tiny_root),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "VGG16 ImageNet weights" in err and not trained and not (tmp_path / "out").exists()
 
@@ -299,8 +382,9 @@ def test_unexpected_exception_is_one_line_with_a_log_file(tiny_root, tmp_path, c
 
 
 def test_bad_seeds_option_is_a_clear_error(tiny_root, tmp_path, capsys):
-    code = main(["run", "--profile", "smoke", *_sets(), "--data", str(tiny_root), "--seeds", "a",
-                 "--out", str(tmp_path / "o")])
+    code = main(
+        ["run", "--profile", "smoke", *_sets(), "--data", str(tiny_root), "--seeds", "a", "--out", str(tmp_path / "o")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "--seeds 'a'" in err and not (tmp_path / "o").exists()
 
@@ -388,10 +472,14 @@ def test_retrained_model_makes_export_evaluate_and_cam_rerun(tiny_pipeline, tmp_
     vdir = run / "vgg16-scratch-none-s0"
     old = {f: json.loads((vdir / f).read_text()) for f in ("export.json", "metrics.json", "cam.json")}
     capsys.readouterr()
-    assert main(["run", "--profile", "smoke", *_sets("seeds=[0]", "hidden=32"), "--data", str(root), "--out", str(run)]) == 2
+    assert (
+        main(["run", "--profile", "smoke", *_sets("seeds=[0]", "hidden=32"), "--data", str(root), "--out", str(run)])
+        == 2
+    )
     assert "hidden: 256 -> 32" in capsys.readouterr().err
-    assert main(["run", "--profile", "smoke", *_sets("hidden=32"), "--data", str(root), "--out", str(run),
-                 "--force"]) == 0
+    assert (
+        main(["run", "--profile", "smoke", *_sets("hidden=32"), "--data", str(root), "--out", str(run), "--force"]) == 0
+    )
     new = {f: json.loads((vdir / f).read_text()) for f in ("export.json", "metrics.json", "cam.json")}
     assert new["export.json"]["inputs"]["model_sha256"] != old["export.json"]["inputs"]["model_sha256"]
     assert new["metrics.json"]["inputs"]["onnx_sha256"] == new["export.json"]["sha256"]
@@ -408,13 +496,22 @@ def test_path_traversal_writes_nothing_outside_the_run(tiny_pipeline, tmp_path, 
     outside = tmp_path / "secret.png"
     write_image(outside, (1, 2, 3))
     (data / "annotations").mkdir()
-    (data / "annotations" / "test_evil.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "../secret.png", "primary_label": "red", "acceptable_labels": ["red"]}],
-        "annotations": [], "categories": [{"id": 1, "name": "red"}]}))
+    (data / "annotations" / "test_evil.json").write_text(
+        json.dumps(
+            {
+                "images": [
+                    {"id": 1, "file_name": "../secret.png", "primary_label": "red", "acceptable_labels": ["red"]}
+                ],
+                "annotations": [],
+                "categories": [{"id": 1, "name": "red"}],
+            }
+        )
+    )
     before = {p for p in tmp_path.rglob("*")}
     out = tmp_path / "run"
-    code = main(["run", "--profile", "smoke", *_sets("test_sets=['test_evil']"), "--data", str(data),
-                 "--out", str(out)])
+    code = main(
+        ["run", "--profile", "smoke", *_sets("test_sets=['test_evil']"), "--data", str(data), "--out", str(out)]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "test_evil.json" in err and "images[0]" in err
     assert {p for p in tmp_path.rglob("*")} == before  # no run dir, no overlay, nothing anywhere
@@ -424,8 +521,23 @@ def test_train_lite0_imagenet_with_the_smoke_profile(tmp_path, bundled_root):
     """`harness train --backbone efficientnet_lite0 --variant imagenet-all --profile smoke` works: fine-tuning
     start points are named per backbone (smoke's "upper" is blocks.5 for lite0)."""
     t0 = time.perf_counter()
-    code = main(["train", "--backbone", "efficientnet_lite0", "--variant", "imagenet-all", "--profile", "smoke",
-                 "--data", str(bundled_root), "--out", str(tmp_path / "run"), "--set", "image_size=32"])
+    code = main(
+        [
+            "train",
+            "--backbone",
+            "efficientnet_lite0",
+            "--variant",
+            "imagenet-all",
+            "--profile",
+            "smoke",
+            "--data",
+            str(bundled_root),
+            "--out",
+            str(tmp_path / "run"),
+            "--set",
+            "image_size=32",
+        ]
+    )
     assert code == 0, time.perf_counter() - t0
     config = json.loads((tmp_path / "run" / "efficientnet_lite0-imagenet-all-s0" / "config.json").read_text())
     assert config["profile"]["phases"]["imagenet"][1]["train_from"] == "upper"

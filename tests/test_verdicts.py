@@ -11,25 +11,59 @@ from harness.config import ConfigError
 from harness.thresholds import parse_thresholds
 from harness.verdicts import ERROR, FAIL, PASS, SKIP, judge, overall
 
-RAW = {"gated": ["imagenet-all"], "latency_max_ms": 100.0,
-       "accuracy": {"test_difficult": {"soft_min": 0.85, "soft_margin": 0.2, "strict_min": 0.5}},
-       "cam": {"split": "test_difficult", "energy_share_min": 0.25, "pointing_rate_min": 0.4}}
+RAW = {
+    "gated": ["imagenet-all"],
+    "latency_max_ms": 100.0,
+    "accuracy": {"test_difficult": {"soft_min": 0.85, "soft_margin": 0.2, "strict_min": 0.5}},
+    "cam": {"split": "test_difficult", "energy_share_min": 0.25, "pointing_rate_min": 0.4},
+}
 
 
-def _variant(run: Path, variant: str, seed: int, soft: float, strict: float, energy: float = 0.4,
-             pointing: float = 0.6, latency: float = 20.0, parity: float = 1e-6, has_regions: bool = True) -> None:
+def _variant(
+    run: Path,
+    variant: str,
+    seed: int,
+    soft: float,
+    strict: float,
+    energy: float = 0.4,
+    pointing: float = 0.6,
+    latency: float = 20.0,
+    parity: float = 1e-6,
+    has_regions: bool = True,
+) -> None:
     d = run / f"lite0-{variant}-s{seed}"
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"variant": variant, "seed": seed}))
-    split = {"n": 20, "soft": {"value": soft, "k": round(soft * 20), "wilson": [soft - 0.2, min(1, soft + 0.1)]},
-             "strict": {"value": strict, "k": round(strict * 20), "wilson": [0, 1]},
-             "baselines": {"constant_soft": {"label": "bayes", "value": 0.70},
-                           "constant_strict": {"label": "geeks", "value": 0.30}}}
-    (d / "metrics.json").write_text(json.dumps({"test_sets": {"test_difficult": split},
-                                                "latency": {"by_provider": {"CPUExecutionProvider": {"1": {"median_ms": latency}}}}}))
-    (d / "cam.json").write_text(json.dumps({"summary": {"test_difficult": {
-        "has_regions": has_regions, "energy_share_mean": energy if has_regions else None,
-        "pointing_hit_rate": pointing if has_regions else None}}}))
+    split = {
+        "n": 20,
+        "soft": {"value": soft, "k": round(soft * 20), "wilson": [soft - 0.2, min(1, soft + 0.1)]},
+        "strict": {"value": strict, "k": round(strict * 20), "wilson": [0, 1]},
+        "baselines": {
+            "constant_soft": {"label": "bayes", "value": 0.70},
+            "constant_strict": {"label": "geeks", "value": 0.30},
+        },
+    }
+    (d / "metrics.json").write_text(
+        json.dumps(
+            {
+                "test_sets": {"test_difficult": split},
+                "latency": {"by_provider": {"CPUExecutionProvider": {"1": {"median_ms": latency}}}},
+            }
+        )
+    )
+    (d / "cam.json").write_text(
+        json.dumps(
+            {
+                "summary": {
+                    "test_difficult": {
+                        "has_regions": has_regions,
+                        "energy_share_mean": energy if has_regions else None,
+                        "pointing_hit_rate": pointing if has_regions else None,
+                    }
+                }
+            }
+        )
+    )
     (d / "export.json").write_text(json.dumps({"parity": {"cpu": {"max_abs": parity, "test_sets": {}}}}))
 
 
@@ -51,7 +85,9 @@ def test_passing_model_passes_and_soft_margin_raises_the_bar(tmp_path):
 def test_worst_seed_gates_and_mean_can_be_chosen(tmp_path):
     _variant(tmp_path, "imagenet-all", 0, soft=1.0, strict=0.6)
     _variant(tmp_path, "imagenet-all", 1, soft=0.85, strict=0.6)
-    worst = _by(judge(tmp_path, parse_thresholds(RAW, "t"), ["test_difficult"]))["accuracy[imagenet-all-test_difficult]"]
+    worst = _by(judge(tmp_path, parse_thresholds(RAW, "t"), ["test_difficult"]))[
+        "accuracy[imagenet-all-test_difficult]"
+    ]
     assert worst.value == pytest.approx(0.85) and worst.status == FAIL and worst.per_seed == {"s0": 1.0, "s1": 0.85}
     mean = _by(judge(tmp_path, parse_thresholds(RAW | {"seed_aggregate": "mean"}, "t"), ["test_difficult"]))
     assert mean["accuracy[imagenet-all-test_difficult]"].value == pytest.approx(0.925)
@@ -100,12 +136,15 @@ def test_user_file_overrides_key_by_key(tmp_path):
     assert str(user) in t.source
 
 
-@pytest.mark.parametrize("raw, match", [
-    ({"bogus": 1}, "unknown keys \\['bogus'\\]"),
-    ({"accuracy": {"test_easy": {"soft_min": 1.5}}}, "soft_min = 1.5 must be a number in \\[0, 1\\]"),
-    ({"seed_aggregate": "best"}, "seed_aggregate"),
-    ({"cam": {"energy_share_min": -1}}, "energy_share_min"),
-])
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        ({"bogus": 1}, "unknown keys \\['bogus'\\]"),
+        ({"accuracy": {"test_easy": {"soft_min": 1.5}}}, "soft_min = 1.5 must be a number in \\[0, 1\\]"),
+        ({"seed_aggregate": "best"}, "seed_aggregate"),
+        ({"cam": {"energy_share_min": -1}}, "energy_share_min"),
+    ],
+)
 def test_invalid_thresholds_are_named(raw, match):
     with pytest.raises(ConfigError, match=match):
         parse_thresholds(raw, "x.toml")

@@ -67,17 +67,27 @@ def _sparse_vgg(path: Path) -> Path:
 # --- names -----------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, prefix", [
-    ("vgg16-397923af.pth", "397923af"), ("efficientnet-lite0-57934424.pth", "57934424"),
-    ("a-deadbeef-397923af.pth", "397923af"), ("model.pth", None), ("a-1234567.pth", None),
-    ("x-397923AF.pth", None), ("-397923af.pth", None), ("vgg16-397923af", None), ("vgg16-39792zaf.pth", None),
-])
+@pytest.mark.parametrize(
+    "name, prefix",
+    [
+        ("vgg16-397923af.pth", "397923af"),
+        ("efficientnet-lite0-57934424.pth", "57934424"),
+        ("a-deadbeef-397923af.pth", "397923af"),
+        ("model.pth", None),
+        ("a-1234567.pth", None),
+        ("x-397923AF.pth", None),
+        ("-397923af.pth", None),
+        ("vgg16-397923af", None),
+        ("vgg16-39792zaf.pth", None),
+    ],
+)
 def test_hash_prefix_of_known_names(name, prefix):
     assert weights.hash_prefix_of(name) == prefix
 
 
-@given(stem=st.from_regex(r"[A-Za-z0-9_.-]{1,20}", fullmatch=True),
-       digest=st.from_regex(r"[0-9a-f]{8,64}", fullmatch=True))
+@given(
+    stem=st.from_regex(r"[A-Za-z0-9_.-]{1,20}", fullmatch=True), digest=st.from_regex(r"[0-9a-f]{8,64}", fullmatch=True)
+)
 def test_hash_prefix_of_round_trips(stem, digest):
     assert weights.hash_prefix_of(f"{stem}-{digest}.pth") == digest
 
@@ -365,8 +375,16 @@ def test_doctor_a_crashing_check_is_a_fail_line_not_a_crash(monkeypatch):
     assert c.status == "FAIL" and "sched_getaffinity exploded" in c.detail and doctor.exit_code(checks) == 1
 
 
-@pytest.mark.parametrize("text, expected", [("2.14.1+cu130", (2, 14, 1)), ("1.0.9rc1", (1, 0, 9)), ("1.31", (1, 31)),
-                                            ("0.29.1.dev20260101", (0, 29, 1)), ("nightly", ())])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2.14.1+cu130", (2, 14, 1)),
+        ("1.0.9rc1", (1, 0, 9)),
+        ("1.31", (1, 31)),
+        ("0.29.1.dev20260101", (0, 29, 1)),
+        ("nightly", ()),
+    ],
+)
 def test_version_tuple(text, expected):
     assert doctor._version_tuple(text) == expected
 
@@ -400,12 +418,20 @@ def test_version_flag(capsys):
 
 
 def test_version_and_doctor_work_where_torch_cannot_be_imported(tmp_path):
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from harness.cli import main\n"
-            "assert main(['--version']) == 0\n"
-            "sys.exit(10 + main(['doctor']))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
-                          env=os.environ | {"TORCH_HOME": str(tmp_path)})
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from harness.cli import main\n"
+        "assert main(['--version']) == 0\n"
+        "sys.exit(10 + main(['doctor']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=os.environ | {"TORCH_HOME": str(tmp_path)},
+    )
     assert proc.returncode == 11, proc.stderr[-2000:]
     out = proc.stdout
     assert out.startswith(f"harness {harness.__version__}\n")

@@ -9,14 +9,25 @@ per job; the driver (harness.run) records them in `jobs.json` and builds the rep
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from harness.config import ConfigError
 from harness.executors.job import DONE, FAILED, SKIPPED, Job, JobContext, JobResult, run_job
 
-__all__ = ["DONE", "FAILED", "SKIPPED", "EXECUTORS", "ExecutorOptions", "Job", "JobContext", "JobResult",
-           "executor_options", "get_executor", "run_job"]
+__all__ = [
+    "DONE",
+    "FAILED",
+    "SKIPPED",
+    "EXECUTORS",
+    "ExecutorOptions",
+    "Job",
+    "JobContext",
+    "JobResult",
+    "executor_options",
+    "get_executor",
+    "run_job",
+]
 
 DEFAULT_MAX_RETRIES = 3  # Ray's default for system failures (a worker process that died), never for an exception
 
@@ -34,8 +45,13 @@ class ExecutorOptions:
     max_retries: int = DEFAULT_MAX_RETRIES
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "address": self.address, "job_cpus": self.job_cpus, "job_gpus": self.job_gpus,
-                "max_retries": self.max_retries}
+        return {
+            "name": self.name,
+            "address": self.address,
+            "job_cpus": self.job_cpus,
+            "job_gpus": self.job_gpus,
+            "max_retries": self.max_retries,
+        }
 
 
 def _serial(jobs, ctx, options, on_start, on_done, run_one):
@@ -74,28 +90,41 @@ def _number(option: str, value, integral: bool = False) -> float:
     return number
 
 
-def executor_options(name: str = "serial", address: str | None = None, job_cpus=None, job_gpus=None,
-                     max_retries=None) -> ExecutorOptions:
+def executor_options(
+    name: str = "serial", address: str | None = None, job_cpus=None, job_gpus=None, max_retries=None
+) -> ExecutorOptions:
     """Validated ExecutorOptions; a ConfigError names the option and the value at fault."""
     get_executor(name)
-    ray_only = [opt for opt, given in (("--ray-address", address), ("--job-gpus", job_gpus),
-                                       ("--job-cpus", job_cpus), ("--max-retries", max_retries))
-                if given is not None]
+    ray_only = [
+        opt
+        for opt, given in (
+            ("--ray-address", address),
+            ("--job-gpus", job_gpus),
+            ("--job-cpus", job_cpus),
+            ("--max-retries", max_retries),
+        )
+        if given is not None
+    ]
     if name != "ray" and ray_only:
-        raise ConfigError(f"{', '.join(ray_only)} only apply with --executor ray (the serial executor runs one job at "
-                          f"a time in this process)")
+        raise ConfigError(
+            f"{', '.join(ray_only)} only apply with --executor ray (the serial executor runs one job at "
+            f"a time in this process)"
+        )
     cpus = 1.0 if job_cpus is None else _number("--job-cpus", job_cpus)
     if cpus < 1 or cpus != int(cpus):
-        raise ConfigError(f"--job-cpus {job_cpus!r}: give a whole number of CPUs >= 1 (each job sets its torch and "
-                          f"onnxruntime threads to it)")
+        raise ConfigError(
+            f"--job-cpus {job_cpus!r}: give a whole number of CPUs >= 1 (each job sets its torch and "
+            f"onnxruntime threads to it)"
+        )
     gpus = None if job_gpus is None else _number("--job-gpus", job_gpus)
     if gpus is not None and (gpus < 0 or (gpus > 1 and gpus != int(gpus))):
-        raise ConfigError(f"--job-gpus {job_gpus!r}: give a fraction of one GPU (0.25: four jobs share a GPU), a whole "
-                          f"number of GPUs, or 0 for CPU-only jobs")
+        raise ConfigError(
+            f"--job-gpus {job_gpus!r}: give a fraction of one GPU (0.25: four jobs share a GPU), a whole "
+            f"number of GPUs, or 0 for CPU-only jobs"
+        )
     retries = DEFAULT_MAX_RETRIES if max_retries is None else _number("--max-retries", max_retries, integral=True)
     if retries < 0:
         raise ConfigError(f"--max-retries {max_retries!r}: give 0 or more")
     if address is not None and not str(address).strip():
         raise ConfigError("--ray-address is empty; give the head node's address (HOST:6379) or 'auto'")
     return ExecutorOptions(name, address, int(cpus), gpus, int(retries))
-

@@ -63,9 +63,18 @@ class JobResult:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "variant": self.variant, "seed": self.seed, "status": self.status,
-                "seconds": round(self.seconds, 2), "host": self.host, "pid": self.pid, "error": self.error,
-                "traceback": self.traceback, **self.extra}
+        return {
+            "id": self.id,
+            "variant": self.variant,
+            "seed": self.seed,
+            "status": self.status,
+            "seconds": round(self.seconds, 2),
+            "host": self.host,
+            "pid": self.pid,
+            "error": self.error,
+            "traceback": self.traceback,
+            **self.extra,
+        }
 
 
 class JobsStillRunning(KeyboardInterrupt):
@@ -101,13 +110,19 @@ def check_storage(ctx: JobContext) -> None:
 
     host = socket.gethostname()
     proto = Path(ctx.run_dir) / "run.json"
-    remedy = ("every node must mount the run directory and the dataset at the same path (NFS or another shared "
-              "volume); pass --out DIR and --data DIR on such storage")
+    remedy = (
+        "every node must mount the run directory and the dataset at the same path (NFS or another shared "
+        "volume); pass --out DIR and --data DIR on such storage"
+    )
     if not proto.is_file():
-        raise SharedStorageError(f"node {host} cannot see the run directory {ctx.run_dir} (no run.json there); {remedy}")
+        raise SharedStorageError(
+            f"node {host} cannot see the run directory {ctx.run_dir} (no run.json there); {remedy}"
+        )
     if sha256_file(proto) != ctx.run_json_sha256:
-        raise SharedStorageError(f"node {host} sees another {proto} than the driver wrote (a local folder of the same "
-                                 f"name, not the shared one); {remedy}")
+        raise SharedStorageError(
+            f"node {host} sees another {proto} than the driver wrote (a local folder of the same "
+            f"name, not the shared one); {remedy}"
+        )
     if not Path(ctx.data_root).is_dir():
         raise SharedStorageError(f"node {host} cannot see the dataset {ctx.data_root}; {remedy}")
 
@@ -119,8 +134,10 @@ def load_training_set(ctx: JobContext):
 
     ds = load_train(ctx.data_root, max_short_side=working_short_side(ctx.profile.image_size))
     if provenance.dataset_fingerprint(ds) != ctx.train_fingerprint:
-        raise SharedStorageError(f"node {socket.gethostname()} reads another training set at {ctx.data_root} than "
-                                 f"the driver did (fingerprint differs): every node must see the same dataset")
+        raise SharedStorageError(
+            f"node {socket.gethostname()} reads another training set at {ctx.data_root} than "
+            f"the driver did (fingerprint differs): every node must see the same dataset"
+        )
     return ds
 
 
@@ -135,8 +152,18 @@ def run_steps(ctx: JobContext, job: Job, ds=None) -> None:
     if ds is None:
         check_storage(ctx)
         ds = load_training_set(ctx)
-    vdir = train_variant(ctx.run_dir, ctx.profile, ds, ctx.data_root, job.variant, job.seed, ctx.weights_file,
-                         ctx.force, progress=ctx.progress, train_fingerprint=ctx.train_fingerprint)
+    vdir = train_variant(
+        ctx.run_dir,
+        ctx.profile,
+        ds,
+        ctx.data_root,
+        job.variant,
+        job.seed,
+        ctx.weights_file,
+        ctx.force,
+        progress=ctx.progress,
+        train_fingerprint=ctx.train_fingerprint,
+    )
     record = export_variant(vdir, force=ctx.force, data_root=ctx.data_root)
     test_data = (record.get("inputs") or {}).get("test_data")
     if ctx.force or not step_current(vdir, "metrics.json", "onnx_sha256", record.get("sha256"), test_data):
@@ -167,8 +194,15 @@ def run_job(ctx: JobContext, job: Job, ds=None, complete: bool = False) -> JobRe
         run_steps(ctx, job, ds)
     except Exception as exc:  # a job's failure is reported with the others' results, not raised over them
         return failed_result(ctx, job, exc, time.perf_counter() - t0)
-    return JobResult(job.variant, job.seed, ctx.job_id(job), SKIPPED if complete else DONE,
-                     time.perf_counter() - t0, host=socket.gethostname(), pid=os.getpid())
+    return JobResult(
+        job.variant,
+        job.seed,
+        ctx.job_id(job),
+        SKIPPED if complete else DONE,
+        time.perf_counter() - t0,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+    )
 
 
 def failed_result(ctx: JobContext, job: Job, exc: BaseException, seconds: float, error: str | None = None) -> JobResult:
@@ -176,8 +210,17 @@ def failed_result(ctx: JobContext, job: Job, exc: BaseException, seconds: float,
     if error is None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         error = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-    return JobResult(job.variant, job.seed, ctx.job_id(job), FAILED, seconds, host=socket.gethostname(),
-                     pid=os.getpid(), error=error, traceback="".join(_traceback.format_exception(exc)))
+    return JobResult(
+        job.variant,
+        job.seed,
+        ctx.job_id(job),
+        FAILED,
+        seconds,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        error=error,
+        traceback="".join(_traceback.format_exception(exc)),
+    )
 
 
 def in_worker(ctx: JobContext, threads: int | None, gpus: float | None = None) -> JobContext:

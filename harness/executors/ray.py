@@ -18,13 +18,21 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 from harness.config import ConfigError
-from harness.executors.job import (Job, JobContext, JobResult, JobsStillRunning, failed_result,
-                                   hide_gpus_unless_given, in_worker, set_threads)
+from harness.executors.job import (
+    Job,
+    JobContext,
+    JobResult,
+    JobsStillRunning,
+    failed_result,
+    hide_gpus_unless_given,
+    in_worker,
+    set_threads,
+)
 
 INSTALL_HINT = "pip install 'harness[ray]' (or pip install 'ray>=2.40,<3')"
 CANCEL_WAIT_S = 30.0  # after Ctrl-C, how long to wait for Ray to confirm the cancelled jobs' workers have stopped
@@ -56,8 +64,10 @@ def connect(ray, address: str | None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = f"the Ray cluster at --ray-address {address}" if address else "a local Ray instance"
-        raise RayUnavailable(f"cannot start or reach {where} ({first}); on the head node run `ray start --head "
-                             f"--port=6379`, then pass --ray-address HEAD_IP:6379 (or auto on a cluster node)") from None
+        raise RayUnavailable(
+            f"cannot start or reach {where} ({first}); on the head node run `ray start --head "
+            f"--port=6379`, then pass --ray-address HEAD_IP:6379 (or auto on a cluster node)"
+        ) from None
     return True
 
 
@@ -76,11 +86,15 @@ def plan(nodes: Sequence[dict], job_cpus: int, job_gpus: float | None) -> tuple[
         raise RayUnavailable(
             f"no node of the Ray cluster can run a job of --job-cpus {job_cpus} --job-gpus {job_gpus:g} (largest node: "
             f"{largest.get('CPU', 0):g} CPUs, {largest.get('GPU', 0):g} GPUs; cluster: {len(alive)} node(s)); "
-            f"ask for less, or add a node with `ray start --address HEAD_IP:6379`")
-    at_once = sum(min(int(r.get("CPU", 0) // job_cpus),
-                      int(r.get("GPU", 0) // job_gpus) if job_gpus else 10**9) for r in fits)
-    line = (f"ray: {len(alive)} node(s), {cpus:g} CPUs, {gpus:g} GPUs; each job {job_cpus} CPU(s) and "
-            f"{job_gpus:g} GPU: up to {at_once} job(s) at once")
+            f"ask for less, or add a node with `ray start --address HEAD_IP:6379`"
+        )
+    at_once = sum(
+        min(int(r.get("CPU", 0) // job_cpus), int(r.get("GPU", 0) // job_gpus) if job_gpus else 10**9) for r in fits
+    )
+    line = (
+        f"ray: {len(alive)} node(s), {cpus:g} CPUs, {gpus:g} GPUs; each job {job_cpus} CPU(s) and "
+        f"{job_gpus:g} GPU: up to {at_once} job(s) at once"
+    )
     return job_gpus, line
 
 
@@ -99,8 +113,11 @@ def _task(ctx: JobContext, job: Job, run_one: Callable[[JobContext, Job], JobRes
     if vdir.is_dir():  # Ray never runs two attempts of one task at once: temporaries here are a dead attempt's
         runlock.remove_temporaries(vdir)
     result = run_one(ctx, job)
-    placed = {"gpu_share": ctx.gpus, "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
-              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    placed = {
+        "gpu_share": ctx.gpus,
+        "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
     return replace(result, extra={**result.extra, **placed})
 
 
@@ -110,8 +127,9 @@ def _failed(ray, ctx: JobContext, job: Job, exc: BaseException, retries: int, se
         result = failed_result(ctx, job, cause, seconds)
     else:  # a worker or node that died, out of memory, cancelled: Ray's own words
         text = str(exc).strip().splitlines()
-        error = (f"{type(exc).__name__} (the worker running it died; tried {retries + 1} time(s)): "
-                 f"{text[0] if text else ''}").rstrip(": ")
+        error = (
+            f"{type(exc).__name__} (the worker running it died; tried {retries + 1} time(s)): {text[0] if text else ''}"
+        ).rstrip(": ")
         result = failed_result(ctx, job, exc, seconds, error)
     return replace(result, host="", pid=0)  # not where it ran: the driver
 
@@ -134,8 +152,14 @@ def cancel(ray, refs: list, wait_s: float = CANCEL_WAIT_S) -> list:
     return list(left)
 
 
-def execute(jobs: Sequence[Job], ctx: JobContext, options, on_start, on_done: Callable[[JobResult], None],
-            run_one: Callable[[JobContext, Job], JobResult]) -> list[JobResult]:
+def execute(
+    jobs: Sequence[Job],
+    ctx: JobContext,
+    options,
+    on_start,
+    on_done: Callable[[JobResult], None],
+    run_one: Callable[[JobContext, Job], JobResult],
+) -> list[JobResult]:
     """Submit every job, report each as it finishes (in finishing order), return all results. Ctrl-C cancels the
     jobs still running (their workers are killed), waits for Ray to confirm they stopped and re-raises; jobs not
     confirmed stopped within CANCEL_WAIT_S raise JobsStillRunning naming them."""
@@ -145,8 +169,13 @@ def execute(jobs: Sequence[Job], ctx: JobContext, options, on_start, on_done: Ca
     try:
         job_gpus, line = plan(ray.nodes(), options.job_cpus, options.job_gpus)
         print(line, file=sys.stderr)
-        task = ray.remote(num_cpus=options.job_cpus, num_gpus=job_gpus, max_calls=1,
-                          max_retries=options.max_retries, retry_exceptions=False)(_task)
+        task = ray.remote(
+            num_cpus=options.job_cpus,
+            num_gpus=job_gpus,
+            max_calls=1,
+            max_retries=options.max_retries,
+            retry_exceptions=False,
+        )(_task)
         worker_ctx = in_worker(ctx, options.job_cpus, job_gpus)
         t0 = time.perf_counter()
         for job in jobs:
@@ -166,8 +195,11 @@ def execute(jobs: Sequence[Job], ctx: JobContext, options, on_start, on_done: Ca
         return results
     except KeyboardInterrupt:
         if pending:
-            print(f"interrupted: cancelling {len(pending)} job(s) on Ray and waiting for their workers to stop "
-                  f"(up to {CANCEL_WAIT_S:g} s; Ctrl-C again to stop waiting)", file=sys.stderr)
+            print(
+                f"interrupted: cancelling {len(pending)} job(s) on Ray and waiting for their workers to stop "
+                f"(up to {CANCEL_WAIT_S:g} s; Ctrl-C again to stop waiting)",
+                file=sys.stderr,
+            )
             left = cancel(ray, list(pending))
             if left and not (started and not options.address):  # a Ray started here: its shutdown kills them
                 raise JobsStillRunning(sorted(ctx.job_id(pending[ref]) for ref in left)) from None

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from harness.executors.job import Job, JobContext, JobResult, failed_result
 
 
-def execute(jobs: Sequence[Job], ctx: JobContext, options, on_start: Callable[[int, Job], None],
-            on_done: Callable[[JobResult], None], run_one: Callable[[JobContext, Job], JobResult]) -> list[JobResult]:
+def execute(
+    jobs: Sequence[Job],
+    ctx: JobContext,
+    options,
+    on_start: Callable[[int, Job], None],
+    on_done: Callable[[JobResult], None],
+    run_one: Callable[[JobContext, Job], JobResult],
+) -> list[JobResult]:
     """Run the jobs in order; `run_one(ctx, job)` does one (harness.executors.job.run_job with the driver's dataset
     bound). A failed job is reported and the next one starts."""
     results = []

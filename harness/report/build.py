@@ -18,10 +18,15 @@ def read_protocol(run_dir: Path) -> dict[str, Any]:
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
     proto = artifacts.read_json(path)
-    if not isinstance(proto, dict) or not isinstance(proto.get("profile"), dict) \
-            or not isinstance(proto.get("thresholds"), dict):
-        raise ValueError(f"{path}: not a harness run.json (needs the objects 'profile' and 'thresholds'); "
-                         f"rerun harness run into this directory")
+    if (
+        not isinstance(proto, dict)
+        or not isinstance(proto.get("profile"), dict)
+        or not isinstance(proto.get("thresholds"), dict)
+    ):
+        raise ValueError(
+            f"{path}: not a harness run.json (needs the objects 'profile' and 'thresholds'); "
+            f"rerun harness run into this directory"
+        )
     return proto
 
 
@@ -34,30 +39,57 @@ def thresholds_of_run(run_dir: Path, user_file: Path | None = None) -> Threshold
     raw = {k: v for k, v in proto["thresholds"].items() if k != "source"}
     t = parse_thresholds(raw, proto["thresholds"].get("source", "run.json"), user_file)
     profile = proto["profile"]
-    check_applies(t, list(profile.get("test_sets") or []), list(proto.get("variants") or []),
-                  str(user_file) if user_file else str(Path(run_dir) / "run.json"),
-                  backbones=[str(profile.get("backbone") or "")])
+    check_applies(
+        t,
+        list(profile.get("test_sets") or []),
+        list(proto.get("variants") or []),
+        str(user_file) if user_file else str(Path(run_dir) / "run.json"),
+        backbones=[str(profile.get("backbone") or "")],
+    )
     return t
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values)} if values else {}
+    return (
+        {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values)} if values else {}
+    )
 
 
 def _saliency_entry(folder: Path, ev: dict) -> dict[str, Any]:
     """The report's view of one saliency evidence file (cam.json, occlusion.json...): summaries, protocol, sanity,
     per-image records with the overlay's path relative to the run directory."""
     sanity = ev.get("sanity") if isinstance(ev.get("sanity"), dict) else {}
-    return {"summary": ev.get("summary", {}), "protocol": ev.get("protocol", {}),
-            "sanity": {k: sanity.get(k) for k in ("spearman_mean", "spearman_max", "images", "maps", "randomised",
-                                                  "skipped", "impossible", "seconds")},
-            "seconds_per_image": ev.get("seconds_per_image"), "passes_per_image": ev.get("passes_per_image"),
-            "images": {split: [{k: r.get(k) for k in ("image", "label", "predicted", "probability", "correct",
-                                                      "status", "overlay")}
-                               | {"overlay_path": f"{folder.name}/{r['overlay']}" if r.get("overlay") else None,
-                                  "energy_share": _primary_score(r, "energy_share"),
-                                  "pointing_hit": _primary_score(r, "pointing_hit")}
-                               for r in recs] for split, recs in ev.get("images", {}).items()}}
+    return {
+        "summary": ev.get("summary", {}),
+        "protocol": ev.get("protocol", {}),
+        "sanity": {
+            k: sanity.get(k)
+            for k in (
+                "spearman_mean",
+                "spearman_max",
+                "images",
+                "maps",
+                "randomised",
+                "skipped",
+                "impossible",
+                "seconds",
+            )
+        },
+        "seconds_per_image": ev.get("seconds_per_image"),
+        "passes_per_image": ev.get("passes_per_image"),
+        "images": {
+            split: [
+                {k: r.get(k) for k in ("image", "label", "predicted", "probability", "correct", "status", "overlay")}
+                | {
+                    "overlay_path": f"{folder.name}/{r['overlay']}" if r.get("overlay") else None,
+                    "energy_share": _primary_score(r, "energy_share"),
+                    "pointing_hit": _primary_score(r, "pointing_hit"),
+                }
+                for r in recs
+            ]
+            for split, recs in ev.get("images", {}).items()
+        },
+    }
 
 
 def _primary_score(rec: dict, key: str):
@@ -80,24 +112,43 @@ def method_agreement(a: dict, b: dict, split: str) -> dict[str, Any]:
     return {"images": len(both), "spearman": None if rho != rho else float(rho)}
 
 
-def _variant_entry(folder: Path, metrics: dict | None, cam: dict | None, export: dict | None,
-                   others: dict[str, dict | None] | None = None) -> dict[str, Any]:
+def _variant_entry(
+    folder: Path,
+    metrics: dict | None,
+    cam: dict | None,
+    export: dict | None,
+    others: dict[str, dict | None] | None = None,
+) -> dict[str, Any]:
     config = artifacts.read_json(folder / "config.json")
     history_path = folder / "history.json"
     history = artifacts.read_json(history_path) if history_path.exists() else {"epochs": [], "seconds": None}
     entry: dict[str, Any] = {
-        "folder": folder.name, "variant": config["variant"], "seed": config["seed"], "backbone": config["backbone"],
-        "model": f"{config['backbone']}-{config['variant']}", "inputs": config.get("inputs"),
-        "init": config.get("init"), "level": config.get("level"), "device": config.get("device"),
+        "folder": folder.name,
+        "variant": config["variant"],
+        "seed": config["seed"],
+        "backbone": config["backbone"],
+        "model": f"{config['backbone']}-{config['variant']}",
+        "inputs": config.get("inputs"),
+        "init": config.get("init"),
+        "level": config.get("level"),
+        "device": config.get("device"),
         "kind": config.get("kind") or "trained",
-        "train_seconds": history.get("seconds"), "history": history.get("epochs", []),
+        "train_seconds": history.get("seconds"),
+        "history": history.get("epochs", []),
     }
     if export:
         cpu = (export.get("parity") or {}).get("cpu") or {}
-        entry["export"] = {"exporter": (export.get("exporter") or {}).get("name"), "opset": export.get("opset"),
-                           "bytes": export.get("bytes"), "parity_passed": (export.get("parity") or {}).get("passed"),
-                           "max_abs": cpu.get("max_abs"), "max_rel": cpu.get("max_rel"), "atol": cpu.get("atol"),
-                           "rtol": cpu.get("rtol"), "cuda": (export.get("parity") or {}).get("cuda")}
+        entry["export"] = {
+            "exporter": (export.get("exporter") or {}).get("name"),
+            "opset": export.get("opset"),
+            "bytes": export.get("bytes"),
+            "parity_passed": (export.get("parity") or {}).get("passed"),
+            "max_abs": cpu.get("max_abs"),
+            "max_rel": cpu.get("max_rel"),
+            "atol": cpu.get("atol"),
+            "rtol": cpu.get("rtol"),
+            "cuda": (export.get("parity") or {}).get("cuda"),
+        }
     if metrics:
         entry["test_sets"] = metrics.get("test_sets", {})
         entry["latency"] = metrics.get("latency", {})
@@ -106,8 +157,10 @@ def _variant_entry(folder: Path, metrics: dict | None, cam: dict | None, export:
         entry["cam"] = _saliency_entry(folder, cam)
     entry["saliency"] = {prefix: _saliency_entry(folder, ev) for prefix, ev in (others or {}).items() if ev}
     if cam and entry["saliency"]:
-        entry["agreement"] = {prefix: {split: method_agreement(entry["cam"], sal, split) for split in sal["images"]}
-                              for prefix, sal in entry["saliency"].items()}
+        entry["agreement"] = {
+            prefix: {split: method_agreement(entry["cam"], sal, split) for split in sal["images"]}
+            for prefix, sal in entry["saliency"].items()
+        }
     return entry
 
 
@@ -117,8 +170,14 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
     thresholds = thresholds or thresholds_of_run(run_dir)
     test_sets = list(proto["profile"].get("test_sets") or [])
     groups = collect(run_dir, proto["profile"])
-    verdicts = judge(run_dir, thresholds, test_sets, proto.get("variants", []), str(proto["profile"].get("backbone", "")),
-                     proto["profile"])
+    verdicts = judge(
+        run_dir,
+        thresholds,
+        test_sets,
+        proto.get("variants", []),
+        str(proto["profile"].get("backbone", "")),
+        proto["profile"],
+    )
     matrix: dict[str, dict[str, Any]] = {}
     baselines: dict[str, Any] = {}
     variants: dict[str, Any] = {}
@@ -130,22 +189,26 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
                 continue
             baselines.setdefault(split, per[0]["baselines"])
             matrix[variant][split] = {
-                kind: _stats([p[kind]["value"] for p in per]) | {
+                kind: _stats([p[kind]["value"] for p in per])
+                | {
                     "per_seed": {f"s{r.seed}": r.metrics["test_sets"][split][kind]["value"] for r in runs if r.metrics},
                     "wilson_worst": min((p[kind]["wilson"] for p in per), key=lambda w: w[0]),
-                    "k": [p[kind]["k"] for p in per], "n": per[0]["n"]}
+                    "k": [p[kind]["k"] for p in per],
+                    "n": per[0]["n"],
+                }
                 for kind in ("soft", "strict")
             }
         for r in runs:
             variants[r.folder.name] = _variant_entry(r.folder, r.metrics, r.cam, r.export, r.saliency) | {
-                "problems": dict(r.problems)}
+                "problems": dict(r.problems)
+            }
     from harness.report.evidence import evidence
 
     gated_models = sorted({v.model for v in verdicts if v.gated})
     strength = evidence({"variants": variants, "protocol": proto}, gated_models, thresholds.selective.target)
     return {
         "schema": 1,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "evidence": strength,
         "run_dir": str(run_dir.resolve()),
         "verdict": overall(verdicts),
@@ -173,15 +236,21 @@ def failed_jobs(run_dir: Path, proto: dict[str, Any]) -> list[dict[str, Any]]:
         log = artifacts.read_json(Path(run_dir) / JOBS_FILE)
     except (FileNotFoundError, ValueError):
         return []
-    entries = [e for e in ((log.get("jobs") or {}).values() if isinstance(log, dict) else [])
-               if isinstance(e, dict) and e.get("status") == "failed"]
+    entries = [
+        e
+        for e in ((log.get("jobs") or {}).values() if isinstance(log, dict) else [])
+        if isinstance(e, dict) and e.get("status") == "failed"
+    ]
     prof = proto.get("profile") if isinstance(proto.get("profile"), dict) else {}
     methods = [m for m in (prof.get("saliency") or {}).get("methods") or () if m != GRADCAM]
     jobs = [(str(e.get("variant")), e.get("seed")) for e in entries]
     complete = complete_jobs(run_dir, str(prof.get("backbone")), jobs, methods)
     keep = ("id", "variant", "seed", "error", "host", "seconds", "finished")
-    return [{k: e.get(k) for k in keep} for e in sorted(entries, key=lambda e: str(e.get("id")))
-            if (str(e.get("variant")), e.get("seed")) not in complete]
+    return [
+        {k: e.get(k) for k in keep}
+        for e in sorted(entries, key=lambda e: str(e.get("id")))
+        if (str(e.get("variant")), e.get("seed")) not in complete
+    ]
 
 
 def localization_table(verdicts) -> list[dict[str, Any]]:
@@ -194,8 +263,9 @@ def localization_table(verdicts) -> list[dict[str, Any]]:
         if what == "sanity":
             sanity[(v.model, prefix)] = (v.value, v.status)
         elif what in ("energy", "pointing") and prefix in ("cam", "occlusion", "rise"):
-            row = rows.setdefault((v.model, prefix, v.subject), {"model": v.model, "method": prefix,
-                                                                  "split": v.subject, "gated": v.gated})
+            row = rows.setdefault(
+                (v.model, prefix, v.subject), {"model": v.model, "method": prefix, "split": v.subject, "gated": v.gated}
+            )
             row[what] = v.value if v.value is not None else None
             row[f"{what}_chance"] = v.chance
             row[f"{what}_status"] = v.status

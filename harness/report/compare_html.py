@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from harness.report.html import template_env
 
@@ -67,8 +68,11 @@ def _acc(side: Mapping[str, Any] | None) -> dict[str, str]:
         return {"value": NA, "ci": "", "counts": ""}
     w = side.get("wilson")
     ci = f"[{w[0]:.3f}, {w[1]:.3f}]" if w else ""
-    return {"value": _num(side["value"]), "ci": ci,
-            "counts": f"{side['k']}/{side['n']}" + (f" over {side['seeds']} seeds" if side.get("seeds", 1) > 1 else "")}
+    return {
+        "value": _num(side["value"]),
+        "ci": ci,
+        "counts": f"{side['k']}/{side['n']}" + (f" over {side['seeds']} seeds" if side.get("seeds", 1) > 1 else ""),
+    }
 
 
 def _delta_css(delta: Any) -> str:
@@ -80,16 +84,26 @@ def _delta_css(delta: Any) -> str:
 def _rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     out = []
     for r in result["comparisons"]:
-        row = {"model": r["model"], "test_set": r["test_set"], "gated": r["gated"],
-               "seeds": ", ".join(f"s{s}" for s in r["seeds"]["paired"]) or "none (unpaired)", "pairs": r["pairs"],
-               "flips_down": len(r["flips"]["right_to_wrong"]), "flips_up": len(r["flips"]["wrong_to_right"])}
+        row = {
+            "model": r["model"],
+            "test_set": r["test_set"],
+            "gated": r["gated"],
+            "seeds": ", ".join(f"s{s}" for s in r["seeds"]["paired"]) or "none (unpaired)",
+            "pairs": r["pairs"],
+            "flips_down": len(r["flips"]["right_to_wrong"]),
+            "flips_up": len(r["flips"]["wrong_to_right"]),
+        }
         for kind in ("soft", "strict"):
             m = r[kind]
             p = m.get("paired")
-            row[kind] = {"baseline": _acc(m["baseline"]), "new": _acc(m["new"]),
-                         "delta": _num(m["delta"], signed=True), "css": _delta_css(m["delta"]),
-                         "discordant": f"{p['a_only']} ↓ / {p['b_only']} ↑" if p else NA,
-                         "p": _p(p["p"]) if p else NA}
+            row[kind] = {
+                "baseline": _acc(m["baseline"]),
+                "new": _acc(m["new"]),
+                "delta": _num(m["delta"], signed=True),
+                "css": _delta_css(m["delta"]),
+                "discordant": f"{p['a_only']} ↓ / {p['b_only']} ↑" if p else NA,
+                "p": _p(p["p"]) if p else NA,
+            }
         out.append(row)
     return out
 
@@ -101,19 +115,34 @@ def _localization(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             cells = {}
             for key in ("energy_share", "pointing_rate"):
                 c = row.get(key)
-                cells[key] = ({"baseline": _num(c["baseline"]), "new": _num(c["new"]),
-                               "delta": _num(c["delta"], signed=True), "css": _delta_css(c["delta"])}
-                              if c else {"baseline": NA, "new": NA, "delta": "", "css": ""})
-            out.append({"model": r["model"], "test_set": r["test_set"], "method": METHOD_TITLES.get(method, method),
-                        **cells})
+                cells[key] = (
+                    {
+                        "baseline": _num(c["baseline"]),
+                        "new": _num(c["new"]),
+                        "delta": _num(c["delta"], signed=True),
+                        "css": _delta_css(c["delta"]),
+                    }
+                    if c
+                    else {"baseline": NA, "new": NA, "delta": "", "css": ""}
+                )
+            out.append(
+                {"model": r["model"], "test_set": r["test_set"], "method": METHOD_TITLES.get(method, method), **cells}
+            )
     return out
 
 
 def _latency(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [{"model": x["model"], "batch": x["batch"], "baseline": _num(x["baseline_ms"], 2),
-             "new": _num(x["new_ms"], 2), "ratio": _num(x["ratio"], 2) + ("×" if x["ratio"] is not None else ""),
-             "css": "down" if (x["ratio"] or 0) > 1.2 else ("up" if (x["ratio"] or 1) < 0.8 else "")}
-            for x in result["latency"]]
+    return [
+        {
+            "model": x["model"],
+            "batch": x["batch"],
+            "baseline": _num(x["baseline_ms"], 2),
+            "new": _num(x["new_ms"], 2),
+            "ratio": _num(x["ratio"], 2) + ("×" if x["ratio"] is not None else ""),
+            "css": "down" if (x["ratio"] or 0) > 1.2 else ("up" if (x["ratio"] or 1) < 0.8 else ""),
+        }
+        for x in result["latency"]
+    ]
 
 
 def _flips(result: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -129,17 +158,32 @@ def _flips(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         src = cache.get(name)
         note = "" if src else ("image not found" if name in cache else "thumbnail left out (too many flips)")
         acceptable = f.get("acceptable") or []
-        return {"image": name, "src": src, "note": note, "seed": f"s{f['seed']}", "primary": f.get("primary") or NA,
-                "acceptable": ", ".join(map(str, acceptable)) if len(acceptable) > 1 else "",
-                "baseline": str(f.get("baseline_predicted")), "new": str(f.get("new_predicted")),
-                "baseline_conf": _conf(f.get("baseline_confidence")), "new_conf": _conf(f.get("new_confidence"))}
+        return {
+            "image": name,
+            "src": src,
+            "note": note,
+            "seed": f"s{f['seed']}",
+            "primary": f.get("primary") or NA,
+            "acceptable": ", ".join(map(str, acceptable)) if len(acceptable) > 1 else "",
+            "baseline": str(f.get("baseline_predicted")),
+            "new": str(f.get("new_predicted")),
+            "baseline_conf": _conf(f.get("baseline_confidence")),
+            "new_conf": _conf(f.get("new_confidence")),
+        }
 
     out = []
     for r in result["comparisons"]:
         down, up = r["flips"]["right_to_wrong"], r["flips"]["wrong_to_right"]
         if down or up:
-            out.append({"model": r["model"], "test_set": r["test_set"], "gated": r["gated"],
-                        "down": [card(f) for f in down], "up": [card(f) for f in up]})
+            out.append(
+                {
+                    "model": r["model"],
+                    "test_set": r["test_set"],
+                    "gated": r["gated"],
+                    "down": [card(f) for f in down],
+                    "up": [card(f) for f in up],
+                }
+            )
     return out
 
 
@@ -154,26 +198,46 @@ def context(result: Mapping[str, Any]) -> dict[str, Any]:
         clauses.append(f"drops by more than {rule['max_drop']:g}")
     if rule["mcnemar_p"] is not None:
         clauses.append(f"drops with exact McNemar p < {rule['mcnemar_p']:g}")
-    rule_text = ("a gated criterion that passed in BASELINE and does not pass in NEW"
-                 + (", or a gated accuracy (soft or strict, per model and test set) that " + " or ".join(clauses)
-                    if clauses else ""))
-    side = lambda s: {"name": s["name"], "file": s["file"], "created": s.get("created") or NA,  # noqa: E731
-                      "verdict": s.get("verdict") or NA, "profile": s.get("profile") or NA,
-                      "seeds": ", ".join(map(str, s.get("seeds") or [])) or NA}
+    rule_text = "a gated criterion that passed in BASELINE and does not pass in NEW" + (
+        ", or a gated accuracy (soft or strict, per model and test set) that " + " or ".join(clauses) if clauses else ""
+    )
+    side = lambda s: {
+        "name": s["name"],
+        "file": s["file"],
+        "created": s.get("created") or NA,  # noqa: E731
+        "verdict": s.get("verdict") or NA,
+        "profile": s.get("profile") or NA,
+        "seeds": ", ".join(map(str, s.get("seeds") or [])) or NA,
+    }
     return {
-        "verdict": result["verdict"], "css": "fail" if result["verdict"] == "REGRESSION" else "pass",
-        "baseline": side(result["baseline"]), "new": side(result["new"]),
-        "thresholds_source": result["thresholds"]["source"] or NA, "rule": rule_text,
+        "verdict": result["verdict"],
+        "css": "fail" if result["verdict"] == "REGRESSION" else "pass",
+        "baseline": side(result["baseline"]),
+        "new": side(result["new"]),
+        "thresholds_source": result["thresholds"]["source"] or NA,
+        "rule": rule_text,
         "gated": ", ".join("every model" if g == "*" else g for g in result["thresholds"]["gated"]) or "none",
         "regressions": result["regressions"],
-        "changes": [c | {"baseline_s": _status(c["baseline"]), "new_s": _status(c["new"]),
-                         "baseline_v": _num(c["baseline_value"], 4), "new_v": _num(c["new_value"], 4)}
-                    for c in result["verdict_changes"]],
+        "changes": [
+            c
+            | {
+                "baseline_s": _status(c["baseline"]),
+                "new_s": _status(c["new"]),
+                "baseline_v": _num(c["baseline_value"], 4),
+                "new_v": _num(c["new_value"], 4),
+            }
+            for c in result["verdict_changes"]
+        ],
         "test_sets": ", ".join(result["test_sets"]),
         "only_baseline": result["only_in_baseline"]["test_sets"] + result["only_in_baseline"]["models"],
         "only_new": result["only_in_new"]["test_sets"] + result["only_in_new"]["models"],
-        "rows": _rows(result), "localization": _localization(result), "latency": _latency(result),
-        "flips": _flips(result), "data_root": result["new"].get("data_root") or NA, "thumb_px": THUMB_PX, "NA": NA,
+        "rows": _rows(result),
+        "localization": _localization(result),
+        "latency": _latency(result),
+        "flips": _flips(result),
+        "data_root": result["new"].get("data_root") or NA,
+        "thumb_px": THUMB_PX,
+        "NA": NA,
     }
 
 

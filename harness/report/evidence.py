@@ -10,7 +10,8 @@ selective prediction pool the seeds' predictions; the binomial test reports the 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from harness import stats
 
@@ -36,8 +37,9 @@ def confidence(p: Mapping[str, Any]) -> float:
     return float(max(probs.values())) if probs else 0.0
 
 
-def paired_runs(a_runs: Sequence[Mapping[str, Any]], b_runs: Sequence[Mapping[str, Any]], split: str,
-                kind: str) -> dict[str, Any] | None:
+def paired_runs(
+    a_runs: Sequence[Mapping[str, Any]], b_runs: Sequence[Mapping[str, Any]], split: str, kind: str
+) -> dict[str, Any] | None:
     """McNemar over (image, seed) pairs of the seeds both models have; None when they share no seed or image."""
     b_by_seed = {e.get("seed"): e for e in b_runs}
     a_ok, b_ok, seeds = [], [], []
@@ -58,8 +60,9 @@ def paired_runs(a_runs: Sequence[Mapping[str, Any]], b_runs: Sequence[Mapping[st
 
 def mcnemar_line(a: str, b: str, split: str, kind: str, r: Mapping[str, Any]) -> str:
     """'imagenet-all vs scratch-all on test_difficult (soft): 9 vs 0 discordant, exact p = 0.0039'."""
-    return (f"{a} vs {b} on {split} ({kind}): {r['a_only']} vs {r['b_only']} discordant, exact p = {r['p']:.2g}"
-            + (f" ({len(r['seeds'])} seeds pooled)" if len(r.get("seeds") or []) > 1 else ""))
+    return f"{a} vs {b} on {split} ({kind}): {r['a_only']} vs {r['b_only']} discordant, exact p = {r['p']:.2g}" + (
+        f" ({len(r['seeds'])} seeds pooled)" if len(r.get("seeds") or []) > 1 else ""
+    )
 
 
 def evidence(report: Mapping[str, Any], gated: Sequence[str], target: float = 0.95) -> dict[str, Any]:
@@ -73,8 +76,16 @@ def evidence(report: Mapping[str, Any], gated: Sequence[str], target: float = 0.
                 for kind in KINDS:
                     r = paired_runs(models[a], models[b], split, kind)
                     if r is not None:
-                        paired.append({"a": a, "b": b, "split": split, "kind": kind, **r,
-                                       "line": mcnemar_line(a, b, split, kind, r)})
+                        paired.append(
+                            {
+                                "a": a,
+                                "b": b,
+                                "split": split,
+                                "kind": kind,
+                                **r,
+                                "line": mcnemar_line(a, b, split, kind, r),
+                            }
+                        )
     for model, runs in models.items():
         for split in splits:
             per_seed = [((e.get("test_sets") or {}).get(split) or {}) for e in runs]
@@ -84,12 +95,28 @@ def evidence(report: Mapping[str, Any], gated: Sequence[str], target: float = 0.
                 for s in per_seed:
                     const = ((s.get("baselines") or {}).get(f"constant_{kind}") or {}).get("value")
                     if const is not None:
-                        ps.append((stats.binomial_vs_constant(int(s[kind]["k"]), int(s["n"]), float(const)),
-                                   int(s[kind]["k"]), int(s["n"]), float(const)))
+                        ps.append(
+                            (
+                                stats.binomial_vs_constant(int(s[kind]["k"]), int(s["n"]), float(const)),
+                                int(s[kind]["k"]),
+                                int(s["n"]),
+                                float(const),
+                            )
+                        )
                 if ps:
                     worst = max(ps)
-                    binomial.append({"model": model, "split": split, "kind": kind, "p": worst[0], "k": worst[1],
-                                     "n": worst[2], "constant": worst[3], "seeds": len(ps)})
+                    binomial.append(
+                        {
+                            "model": model,
+                            "split": split,
+                            "kind": kind,
+                            "p": worst[0],
+                            "k": worst[1],
+                            "n": worst[2],
+                            "constant": worst[3],
+                            "seeds": len(ps),
+                        }
+                    )
             preds = [p for e in runs for p in _predictions(e, split)]
             if preds:
                 conf = [confidence(p) for p in preds]
@@ -97,17 +124,31 @@ def evidence(report: Mapping[str, Any], gated: Sequence[str], target: float = 0.
                 calibration.setdefault(model, {})[split] = stats.ece(conf, ok, bins=15)
                 rc = stats.risk_coverage(conf, ok)
                 op = stats.operating_point(conf, ok, target)
-                selective.setdefault(model, {})[split] = {"aurc": rc["aurc"], "full_risk": rc["full_risk"],
-                                                          "points": rc["points"], "target": target,
-                                                          "operating_point": op, "n": len(preds),
-                                                          "seeds": len(runs)}
-    return {"protocol": {"confidence": "top-1 probability", "correct": "soft (one of the acceptable labels)",
-                         "mcnemar": "exact binomial McNemar on paired correctness, two-sided; (image, seed) pairs of "
-                                    "the seeds both models have",
-                         "binomial": "one-sided exact binomial test that accuracy exceeds the best constant answer's; "
-                                     "the worst (largest) p over the seeds",
-                         "ece_bins": 15, "selective_target": target},
-            "paired": paired, "binomial": binomial, "calibration": calibration, "selective": selective}
+                selective.setdefault(model, {})[split] = {
+                    "aurc": rc["aurc"],
+                    "full_risk": rc["full_risk"],
+                    "points": rc["points"],
+                    "target": target,
+                    "operating_point": op,
+                    "n": len(preds),
+                    "seeds": len(runs),
+                }
+    return {
+        "protocol": {
+            "confidence": "top-1 probability",
+            "correct": "soft (one of the acceptable labels)",
+            "mcnemar": "exact binomial McNemar on paired correctness, two-sided; (image, seed) pairs of "
+            "the seeds both models have",
+            "binomial": "one-sided exact binomial test that accuracy exceeds the best constant answer's; "
+            "the worst (largest) p over the seeds",
+            "ece_bins": 15,
+            "selective_target": target,
+        },
+        "paired": paired,
+        "binomial": binomial,
+        "calibration": calibration,
+        "selective": selective,
+    }
 
 
 def operating_text(op: Mapping[str, Any] | None, n: int, target: float) -> str:

@@ -12,8 +12,9 @@ import base64
 import datetime as _dt
 import io
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import jinja2
 
@@ -38,10 +39,14 @@ LEVEL_MEANING = {
 
 # The reference experiment's single runs (Keras VGG16, 224 px, 2018; REFERENCE.md), soft accuracy easy / difficult.
 REFERENCE_2018 = {
-    ("scratch", "none"): (0.33, 0.10), ("scratch", "mixup"): (0.33, 0.25),
-    ("scratch", "usual"): (0.83, 0.60), ("scratch", "all"): (1.00, 0.65),
-    ("imagenet", "none"): (0.83, 0.35), ("imagenet", "mixup"): (1.00, 0.35),
-    ("imagenet", "usual"): (1.00, 0.85), ("imagenet", "all"): (1.00, 0.95),
+    ("scratch", "none"): (0.33, 0.10),
+    ("scratch", "mixup"): (0.33, 0.25),
+    ("scratch", "usual"): (0.83, 0.60),
+    ("scratch", "all"): (1.00, 0.65),
+    ("imagenet", "none"): (0.83, 0.35),
+    ("imagenet", "mixup"): (1.00, 0.35),
+    ("imagenet", "usual"): (1.00, 0.85),
+    ("imagenet", "all"): (1.00, 0.95),
 }
 
 # The bundled dataset (data/small-book-images): its classes. Only a run on these classes gets the 2018 reference and
@@ -60,14 +65,14 @@ CRITERIA = {  # the book dataset's wording; NEUTRAL_CRITERIA replaces the book-s
     "strict_accuracy": "strict accuracy: share of photos where the model names the photo's main book",
     "test_sets_judged": "how many of the run's test sets an accuracy criterion judged (all of them, or ERROR)",
     "wilson_above_constant": "lower end of the 95% Wilson interval of soft accuracy minus the best single answer's "
-                             "accuracy (must be above 0: the claim survives the small test set)",
+    "accuracy (must be above 0: the claim survives the small test set)",
     "cam_sanity": "rank correlation of the Grad-CAM maps with those of the model whose last layer was randomised "
-                  "(high: the maps do not depend on what the model learnt)",
+    "(high: the maps do not depend on what the model learnt)",
     "occlusion_energy": "share of the occlusion map's heat (grey patches slid over the image, through onnxruntime) "
-                        "inside the labelled regions, beside a uniform map's share",
+    "inside the labelled regions, beside a uniform map's share",
     "occlusion_pointing": "share of labelled regions whose occlusion-map peak lies on (within 15 px of) the region",
     "occlusion_sanity": "rank correlation of the occlusion maps with those of the model whose last layer was "
-                        "randomised (high: the maps do not depend on what the model learnt)",
+    "randomised (high: the maps do not depend on what the model learnt)",
     "rise_energy": "share of the RISE map's heat inside the labelled regions, beside a uniform map's share",
     "rise_pointing": "share of labelled regions whose RISE-map peak lies on (within 15 px of) the region",
     "rise_sanity": "rank correlation of the RISE maps with those of the model whose last layer was randomised",
@@ -88,7 +93,8 @@ NEUTRAL_CRITERIA = {
 # Template phrases that differ between the bundled book dataset (True) and any other (False).
 WORDS = {
     True: {
-        "item": "photo", "items": "photos",
+        "item": "photo",
+        "items": "photos",
         "layout": "Laid out like the reference experiment's table.",
         "soft": "the answer names one of the books in the photo",
         "strict": "the photo's main book",
@@ -98,7 +104,8 @@ WORDS = {
         "good_heat": "A good model's heat sits on a book cover, not on the floor or the photo's edges.",
     },
     False: {
-        "item": "image", "items": "images",
+        "item": "image",
+        "items": "images",
         "layout": "Rows: weight initialisation; columns: augmentation level.",
         "soft": "the answer is one of the image's acceptable labels",
         "strict": "the image's primary label",
@@ -120,6 +127,7 @@ VERDICT_TEXT = {
 
 
 # --- formatting ------------------------------------------------------------------------------------------------
+
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -200,7 +208,7 @@ def _date(iso: Any) -> str:
     except ValueError:
         return str(iso) if iso else NA
     if d.tzinfo is not None:
-        d = d.astimezone(_dt.timezone.utc)
+        d = d.astimezone(_dt.UTC)
         return d.strftime("%Y-%m-%d %H:%M UTC")
     return d.strftime("%Y-%m-%d %H:%M")
 
@@ -223,8 +231,9 @@ def report_classes(report: Mapping[str, Any]) -> tuple[str, ...]:
     for entry in (report.get("variants") or {}).values():
         if not isinstance(entry, Mapping):
             continue
-        candidates = [entry.get("classes")] + [m.get("classes") for m in (entry.get("test_sets") or {}).values()
-                                               if isinstance(m, Mapping)]
+        candidates = [entry.get("classes")] + [
+            m.get("classes") for m in (entry.get("test_sets") or {}).values() if isinstance(m, Mapping)
+        ]
         for c in candidates:
             if isinstance(c, (list, tuple)) and c:
                 return tuple(str(x) for x in c)
@@ -242,6 +251,7 @@ def _data_uri(png: bytes) -> str:
 
 
 # --- variants --------------------------------------------------------------------------------------------------
+
 
 def _order_index(name: str, order: Sequence[str]) -> tuple[int, str]:
     return (order.index(name), "") if name in order else (len(order), name)
@@ -264,8 +274,9 @@ def _split_name(name: str) -> tuple[str, str, str]:
 def _canon(report: Mapping[str, Any]):
     """A function mapping a plain variant name of the protocol ('imagenet-all') to the report's model key."""
     entries = [e for e in (report.get("variants") or {}).values() if isinstance(e, Mapping)]
-    keyed = any(e.get("model") for e in entries) or any(isinstance(v, Mapping) and v.get("model")
-                                                          for v in report.get("verdicts") or [])
+    keyed = any(e.get("model") for e in entries) or any(
+        isinstance(v, Mapping) and v.get("model") for v in report.get("verdicts") or []
+    )
     backbone = _d(report, "protocol", "profile", "backbone", default="")
     known = {_model_name(e) for e in entries} | set(report.get("matrix") or {})
 
@@ -277,6 +288,7 @@ def _canon(report: Mapping[str, Any]):
         if not keyed or len(str(name).split("-")) != 2:
             return name
         return f"{backbone}-{name}"
+
     return canon
 
 
@@ -311,6 +323,7 @@ def _variant_key(gated: Sequence[str], parts: Mapping[str, tuple[str, str]]):
     def key(name: str) -> tuple:
         init, level = parts.get(name, ("", ""))
         return (name not in gated, _order_index(init, INIT_ORDER), _order_index(level, LEVEL_ORDER), name)
+
     return key
 
 
@@ -319,13 +332,16 @@ def _seed_runs(report: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for folder, entry in (report.get("variants") or {}).items():
         if isinstance(entry, Mapping):
-            out.setdefault(_model_name(entry) or folder, []).append(dict(entry) | {"folder": entry.get("folder") or folder})
+            out.setdefault(_model_name(entry) or folder, []).append(
+                dict(entry) | {"folder": entry.get("folder") or folder}
+            )
     for runs in out.values():
         runs.sort(key=lambda e: (e.get("seed") if isinstance(e.get("seed"), int) else 1 << 30, e["folder"]))
     return out
 
 
 # --- sections --------------------------------------------------------------------------------------------------
+
 
 def _banner(report: Mapping[str, Any], verdicts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     verdict = str(report.get("verdict") or "ERROR").upper()
@@ -343,9 +359,14 @@ def _banner(report: Mapping[str, Any], verdicts: Sequence[Mapping[str, Any]]) ->
         "image_size": profile.get("image_size"),
         "seeds": fmt_any(seeds) if seeds is not None else NA,
         "created": _date(report.get("created")),
-        "gated_variants": ", ".join("every model of the run" if g == "*" else g
-                                    for g in report.get("gated_variants") or []) or "none",
-        "n_gated": len(gated), "passed": count["PASS"], "failed": count["FAIL"], "errors": count["ERROR"],
+        "gated_variants": ", ".join(
+            "every model of the run" if g == "*" else g for g in report.get("gated_variants") or []
+        )
+        or "none",
+        "n_gated": len(gated),
+        "passed": count["PASS"],
+        "failed": count["FAIL"],
+        "errors": count["ERROR"],
         "skipped": count["SKIP"],
         "failed_list": _failed_by_subject(gated),
     }
@@ -357,7 +378,8 @@ def _failed_by_subject(gated: Sequence[Mapping[str, Any]]) -> list[str]:
     for v in gated:
         if v.get("status") in ("FAIL", "ERROR"):
             by.setdefault(str(v.get("id") or v.get("variant")), []).append(
-                str(v.get("criterion")) + (" (evidence missing)" if v.get("status") == "ERROR" else ""))
+                str(v.get("criterion")) + (" (evidence missing)" if v.get("status") == "ERROR" else "")
+            )
     return [f"{k}: {', '.join(c)}" for k, c in by.items()]
 
 
@@ -372,14 +394,26 @@ def _verdict_rows(verdicts: Sequence[Mapping[str, Any]], book: bool = True) -> l
         crit, status, gated = str(v.get("criterion", "")), str(v.get("status", "ERROR")), bool(v.get("gated"))
         per_seed = v.get("per_seed") or {}
         vid = v.get("id") or (f"{v.get('variant')}-{v.get('subject')}" if v.get("subject") else v.get("variant"))
-        rows.append({
-            "criterion": crit, "meaning": meanings.get(crit, ""), "id": str(vid), "status": status, "gated": gated,
-            "value": fmt_value(crit, v.get("value")), "comparison": v.get("comparison") or "",
-            "threshold": fmt_value(crit, v.get("threshold")) if v.get("threshold") is not None else "none set",
-            "per_seed": " · ".join(f"{k} {fmt_value(crit, x)}" for k, x in per_seed.items()) if len(per_seed) > 1 else "",
-            "evidence": list(v.get("evidence") or []), "detail": v.get("detail") or "",
-            "css": ("row-fail" if status == "FAIL" else "row-error" if status == "ERROR" else "") if gated else "row-ablation",
-        })
+        rows.append(
+            {
+                "criterion": crit,
+                "meaning": meanings.get(crit, ""),
+                "id": str(vid),
+                "status": status,
+                "gated": gated,
+                "value": fmt_value(crit, v.get("value")),
+                "comparison": v.get("comparison") or "",
+                "threshold": fmt_value(crit, v.get("threshold")) if v.get("threshold") is not None else "none set",
+                "per_seed": " · ".join(f"{k} {fmt_value(crit, x)}" for k, x in per_seed.items())
+                if len(per_seed) > 1
+                else "",
+                "evidence": list(v.get("evidence") or []),
+                "detail": v.get("detail") or "",
+                "css": ("row-fail" if status == "FAIL" else "row-error" if status == "ERROR" else "")
+                if gated
+                else "row-ablation",
+            }
+        )
     return rows
 
 
@@ -393,8 +427,14 @@ def _ci_str(stats: Mapping[str, Any]) -> str:
     return f"{w[0]:.2f}–{w[1]:.2f}" if ok else "n/a"
 
 
-def _matrix(report: Mapping[str, Any], splits: Sequence[str], parts: Mapping[str, tuple[str, str]],
-            gated: Sequence[str], runs: Mapping[str, list], book: bool = True) -> dict[str, Any]:
+def _matrix(
+    report: Mapping[str, Any],
+    splits: Sequence[str],
+    parts: Mapping[str, tuple[str, str]],
+    gated: Sequence[str],
+    runs: Mapping[str, list],
+    book: bool = True,
+) -> dict[str, Any]:
     matrix = report.get("matrix") or {}
     baselines = report.get("baselines") or {}
     profile = _d(report, "protocol", "profile", default={})
@@ -415,12 +455,25 @@ def _matrix(report: Mapping[str, Any], splits: Sequence[str], parts: Mapping[str
         cells = []
         for level in levels_o:
             name = by_parts.get((backbone, init, level)) or (None if several else by_parts_any.get((init, level)))
-            cell: dict[str, Any] = {"variant": name or f"{init}-{level}", "gated": name in gated, "state": "absent",
-                                    "css": "cell-absent", "note": "not in this run", "seeds": 0, "lines": []}
+            cell: dict[str, Any] = {
+                "variant": name or f"{init}-{level}",
+                "gated": name in gated,
+                "state": "absent",
+                "css": "cell-absent",
+                "note": "not in this run",
+                "seeds": 0,
+                "lines": [],
+            }
             ref = REFERENCE_2018.get((init, level))
-            cell["reference"] = (" / ".join(fmt_acc(ref[0] if s == "test_easy" else ref[1])
-                                            for s in splits if s in ("test_easy", "test_difficult"))
-                                 if ref and show_ref else "")
+            cell["reference"] = (
+                " / ".join(
+                    fmt_acc(ref[0] if s == "test_easy" else ref[1])
+                    for s in splits
+                    if s in ("test_easy", "test_difficult")
+                )
+                if ref and show_ref
+                else ""
+            )
             if name is not None and name in in_run:
                 per_split = matrix.get(name) or {}
                 if not any(per_split.get(s) for s in splits):
@@ -431,17 +484,25 @@ def _matrix(report: Mapping[str, Any], splits: Sequence[str], parts: Mapping[str
                     for kind in ("soft", "strict"):
                         stats = [(per_split.get(s) or {}).get(kind) or {} for s in splits]
                         seeds = max([seeds] + [len(st.get("per_seed") or {}) for st in stats])
-                        lines.append({"kind": kind,
-                                      "mean": " / ".join(fmt_acc(st.get("mean")) if st else "n/a" for st in stats),
-                                      "range": " / ".join(_range_str(st) if st else "n/a" for st in stats),
-                                      "ci": " / ".join(_ci_str(st) if st else "n/a" for st in stats)})
+                        lines.append(
+                            {
+                                "kind": kind,
+                                "mean": " / ".join(fmt_acc(st.get("mean")) if st else "n/a" for st in stats),
+                                "range": " / ".join(_range_str(st) if st else "n/a" for st in stats),
+                                "ci": " / ".join(_ci_str(st) if st else "n/a" for st in stats),
+                            }
+                        )
                         for s, st in zip(splits, stats):
                             const = _d(baselines, s, f"constant_{kind}", "value")
                             if kind == "soft" and st and const is not None and st.get("min") is not None:
                                 beats = beats and st["min"] > const + 1e-12
-                    cell.update(state="ok", seeds=seeds, lines=lines,
-                                css="cell-good" if beats else "cell-bad",
-                                note="" if beats else "not above the constant answer")
+                    cell.update(
+                        state="ok",
+                        seeds=seeds,
+                        lines=lines,
+                        css="cell-good" if beats else "cell-bad",
+                        note="" if beats else "not above the constant answer",
+                    )
             cells.append(cell)
         label = INIT_LABELS.get(init, init)
         rows.append({"init": init, "label": f"{backbone} · {label}" if several else label, "cells": cells})
@@ -455,18 +516,34 @@ def _matrix(report: Mapping[str, Any], splits: Sequence[str], parts: Mapping[str
             base_rows.append({"split": split_label(s), "n": fmt_any(n) if n else "n/a", "available": False})
             continue
         cs, ct = b.get("constant_soft") or {}, b.get("constant_strict") or {}
-        base_rows.append({"split": split_label(s), "n": str(n) if n else "n/a", "available": True,
-                          "uniform_soft": fmt_acc(b.get("uniform_soft")), "uniform_strict": fmt_acc(b.get("uniform_strict")),
-                          "constant_soft": fmt_acc(cs.get("value")), "constant_soft_label": cs.get("label") or "?",
-                          "constant_strict": fmt_acc(ct.get("value")), "constant_strict_label": ct.get("label") or "?"})
+        base_rows.append(
+            {
+                "split": split_label(s),
+                "n": str(n) if n else "n/a",
+                "available": True,
+                "uniform_soft": fmt_acc(b.get("uniform_soft")),
+                "uniform_strict": fmt_acc(b.get("uniform_strict")),
+                "constant_soft": fmt_acc(cs.get("value")),
+                "constant_soft_label": cs.get("label") or "?",
+                "constant_strict": fmt_acc(ct.get("value")),
+                "constant_strict_label": ct.get("label") or "?",
+            }
+        )
         if cs.get("value") is not None:
-            lines.append(f"always answering “{cs.get('label')}” already scores {fmt_acc(cs.get('value'))} "
-                         f"(soft) on the {split_label(s)} set")
-    return {"columns": [{"level": lv, "label": LEVEL_LABELS.get(lv, lv)} for lv in levels_o], "rows": rows,
-            "splits": [split_label(s) for s in splits], "baselines": base_rows, "constant_lines": lines,
-            "show_reference": show_ref and any(c["reference"] for r in rows for c in r["cells"]),
-            "multi_seed": any(c["seeds"] > 1 for r in rows for c in r["cells"]),
-            "seeds_text": _seeds_text([c["seeds"] for r in rows for c in r["cells"] if c["seeds"]])}
+            lines.append(
+                f"always answering “{cs.get('label')}” already scores {fmt_acc(cs.get('value'))} "
+                f"(soft) on the {split_label(s)} set"
+            )
+    return {
+        "columns": [{"level": lv, "label": LEVEL_LABELS.get(lv, lv)} for lv in levels_o],
+        "rows": rows,
+        "splits": [split_label(s) for s in splits],
+        "baselines": base_rows,
+        "constant_lines": lines,
+        "show_reference": show_ref and any(c["reference"] for r in rows for c in r["cells"]),
+        "multi_seed": any(c["seeds"] > 1 for r in rows for c in r["cells"]),
+        "seeds_text": _seeds_text([c["seeds"] for r in rows for c in r["cells"] if c["seeds"]]),
+    }
 
 
 def _seeds_text(counts: Sequence[int]) -> str:
@@ -491,16 +568,25 @@ def _curves_png(runs: Sequence[Mapping[str, Any]]) -> bytes | None:
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-    for ax, (train_key, val_key, title) in zip(axes, (("loss", "val_loss", "loss"),
-                                                      ("accuracy", "val_accuracy", "accuracy"))):
+    for ax, (train_key, val_key, title) in zip(
+        axes, (("loss", "val_loss", "loss"), ("accuracy", "val_accuracy", "accuracy"))
+    ):
         for i, (seed, hist) in enumerate(histories):
             c = colours[i % len(colours)]
             marker = "o" if len(hist) <= 30 else None
             for key, style, what in ((train_key, "-", "train"), (val_key, "--", "validation")):
                 pts = [(x, h.get(key)) for x, h in enumerate(hist, 1) if _is_num(h.get(key))]
                 if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=c, marker=marker, markersize=3,
-                            linewidth=1.2, label=f"s{seed} {what}")
+                    ax.plot(
+                        [p[0] for p in pts],
+                        [p[1] for p in pts],
+                        style,
+                        color=c,
+                        marker=marker,
+                        markersize=3,
+                        linewidth=1.2,
+                        label=f"s{seed} {what}",
+                    )
         # phase boundaries of the first seed (the same for every seed unless a phase stopped early)
         _, hist = histories[0]
         start, phase = 1, hist[0].get("phase")
@@ -514,8 +600,16 @@ def _curves_png(runs: Sequence[Mapping[str, Any]]) -> bytes | None:
             if j:
                 ax.axvline(a - 0.5, color="#555", linestyle=":", linewidth=1)
             if name:
-                ax.text((a + b) / 2, 1.0, str(name), transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                        fontsize=8, color="#333")
+                ax.text(
+                    (a + b) / 2,
+                    1.0,
+                    str(name),
+                    transform=ax.get_xaxis_transform(),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                    color="#333",
+                )
         n_epochs = max(len(h) for _, h in histories)
         if n_epochs <= 10:
             ax.set_xticks(range(1, n_epochs + 1))
@@ -529,10 +623,14 @@ def _curves_png(runs: Sequence[Mapping[str, Any]]) -> bytes | None:
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=8)
     # compact legend: one colour per seed, solid = training split, dashed = validation split
-    handles = [Line2D([], [], color=colours[i % len(colours)], linewidth=2, label=f"seed {seed}")
-               for i, (seed, _) in enumerate(histories)]
-    handles += [Line2D([], [], color="#444", linestyle="-", label="train"),
-                Line2D([], [], color="#444", linestyle="--", label="validation")]
+    handles = [
+        Line2D([], [], color=colours[i % len(colours)], linewidth=2, label=f"seed {seed}")
+        for i, (seed, _) in enumerate(histories)
+    ]
+    handles += [
+        Line2D([], [], color="#444", linestyle="-", label="train"),
+        Line2D([], [], color="#444", linestyle="--", label="validation"),
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.27, top=0.85, wspace=0.25)
     buf = io.BytesIO()
@@ -546,21 +644,33 @@ def _curves(order: Sequence[str], runs: Mapping[str, list], gated: Sequence[str]
         rs = runs.get(name) or []
         png = _curves_png(rs) if rs else None
         secs = [r.get("train_seconds") for r in rs if _is_num(r.get("train_seconds"))]
-        out.append({"variant": name, "gated": name in gated, "src": _data_uri(png) if png else None,
-                    "note": "" if png else f"training history {NA}",
-                    "seconds": ", ".join(f"s{r.get('seed')} {r.get('train_seconds'):.0f} s" for r in rs
-                                         if _is_num(r.get("train_seconds"))) if secs else ""})
+        out.append(
+            {
+                "variant": name,
+                "gated": name in gated,
+                "src": _data_uri(png) if png else None,
+                "note": "" if png else f"training history {NA}",
+                "seconds": ", ".join(
+                    f"s{r.get('seed')} {r.get('train_seconds'):.0f} s" for r in rs if _is_num(r.get("train_seconds"))
+                )
+                if secs
+                else "",
+            }
+        )
     return out
 
 
-def _confusion(order: Sequence[str], runs: Mapping[str, list], gated: Sequence[str], splits: Sequence[str],
-               primary_split: str) -> list[dict[str, Any]]:
+def _confusion(
+    order: Sequence[str], runs: Mapping[str, list], gated: Sequence[str], splits: Sequence[str], primary_split: str
+) -> list[dict[str, Any]]:
     out = []
     for name in order:
         tables = []
         for split in [primary_split] + [s for s in splits if s != primary_split]:
             mats = [(r.get("seed"), _d(r, "test_sets", split)) for r in runs.get(name) or []]
-            mats = [(s, m) for s, m in mats if isinstance(m, Mapping) and m.get("confusion_matrix") and m.get("classes")]
+            mats = [
+                (s, m) for s, m in mats if isinstance(m, Mapping) and m.get("confusion_matrix") and m.get("classes")
+            ]
             if not mats:
                 tables.append({"split": split_label(split), "primary": split == primary_split, "available": False})
                 continue
@@ -582,14 +692,27 @@ def _confusion(order: Sequence[str], runs: Mapping[str, list], gated: Sequence[s
                     n = total[i][j]
                     alpha = 0.0 if n == 0 else 0.15 + 0.75 * n / peak
                     rgb = "26,127,55" if i == j else "207,34,46"
-                    cells.append({"n": n, "diag": i == j,
-                                  "style": f"background: rgba({rgb},{alpha:.2f}); color: {'#fff' if alpha > 0.6 else '#111'}"})
+                    cells.append(
+                        {
+                            "n": n,
+                            "diag": i == j,
+                            "style": f"background: rgba({rgb},{alpha:.2f}); color: {'#fff' if alpha > 0.6 else '#111'}",
+                        }
+                    )
                 rows.append({"label": c, "cells": cells, "total": sum(total[i])})
             diag, n_all = sum(total[i][i] for i in range(k)), sum(map(sum, total))
-            tables.append({"split": split_label(split), "primary": split == primary_split, "available": True,
-                           "classes": classes, "rows": rows, "seeds": len(mats),
-                           "strict": fmt_acc(diag / n_all) if n_all else "n/a",
-                           "col_totals": [sum(total[i][j] for i in range(k)) for j in range(k)]})
+            tables.append(
+                {
+                    "split": split_label(split),
+                    "primary": split == primary_split,
+                    "available": True,
+                    "classes": classes,
+                    "rows": rows,
+                    "seeds": len(mats),
+                    "strict": fmt_acc(diag / n_all) if n_all else "n/a",
+                    "col_totals": [sum(total[i][j] for i in range(k)) for j in range(k)],
+                }
+            )
         out.append({"variant": name, "gated": name in gated, "tables": tables})
     return out
 
@@ -629,25 +752,49 @@ def _chance_text(summ: Mapping[str, Any], what: str) -> str:
     return f" (a uniform map: {fmt_acc(c)})" if _is_num(c) else ""
 
 
-def _cam(report: Mapping[str, Any], run_dir: Path, order: Sequence[str], runs: Mapping[str, list],
-         gated: Sequence[str], split: str, book: bool = True,
-         verdicts: Sequence[Mapping[str, Any]] = (), key: str = "cam", title: str = "Grad-CAM") -> dict[str, Any]:
+def _cam(
+    report: Mapping[str, Any],
+    run_dir: Path,
+    order: Sequence[str],
+    runs: Mapping[str, list],
+    gated: Sequence[str],
+    split: str,
+    book: bool = True,
+    verdicts: Sequence[Mapping[str, Any]] = (),
+    key: str = "cam",
+    title: str = "Grad-CAM",
+) -> dict[str, Any]:
     thr = _d(report, "protocol", "thresholds", "cam" if key == "cam" else key, default={}) or {}
     firsts = {name: (runs.get(name) or [None])[0] for name in order}
-    n_overlays = sum(1 for r in firsts.values() if r
-                     for im in (_d(_evidence_of(r, key), "images", split, default=[]) or [])
-                     if isinstance(im, Mapping) and im.get("overlay_path"))
+    n_overlays = sum(
+        1
+        for r in firsts.values()
+        if r
+        for im in (_d(_evidence_of(r, key), "images", split, default=[]) or [])
+        if isinstance(im, Mapping) and im.get("overlay_path")
+    )
     embed_all = n_overlays <= MAX_EMBEDDED_OVERLAYS
     groups = []
     for name in order:
         first = firsts[name]
         is_gated = name in gated
-        group: dict[str, Any] = {"variant": name, "gated": is_gated, "open": is_gated or (not gated and name == order[0]),
-                                 "folder": first.get("folder") if first else None, "seed": first.get("seed") if first else None,
-                                 "available": False, "images": [], "embedded": embed_all or is_gated, "summary": [],
-                                 "skipped": NO_REGIONS if _skipped_for_regions(verdicts, name) else "",
-                                 "other_seeds": [f"{r['folder']}/{key}/{split}/" for r in (runs.get(name) or [])[1:]
-                                                 if _d(_evidence_of(r, key), "images", split)]}
+        group: dict[str, Any] = {
+            "variant": name,
+            "gated": is_gated,
+            "open": is_gated or (not gated and name == order[0]),
+            "folder": first.get("folder") if first else None,
+            "seed": first.get("seed") if first else None,
+            "available": False,
+            "images": [],
+            "embedded": embed_all or is_gated,
+            "summary": [],
+            "skipped": NO_REGIONS if _skipped_for_regions(verdicts, name) else "",
+            "other_seeds": [
+                f"{r['folder']}/{key}/{split}/"
+                for r in (runs.get(name) or [])[1:]
+                if _d(_evidence_of(r, key), "images", split)
+            ],
+        }
         ev = _evidence_of(first, key)
         images = _d(ev, "images", split, default=None)
         if images:
@@ -657,14 +804,24 @@ def _cam(report: Mapping[str, Any], run_dir: Path, order: Sequence[str], runs: M
                 group["summary"].append(NO_REGIONS)
             else:
                 regions = WORDS[book]["regions"]
-                group["summary"].append(f"energy inside {regions} {fmt_acc(summ.get('energy_share_mean'))}"
-                                        + _chance_text(summ, "energy")
-                                        + (f" (threshold ≥ {fmt_acc(thr.get('energy_share_min'))})"
-                                           if thr.get("energy_share_min") is not None else ""))
-                group["summary"].append(f"pointing-game hit rate {fmt_acc(summ.get('pointing_hit_rate'))}"
-                                        + _chance_text(summ, "pointing")
-                                        + (f" (threshold ≥ {fmt_acc(thr.get('pointing_rate_min'))})"
-                                           if thr.get("pointing_rate_min") is not None else ""))
+                group["summary"].append(
+                    f"energy inside {regions} {fmt_acc(summ.get('energy_share_mean'))}"
+                    + _chance_text(summ, "energy")
+                    + (
+                        f" (threshold ≥ {fmt_acc(thr.get('energy_share_min'))})"
+                        if thr.get("energy_share_min") is not None
+                        else ""
+                    )
+                )
+                group["summary"].append(
+                    f"pointing-game hit rate {fmt_acc(summ.get('pointing_hit_rate'))}"
+                    + _chance_text(summ, "pointing")
+                    + (
+                        f" (threshold ≥ {fmt_acc(thr.get('pointing_rate_min'))})"
+                        if thr.get("pointing_rate_min") is not None
+                        else ""
+                    )
+                )
                 rho = _d(ev, "sanity", "spearman_mean")
                 if _is_num(rho):
                     group["summary"].append(f"sanity: rank correlation with a randomised last layer {rho:.2f}")
@@ -673,23 +830,41 @@ def _cam(report: Mapping[str, Any], run_dir: Path, order: Sequence[str], runs: M
                     continue
                 src, note = _overlay(run_dir, im.get("overlay_path"), group["embedded"])
                 correct = im.get("correct")
-                group["images"].append({
-                    "name": Path(str(im.get("image") or "?")).name, "label": im.get("label") or "?",
-                    "predicted": im.get("predicted") or "?",
-                    "probability": fmt_acc(im.get("probability")) if _is_num(im.get("probability")) else "",
-                    "correct": correct, "correct_text": "correct" if correct else "wrong" if correct is False else "?",
-                    "status": im.get("status") or "", "src": src, "note": note, "path": im.get("overlay_path") or ""})
+                group["images"].append(
+                    {
+                        "name": Path(str(im.get("image") or "?")).name,
+                        "label": im.get("label") or "?",
+                        "predicted": im.get("predicted") or "?",
+                        "probability": fmt_acc(im.get("probability")) if _is_num(im.get("probability")) else "",
+                        "correct": correct,
+                        "correct_text": "correct" if correct else "wrong" if correct is False else "?",
+                        "status": im.get("status") or "",
+                        "src": src,
+                        "note": note,
+                        "path": im.get("overlay_path") or "",
+                    }
+                )
             group["n_correct"] = sum(1 for im in group["images"] if im["correct"])
         groups.append(group)
     some = next((_evidence_of(r, key) for r in firsts.values() if _evidence_of(r, key)), None) or {}
     cost = ""
     if _is_num(some.get("seconds_per_image")):
         cost = f"{some['seconds_per_image']:.2f} s per image" + (
-            f", {some['passes_per_image']:.0f} forward passes" if _is_num(some.get("passes_per_image")) else "")
-    return {"split": split_label(split), "groups": groups, "embed_all": embed_all, "n_overlays": n_overlays,
-            "limit": MAX_EMBEDDED_OVERLAYS, "method": _d(some, "protocol", "method", default=""), "key": key,
-            "title": title, "anchor": "cam" if key == "cam" else f"saliency-{key}", "cost": cost,
-            "available": bool(some)}
+            f", {some['passes_per_image']:.0f} forward passes" if _is_num(some.get("passes_per_image")) else ""
+        )
+    return {
+        "split": split_label(split),
+        "groups": groups,
+        "embed_all": embed_all,
+        "n_overlays": n_overlays,
+        "limit": MAX_EMBEDDED_OVERLAYS,
+        "method": _d(some, "protocol", "method", default=""),
+        "key": key,
+        "title": title,
+        "anchor": "cam" if key == "cam" else f"saliency-{key}",
+        "cost": cost,
+        "available": bool(some),
+    }
 
 
 AUTOML_2018 = "the 2018 comparison's AutoML model answered only when confident: 10 of 20 difficult photos right"
@@ -709,22 +884,43 @@ def _reliability_png(cal: Mapping[str, Any], sel: Mapping[str, Any], title: str)
     ax1, ax2 = fig.subplots(1, 2)
     for b in bins:
         if b.get("count"):
-            ax1.bar((b["lo"] + b["hi"]) / 2, b["accuracy"], width=b["hi"] - b["lo"], color="#4c78a8", alpha=0.8,
-                    edgecolor="white")
+            ax1.bar(
+                (b["lo"] + b["hi"]) / 2,
+                b["accuracy"],
+                width=b["hi"] - b["lo"],
+                color="#4c78a8",
+                alpha=0.8,
+                edgecolor="white",
+            )
             ax1.plot([b["confidence"]], [b["accuracy"]], "o", color="#d62728", markersize=3)
     ax1.plot([0, 1], [0, 1], ":", color="#555", linewidth=1)
-    ax1.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (top-1 probability)", ylabel="accuracy (soft)",
-            title=f"reliability, ECE {cal.get('ece', 0):.3f}")
+    ax1.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="confidence (top-1 probability)",
+        ylabel="accuracy (soft)",
+        title=f"reliability, ECE {cal.get('ece', 0):.3f}",
+    )
     if points:
         ax2.step([p["coverage"] for p in points], [p["risk"] for p in points], where="post", color="#4c78a8")
         op = sel.get("operating_point")
         if isinstance(op, Mapping):
-            ax2.plot([op["coverage"]], [1 - op["accuracy"]], "o", color="#2ca02c", markersize=5,
-                     label=f"operating point ({sel.get('target', 0.95):.0%} accuracy)")
+            ax2.plot(
+                [op["coverage"]],
+                [1 - op["accuracy"]],
+                "o",
+                color="#2ca02c",
+                markersize=5,
+                label=f"operating point ({sel.get('target', 0.95):.0%} accuracy)",
+            )
             ax2.legend(fontsize=7, loc="upper left")
-    ax2.set(xlim=(0, 1.02), ylim=(0, max(0.05, max((p["risk"] for p in points), default=0) * 1.1)),
-            xlabel="coverage (share answered)", ylabel="risk (soft errors)",
-            title=f"risk-coverage, AURC {sel.get('aurc', 0):.3f}")
+    ax2.set(
+        xlim=(0, 1.02),
+        ylim=(0, max(0.05, max((p["risk"] for p in points), default=0) * 1.1)),
+        xlabel="coverage (share answered)",
+        ylabel="risk (soft errors)",
+        title=f"risk-coverage, AURC {sel.get('aurc', 0):.3f}",
+    )
     for ax in (ax1, ax2):
         ax.tick_params(labelsize=7)
         ax.title.set_fontsize(9)
@@ -737,8 +933,7 @@ def _reliability_png(cal: Mapping[str, Any], sel: Mapping[str, Any], title: str)
     return buf.getvalue()
 
 
-def _evidence_view(report: Mapping[str, Any], order: Sequence[str], gated: Sequence[str], book: bool
-                   ) -> dict[str, Any]:
+def _evidence_view(report: Mapping[str, Any], order: Sequence[str], gated: Sequence[str], book: bool) -> dict[str, Any]:
     """Paired tests, binomial tests against the constant answer, calibration and selective prediction."""
     from harness.report.evidence import operating_text
 
@@ -752,17 +947,29 @@ def _evidence_view(report: Mapping[str, Any], order: Sequence[str], gated: Seque
             c, s_ = (cal.get(name) or {}).get(split) or {}, (sel.get(name) or {}).get(split) or {}
             bino = {b["kind"]: b for b in binomial if b.get("model") == name and b.get("split") == split}
             png = _reliability_png(c, s_, f"{name}, {split_label(split)}") if name in gated else None
-            rows.append({
-                "model": name, "split": split_label(split), "gated": name in gated,
-                "p_soft": f"{bino['soft']['p']:.2g}" if "soft" in bino else "-",
-                "p_strict": f"{bino['strict']['p']:.2g}" if "strict" in bino else "-",
-                "ece": f"{c['ece']:.3f}" if _is_num(c.get("ece")) else "-",
-                "aurc": f"{s_['aurc']:.3f}" if _is_num(s_.get("aurc")) else "-",
-                "operating": operating_text(s_.get("operating_point"), int(s_.get("n") or 0),
-                                            float(s_.get("target") or 0.95)) if s_ else "-",
-                "src": _data_uri(png) if png else None})
-    return {"lines": [p["line"] for p in paired], "rows": rows,
-            "automl": AUTOML_2018 if book else "", "target": (ev.get("protocol") or {}).get("selective_target")}
+            rows.append(
+                {
+                    "model": name,
+                    "split": split_label(split),
+                    "gated": name in gated,
+                    "p_soft": f"{bino['soft']['p']:.2g}" if "soft" in bino else "-",
+                    "p_strict": f"{bino['strict']['p']:.2g}" if "strict" in bino else "-",
+                    "ece": f"{c['ece']:.3f}" if _is_num(c.get("ece")) else "-",
+                    "aurc": f"{s_['aurc']:.3f}" if _is_num(s_.get("aurc")) else "-",
+                    "operating": operating_text(
+                        s_.get("operating_point"), int(s_.get("n") or 0), float(s_.get("target") or 0.95)
+                    )
+                    if s_
+                    else "-",
+                    "src": _data_uri(png) if png else None,
+                }
+            )
+    return {
+        "lines": [p["line"] for p in paired],
+        "rows": rows,
+        "automl": AUTOML_2018 if book else "",
+        "target": (ev.get("protocol") or {}).get("selective_target"),
+    }
 
 
 def _localization_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -772,18 +979,23 @@ def _localization_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     for r in report.get("localization") or []:
         if not isinstance(r, Mapping):
             continue
-        rows.append({"model": r.get("model"), "method": names.get(r.get("method"), r.get("method")),
-                     "split": split_label(r.get("split") or "") if r.get("split") else "-",
-                     "gated": bool(r.get("gated")),
-                     "energy": fmt_acc(r.get("energy")) if _is_num(r.get("energy")) else NA,
-                     "energy_chance": fmt_acc(r.get("energy_chance")) if _is_num(r.get("energy_chance")) else NA,
-                     "energy_status": r.get("energy_status") or "",
-                     "pointing": fmt_acc(r.get("pointing")) if _is_num(r.get("pointing")) else NA,
-                     "pointing_chance": fmt_acc(r.get("pointing_chance")) if _is_num(r.get("pointing_chance")) else NA,
-                     "pointing_status": r.get("pointing_status") or "",
-                     "sanity": f"{r['sanity_spearman']:.2f}" if _is_num(r.get("sanity_spearman")) else "-",
-                     "sanity_status": r.get("sanity_status") or "",
-                     "note": r.get("energy_detail") or r.get("pointing_detail") or ""})
+        rows.append(
+            {
+                "model": r.get("model"),
+                "method": names.get(r.get("method"), r.get("method")),
+                "split": split_label(r.get("split") or "") if r.get("split") else "-",
+                "gated": bool(r.get("gated")),
+                "energy": fmt_acc(r.get("energy")) if _is_num(r.get("energy")) else NA,
+                "energy_chance": fmt_acc(r.get("energy_chance")) if _is_num(r.get("energy_chance")) else NA,
+                "energy_status": r.get("energy_status") or "",
+                "pointing": fmt_acc(r.get("pointing")) if _is_num(r.get("pointing")) else NA,
+                "pointing_chance": fmt_acc(r.get("pointing_chance")) if _is_num(r.get("pointing_chance")) else NA,
+                "pointing_status": r.get("pointing_status") or "",
+                "sanity": f"{r['sanity_spearman']:.2f}" if _is_num(r.get("sanity_spearman")) else "-",
+                "sanity_status": r.get("sanity_status") or "",
+                "note": r.get("energy_detail") or r.get("pointing_detail") or "",
+            }
+        )
     return rows
 
 
@@ -805,13 +1017,20 @@ def _export(order: Sequence[str], runs: Mapping[str, list]) -> dict[str, Any]:
             ex = r.get("export")
             if isinstance(ex, Mapping):
                 cuda_txt = _cuda_parity(ex.get("cuda"))
-                parity.append({"folder": r["folder"], "available": True, "exporter": ex.get("exporter") or "?",
-                               "opset": ex.get("opset") if ex.get("opset") is not None else "?",
-                               "size": f"{ex['bytes'] / 1e6:.1f} MB" if _is_num(ex.get("bytes")) else "n/a",
-                               "max_abs": f"{ex['max_abs']:.1e}" if _is_num(ex.get("max_abs")) else "n/a",
-                               "max_rel": f"{ex['max_rel']:.1e}" if _is_num(ex.get("max_rel")) else "n/a",
-                               "tolerance": f"atol {fmt_any(ex.get('atol'))}, rtol {fmt_any(ex.get('rtol'))}",
-                               "passed": ex.get("parity_passed"), "cuda": cuda_txt})
+                parity.append(
+                    {
+                        "folder": r["folder"],
+                        "available": True,
+                        "exporter": ex.get("exporter") or "?",
+                        "opset": ex.get("opset") if ex.get("opset") is not None else "?",
+                        "size": f"{ex['bytes'] / 1e6:.1f} MB" if _is_num(ex.get("bytes")) else "n/a",
+                        "max_abs": f"{ex['max_abs']:.1e}" if _is_num(ex.get("max_abs")) else "n/a",
+                        "max_rel": f"{ex['max_rel']:.1e}" if _is_num(ex.get("max_rel")) else "n/a",
+                        "tolerance": f"atol {fmt_any(ex.get('atol'))}, rtol {fmt_any(ex.get('rtol'))}",
+                        "passed": ex.get("parity_passed"),
+                        "cuda": cuda_txt,
+                    }
+                )
             else:
                 parity.append({"folder": r["folder"], "available": False})
             by = _d(r, "latency", "by_provider", default={})
@@ -840,60 +1059,93 @@ def _protocol(report: Mapping[str, Any]) -> dict[str, Any]:
     for init, plist in (profile.get("phases") or {}).items():
         for p in plist or []:
             if isinstance(p, Mapping):
-                phases.append({"init": init, "name": p.get("name", "?"), "epochs": fmt_any(p.get("epochs")),
-                               "optimizer": fmt_any(p.get("optimizer")), "lr": fmt_any(p.get("lr")),
-                               "weight_decay": fmt_any(p.get("weight_decay")), "schedule": fmt_any(p.get("schedule")),
-                               "train_from": fmt_any(p.get("train_from"))})
+                phases.append(
+                    {
+                        "init": init,
+                        "name": p.get("name", "?"),
+                        "epochs": fmt_any(p.get("epochs")),
+                        "optimizer": fmt_any(p.get("optimizer")),
+                        "lr": fmt_any(p.get("lr")),
+                        "weight_decay": fmt_any(p.get("weight_decay")),
+                        "schedule": fmt_any(p.get("schedule")),
+                        "train_from": fmt_any(p.get("train_from")),
+                    }
+                )
     skip = {"phases", "augment", "thresholds", "name", "seeds", "source"}
     settings = [(k, fmt_any(v)) for k, v in profile.items() if k not in skip]
     acc_rows = []
     for split, rule in (thr.get("accuracy") or {}).items():
         rule = rule or {}
-        acc_rows.append({"split": split_label(split), "soft_min": fmt_any(rule.get("soft_min")),
-                         "soft_margin": fmt_any(rule.get("soft_margin")),
-                         "wilson_lower_min": fmt_any(rule.get("wilson_lower_min")),
-                         "strict_above_constant": fmt_any(rule.get("strict_above_constant"))})
+        acc_rows.append(
+            {
+                "split": split_label(split),
+                "soft_min": fmt_any(rule.get("soft_min")),
+                "soft_margin": fmt_any(rule.get("soft_margin")),
+                "wilson_lower_min": fmt_any(rule.get("wilson_lower_min")),
+                "strict_above_constant": fmt_any(rule.get("strict_above_constant")),
+            }
+        )
     cam = thr.get("cam") or {}
     other_thr = [
         ("gated variants", fmt_any(thr.get("gated"))),
-        ("seed aggregate", fmt_any(thr.get("seed_aggregate")) + (" (the worst seed must pass)"
-                                                                   if thr.get("seed_aggregate") == "worst" else "")),
+        (
+            "seed aggregate",
+            fmt_any(thr.get("seed_aggregate"))
+            + (" (the worst seed must pass)" if thr.get("seed_aggregate") == "worst" else ""),
+        ),
         ("CAM test set", split_label(str(cam.get("split") or "-"))),
         ("CAM energy share ≥", fmt_any(cam.get("energy_share_min"))),
         ("CAM pointing rate ≥", fmt_any(cam.get("pointing_rate_min"))),
         ("ONNX parity", f"atol {fmt_any(thr.get('parity_atol'))}, rtol {fmt_any(thr.get('parity_rtol'))}"),
-        (f"latency at batch {fmt_any(thr.get('latency_batch'))} ≤",
-         fmt_ms(thr.get("latency_max_ms")) if thr.get("latency_max_ms") is not None else "none set"),
+        (
+            f"latency at batch {fmt_any(thr.get('latency_batch'))} ≤",
+            fmt_ms(thr.get("latency_max_ms")) if thr.get("latency_max_ms") is not None else "none set",
+        ),
         ("source", fmt_any(thr.get("source"))),
     ]
     exporter = proto.get("exporter") or {}
     return {
-        "profile": profile.get("name") or NA, "source": profile.get("source") or "",
-        "image_size": fmt_any(profile.get("image_size")), "batch_size": fmt_any(profile.get("batch_size")),
-        "settings": settings, "phases": phases,
+        "profile": profile.get("name") or NA,
+        "source": profile.get("source") or "",
+        "image_size": fmt_any(profile.get("image_size")),
+        "batch_size": fmt_any(profile.get("batch_size")),
+        "settings": settings,
+        "phases": phases,
         "augment": [(k, fmt_any(v)) for k, v in (profile.get("augment") or {}).items()],
         "levels": [(lv, LEVEL_MEANING.get(lv, "")) for lv in profile.get("levels") or []],
         "seeds": fmt_any(proto.get("seeds") if proto.get("seeds") is not None else profile.get("seeds")),
         "variants": fmt_any(proto.get("variants")),
-        "accuracy_rules": acc_rows, "thresholds": other_thr,
+        "accuracy_rules": acc_rows,
+        "thresholds": other_thr,
         "calibration": thr.get("calibration") or "",
-        "exporter": (f"{exporter.get('default', '?')} (available: {fmt_any(exporter.get('available'))}), "
-                     f"opset {fmt_any(exporter.get('opset'))}") if exporter else NA,
+        "exporter": (
+            f"{exporter.get('default', '?')} (available: {fmt_any(exporter.get('available'))}), "
+            f"opset {fmt_any(exporter.get('opset'))}"
+        )
+        if exporter
+        else NA,
         "providers": fmt_any(proto.get("onnxruntime_providers")),
         "versions": [(k, fmt_any(v)) for k, v in (proto.get("versions") or {}).items()],
         "device": fmt_any(proto.get("device")),
-        "data_root": fmt_any(proto.get("data_root")), "weights_file": fmt_any(proto.get("weights_file")),
-        "run_dir": fmt_any(report.get("run_dir")), "argv": " ".join(str(a) for a in proto.get("argv") or []) or "-",
+        "data_root": fmt_any(proto.get("data_root")),
+        "weights_file": fmt_any(proto.get("weights_file")),
+        "run_dir": fmt_any(report.get("run_dir")),
+        "argv": " ".join(str(a) for a in proto.get("argv") or []) or "-",
     }
 
 
 # --- entry point -----------------------------------------------------------------------------------------------
 
+
 def template_env() -> jinja2.Environment:
     """The jinja2 environment of harness/report/templates (report.html, compare.html)."""
-    return jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"),
-                              autoescape=jinja2.select_autoescape(["html"], default_for_string=True, default=True),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("harness.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html"], default_for_string=True, default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -905,14 +1157,17 @@ def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     gated += sorted({_model_name(v) for v in verdicts if v.get("gated") and _model_name(v)} - set(gated))
     parts = _variant_parts(report)
     runs = _seed_runs(report)
-    names = set(runs) | set(report.get("matrix") or {}) | {canon(n) for n in _d(report, "protocol", "variants", default=[])}
+    names = (
+        set(runs) | set(report.get("matrix") or {}) | {canon(n) for n in _d(report, "protocol", "variants", default=[])}
+    )
     names |= {_model_name(v) for v in verdicts if _model_name(v)}
     order = sorted(names, key=_variant_key(gated, parts))
     splits = list(_d(report, "protocol", "profile", "test_sets", default=[]) or [])
     for name in report.get("matrix") or {}:
         splits += [s for s in (report["matrix"][name] or {}) if s not in splits]
     cam_split = _d(report, "protocol", "thresholds", "cam", "split", default=None) or (
-        "test_difficult" if "test_difficult" in splits else (splits[-1] if splits else "test_difficult"))
+        "test_difficult" if "test_difficult" in splits else (splits[-1] if splits else "test_difficult")
+    )
     primary = "test_difficult" if "test_difficult" in splits else (splits[-1] if splits else "test_difficult")
     book = is_book_dataset(report)
     return {
@@ -924,20 +1179,46 @@ def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
         "confusion": _confusion(order, runs, gated, splits, primary),
         "confusion_split": split_label(primary),
         "cam": _cam(report, run_dir, order, runs, gated, cam_split, book, verdicts),
-        "blackbox": [sec for key, title, thr_key in SALIENCY_SECTIONS[1:]
-                     for sec in [_cam(report, run_dir, order, runs, gated,
-                                      _d(report, "protocol", "thresholds", thr_key, "split", default=None) or cam_split,
-                                      book, verdicts, key, title)] if sec["available"]],
+        "blackbox": [
+            sec
+            for key, title, thr_key in SALIENCY_SECTIONS[1:]
+            for sec in [
+                _cam(
+                    report,
+                    run_dir,
+                    order,
+                    runs,
+                    gated,
+                    _d(report, "protocol", "thresholds", thr_key, "split", default=None) or cam_split,
+                    book,
+                    verdicts,
+                    key,
+                    title,
+                )
+            ]
+            if sec["available"]
+        ],
         "localization": _localization_rows(report),
         "evidence": _evidence_view(report, order, gated, book),
         "notes": [str(n) for n in report.get("thresholds_notes") or []],
-        "failed_jobs": [{"id": str(j.get("id")), "variant": str(j.get("variant")), "seed": j.get("seed"),
-                         "error": str(j.get("error") or "no error recorded"), "host": str(j.get("host") or "")}
-                        for j in report.get("failed_jobs") or [] if isinstance(j, Mapping)],
+        "failed_jobs": [
+            {
+                "id": str(j.get("id")),
+                "variant": str(j.get("variant")),
+                "seed": j.get("seed"),
+                "error": str(j.get("error") or "no error recorded"),
+                "host": str(j.get("host") or ""),
+            }
+            for j in report.get("failed_jobs") or []
+            if isinstance(j, Mapping)
+        ],
         "is_check": _d(report, "protocol", "kind", default="") == "check",
         "export": _export(order, runs),
-        "judged": [{"model": m, "sets": [{"split": split_label(k), "criteria": ", ".join(c)} for k, c in t.items()]}
-                   for m, t in (report.get("judged") or {}).items() if isinstance(t, Mapping)],
+        "judged": [
+            {"model": m, "sets": [{"split": split_label(k), "criteria": ", ".join(c)} for k, c in t.items()]}
+            for m, t in (report.get("judged") or {}).items()
+            if isinstance(t, Mapping)
+        ],
         "protocol": _protocol(report),
         "words": WORDS[book],
         "NA": NA,

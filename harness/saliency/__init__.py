@@ -56,7 +56,7 @@ class Method:
     compute: Callable[..., SaliencyResult]  # compute(forward, image, targets, **params)
     passes: Callable[[int, int, Mapping[str, Any]], int]  # forward passes per image for H, W, params
     description: Callable[[Mapping[str, Any]], str]  # one line for the JSON protocol, naming the paper
-    validate: Callable[[Mapping[str, Any], str, "tuple[int, int] | None"], dict[str, Any]] | None = None
+    validate: Callable[[Mapping[str, Any], str, tuple[int, int] | None], dict[str, Any]] | None = None
 
 
 # --- shared helpers (used by occlusion.py and rise.py) -----------------------------------------------------------------
@@ -95,8 +95,10 @@ def evaluate(forward: Forward, batch: np.ndarray, classes: int | None = None) ->
     n = len(batch)
     out = np.asarray(forward(batch))
     if out.ndim != 2 or out.shape[0] != n:
-        raise ValueError(f"the forward function returned shape {out.shape} for a batch of {n} images; it must return "
-                         f"probabilities of shape (N, C)")
+        raise ValueError(
+            f"the forward function returned shape {out.shape} for a batch of {n} images; it must return "
+            f"probabilities of shape (N, C)"
+        )
     if classes is not None and out.shape[1] != classes:
         raise ValueError(f"the forward function returned {out.shape[1]} classes, earlier batches had {classes}")
     if not (np.issubdtype(out.dtype, np.floating) or np.issubdtype(out.dtype, np.integer)):
@@ -106,14 +108,22 @@ def evaluate(forward: Forward, batch: np.ndarray, classes: int | None = None) ->
         raise ValueError(f"the forward function returned {int((~np.isfinite(out)).sum())} NaN/inf values")
     sums = out.sum(1)
     if out.min() < -ROW_SUM_TOL or out.max() > 1 + ROW_SUM_TOL or np.abs(sums - 1).max() > ROW_SUM_TOL:
-        raise ValueError(f"the forward function must return probabilities (in [0, 1], rows summing to 1), got values "
-                         f"in [{out.min():.4g}, {out.max():.4g}] and row sums in [{sums.min():.4g}, {sums.max():.4g}]; "
-                         f"apply softmax in the forward adapter when the model outputs logits")
+        raise ValueError(
+            f"the forward function must return probabilities (in [0, 1], rows summing to 1), got values "
+            f"in [{out.min():.4g}, {out.max():.4g}] and row sums in [{sums.min():.4g}, {sums.max():.4g}]; "
+            f"apply softmax in the forward adapter when the model outputs logits"
+        )
     return out
 
 
-def sweep(forward: Forward, image: np.ndarray, count: int, perturb: Callable[[np.ndarray, int], None],
-          batch: int, targets: Sequence[int]) -> np.ndarray:
+def sweep(
+    forward: Forward,
+    image: np.ndarray,
+    count: int,
+    perturb: Callable[[np.ndarray, int], None],
+    batch: int,
+    targets: Sequence[int],
+) -> np.ndarray:
     """Probabilities ``(count + 1, C)``: row 0 of the unperturbed image, row 1 + i of the image after ``perturb(x, i)``
     (which edits the copy ``x`` in place). Batches hold ``batch`` images, the unperturbed one first in the first
     batch. ``targets`` are checked against C after the first batch (ValueError when one is out of range)."""
@@ -151,8 +161,7 @@ def fail(where: str, key: str, value: Any, expected: str) -> None:
     raise ConfigError(f"{where}: {key} = {value!r} must be {expected}")
 
 
-def int_param(params: Mapping[str, Any], key: str, where: str, lo: int, hi: int | None = None,
-              note: str = "") -> int:
+def int_param(params: Mapping[str, Any], key: str, where: str, lo: int, hi: int | None = None, note: str = "") -> int:
     v = params[key]
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < lo or (hi is not None and v > hi):
         rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
@@ -160,8 +169,9 @@ def int_param(params: Mapping[str, Any], key: str, where: str, lo: int, hi: int 
     return int(v)
 
 
-def float_param(params: Mapping[str, Any], key: str, where: str, lo: float, hi: float, *, open_ends: bool = False,
-                note: str = "") -> float:
+def float_param(
+    params: Mapping[str, Any], key: str, where: str, lo: float, hi: float, *, open_ends: bool = False, note: str = ""
+) -> float:
     v = params[key]
     interval = f"({lo}, {hi})" if open_ends else f"[{lo}, {hi}]"
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
@@ -187,8 +197,9 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def resolve_params(name: str, params: Mapping[str, Any], where: str, *,
-                   size: tuple[int, int] | None = None) -> dict[str, Any]:
+def resolve_params(
+    name: str, params: Mapping[str, Any], where: str, *, size: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """The method's defaults overlaid with ``params``, every key and value validated.
 
     ``size`` = (H, W) of the images, when known, also bounds size-dependent values (occlusion window <= image).
@@ -197,18 +208,27 @@ def resolve_params(name: str, params: Mapping[str, Any], where: str, *,
     if params is None:
         params = {}
     if not isinstance(params, Mapping):
-        raise ConfigError(f"{where}: parameters of saliency method {name!r} must be a table of key = value, "
-                          f"got {params!r}")
+        raise ConfigError(
+            f"{where}: parameters of saliency method {name!r} must be a table of key = value, got {params!r}"
+        )
     unknown = sorted(str(k) for k in params if k not in method.defaults)
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {unknown} for saliency method {name!r} "
-                          f"(known: {sorted(method.defaults)})")
+        raise ConfigError(
+            f"{where}: unknown keys {unknown} for saliency method {name!r} (known: {sorted(method.defaults)})"
+        )
     merged = {**method.defaults, **params}
     return method.validate(merged, where, size) if method.validate else dict(merged)
 
 
-def saliency(name: str, forward: Forward, image: np.ndarray, targets: Sequence[int],
-             params: Mapping[str, Any] | None = None, *, where: str = "saliency parameters") -> SaliencyResult:
+def saliency(
+    name: str,
+    forward: Forward,
+    image: np.ndarray,
+    targets: Sequence[int],
+    params: Mapping[str, Any] | None = None,
+    *,
+    where: str = "saliency parameters",
+) -> SaliencyResult:
     """Maps of ``image`` (float32 (3, H, W) in [0, 1]) for every class in ``targets`` with method ``name``."""
     img = check_image(image)
     resolved = resolve_params(name, params or {}, where, size=(img.shape[1], img.shape[2]))

@@ -14,14 +14,23 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from harness import artifacts
-from harness.camcheck import (CAM_BOX_THRESHOLD, IOU_THRESHOLD, POINTING_TOLERANCE_PX, _overlay_path, _summary,
-                              image_record, sanity_thumb, write_overlay)
+from harness.camcheck import (
+    CAM_BOX_THRESHOLD,
+    IOU_THRESHOLD,
+    POINTING_TOLERANCE_PX,
+    _overlay_path,
+    _summary,
+    image_record,
+    sanity_thumb,
+    write_overlay,
+)
 from harness.data import Dataset, Sample
 
 # Bumped whenever a <method>.json changes meaning or content, so an older one is redone.
@@ -30,15 +39,27 @@ EVIDENCE_PROTOCOL = 1
 Forward = Callable[[np.ndarray], np.ndarray]
 
 
-def evidence_inputs(onnx_sha256: str, datasets: Mapping[str, Dataset], method: str, params: Mapping[str, Any],
-                    sanity: Mapping[str, Any] | None, spec: Mapping[str, Any]) -> dict[str, Any]:
+def evidence_inputs(
+    onnx_sha256: str,
+    datasets: Mapping[str, Dataset],
+    method: str,
+    params: Mapping[str, Any],
+    sanity: Mapping[str, Any] | None,
+    spec: Mapping[str, Any],
+) -> dict[str, Any]:
     """What a <method>.json is made from: the ONNX file, the test images, the method, its parameters, the sanity
     settings and the model's input/output contract."""
     from harness.provenance import dataset_fingerprint
 
-    return {"onnx_sha256": onnx_sha256, "test_data": {s: dataset_fingerprint(ds) for s, ds in datasets.items()},
-            "method": method, "params": dict(params), "sanity": dict(sanity) if sanity else None,
-            "spec": dict(spec), "protocol": EVIDENCE_PROTOCOL}
+    return {
+        "onnx_sha256": onnx_sha256,
+        "test_data": {s: dataset_fingerprint(ds) for s, ds in datasets.items()},
+        "method": method,
+        "params": dict(params),
+        "sanity": dict(sanity) if sanity else None,
+        "spec": dict(spec),
+        "protocol": EVIDENCE_PROTOCOL,
+    }
 
 
 def evidence_is_current(path: Path, inputs: Mapping[str, Any]) -> bool:
@@ -49,10 +70,21 @@ def evidence_is_current(path: Path, inputs: Mapping[str, Any]) -> bool:
     return isinstance(rec, dict) and rec.get("inputs") == dict(inputs)
 
 
-def blackbox_evidence(method: str, params: Mapping[str, Any], forward: Forward, spec, datasets: Mapping[str, Dataset],
-                      classes: Sequence[str], staging: Path | None, *, label: str = "",
-                      sanity: Mapping[str, Any] | None = None, sanity_forward: Forward | None = None,
-                      sanity_layers: Sequence[str] = (), log=None) -> dict[str, Any]:
+def blackbox_evidence(
+    method: str,
+    params: Mapping[str, Any],
+    forward: Forward,
+    spec,
+    datasets: Mapping[str, Dataset],
+    classes: Sequence[str],
+    staging: Path | None,
+    *,
+    label: str = "",
+    sanity: Mapping[str, Any] | None = None,
+    sanity_forward: Forward | None = None,
+    sanity_layers: Sequence[str] = (),
+    log=None,
+) -> dict[str, Any]:
     """Maps, localization scores, chance levels, overlays (under `staging`/<method>/<split>/, when given) and the
     sanity check of one black-box method over `datasets`. Returns the JSON content (without 'inputs')."""
     from harness.saliency import get_method, saliency
@@ -65,19 +97,24 @@ def blackbox_evidence(method: str, params: Mapping[str, Any], forward: Forward, 
     h_in, w_in = spec.size
     t0 = time.perf_counter()
     out: dict[str, Any] = {
-        "method": method, "params": dict(params), "classes": classes, "model_input": [h_in, w_in],
+        "method": method,
+        "params": dict(params),
+        "classes": classes,
+        "model_input": [h_in, w_in],
         "protocol": {
             "method": m.description(params),
             "passes_per_image_planned": m.passes(h_in, w_in, params),
             "maps": "predicted class and every labelled class present, from the same forward passes; computed on "
-                    "the model's input and brought back to the photo with the spec's geometry",
+            "the model's input and brought back to the photo with the spec's geometry",
             "regions": "union of the class's polygons (box where a region has no polygon)",
-            "pointing_tolerance_px": POINTING_TOLERANCE_PX, "cam_box_threshold": CAM_BOX_THRESHOLD,
+            "pointing_tolerance_px": POINTING_TOLERANCE_PX,
+            "cam_box_threshold": CAM_BOX_THRESHOLD,
             "iou_threshold": IOU_THRESHOLD,
             "chance": "a uniform map: expected energy share = the region's area fraction; pointing hit rate = the "
-                      "fraction of pixels within the tolerance of the region",
+            "fraction of pixels within the tolerance of the region",
         },
-        "summary": {}, "images": {},
+        "summary": {},
+        "images": {},
     }
     kept: list[tuple[Sample, np.ndarray, dict[int, np.ndarray]]] = []
     passes_total, n_images, overlay_seconds = 0, 0, 0.0
@@ -103,16 +140,21 @@ def blackbox_evidence(method: str, params: Mapping[str, Any], forward: Forward, 
         n_images += len(records)
         out["summary"][split] = _summary(records, ds)
         out["images"][split] = records
-    out["sanity"] = _sanity(method, params, kept, sanity, sanity_forward, sanity_layers, map_rank_correlation,
-                            saliency) if sanity else {"skipped": "saliency.sanity = false", "spearman_mean": None}
+    out["sanity"] = (
+        _sanity(method, params, kept, sanity, sanity_forward, sanity_layers, map_rank_correlation, saliency)
+        if sanity
+        else {"skipped": "saliency.sanity = false", "spearman_mean": None}
+    )
     seconds = time.perf_counter() - t0
     sanity_s = float(out["sanity"].get("seconds") or 0.0)
     out["seconds"] = seconds
     out["passes_per_image"] = passes_total / max(n_images, 1)
     out["seconds_per_image"] = (seconds - sanity_s - overlay_seconds) / max(n_images, 1)  # maps + scoring only
     out["seconds_per_image_overlays"] = overlay_seconds / max(n_images, 1)
-    log(f"[{label}] {method}: {n_images} images, {out['seconds_per_image']:.2f} s/image "
-        f"({out['passes_per_image']:.0f} passes); " + headline(out))
+    log(
+        f"[{label}] {method}: {n_images} images, {out['seconds_per_image']:.2f} s/image "
+        f"({out['passes_per_image']:.0f} passes); " + headline(out)
+    )
     return out
 
 
@@ -121,8 +163,10 @@ def headline(ev: Mapping[str, Any]) -> str:
     parts = []
     for split, s in (ev.get("summary") or {}).items():
         if s.get("images_scored") and s.get("energy_share_mean") is not None:
-            parts.append(f"{split} energy {s['energy_share_mean']:.3f} (uniform {s['energy_chance_mean']:.3f}), "
-                         f"pointing {s['pointing_hit_rate']:.3f} ({s['pointing_chance_mean']:.3f})")
+            parts.append(
+                f"{split} energy {s['energy_share_mean']:.3f} (uniform {s['energy_chance_mean']:.3f}), "
+                f"pointing {s['pointing_hit_rate']:.3f} ({s['pointing_chance_mean']:.3f})"
+            )
     rho = (ev.get("sanity") or {}).get("spearman_mean")
     if rho is not None:
         parts.append(f"sanity rho {rho:.2f}")
@@ -142,10 +186,18 @@ def _sanity(method, params, kept, sanity, sanity_forward, layers, rank_corr, sal
             rho = rank_corr(sanity_thumb(mp), sanity_thumb(res.maps[c]))
             rhos.append(rho)
             per_map.append({"image": sample.name, "class_index": c, "spearman": rho})
-    return {"method": "model-parameter randomisation (Adebayo et al. 2018): final layer(s) of the ONNX graph "
-                      "re-drawn, Spearman rank correlation of the maps", "randomised": list(layers), **dict(sanity),
-            "images": len(kept), "maps": len(rhos), "spearman_mean": float(np.mean(rhos)),
-            "spearman_max": float(np.max(rhos)), "per_map": per_map, "seconds": time.perf_counter() - t0}
+    return {
+        "method": "model-parameter randomisation (Adebayo et al. 2018): final layer(s) of the ONNX graph "
+        "re-drawn, Spearman rank correlation of the maps",
+        "randomised": list(layers),
+        **dict(sanity),
+        "images": len(kept),
+        "maps": len(rhos),
+        "spearman_mean": float(np.mean(rhos)),
+        "spearman_max": float(np.max(rhos)),
+        "per_map": per_map,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def write_evidence(folder: Path, method: str, content: dict[str, Any], staging: Path | None) -> Path:
@@ -180,8 +232,9 @@ def onnx_sanity_forward(onnx_path: Path, staging: Path, spec, classes: Sequence[
     return make_forward(session, spec, classes), names
 
 
-def variant_blackbox(vdir: Path, method: str, force: bool = False, data_root: Path | None = None,
-                     overlays: bool = True) -> dict[str, Any]:
+def variant_blackbox(
+    vdir: Path, method: str, force: bool = False, data_root: Path | None = None, overlays: bool = True
+) -> dict[str, Any]:
     """The black-box saliency step of one harness-trained variant: its exported model.onnx through onnxruntime
     (the spec comes from the export's metadata) -> <vdir>/<method>.json and overlays; redone when stale."""
     from harness import runtime
@@ -202,8 +255,12 @@ def variant_blackbox(vdir: Path, method: str, force: bool = False, data_root: Pa
         from harness.saliency import resolve_params
 
         params = resolve_params(method, {}, f"{vdir / 'config.json'}: saliency.{method}")
-    datasets = {split: load_test(Path(config["data_root"]), split, classes,
-                                 max_short_side=working_short_side(profile.image_size)) for split in profile.test_sets}
+    datasets = {
+        split: load_test(
+            Path(config["data_root"]), split, classes, max_short_side=working_short_side(profile.image_size)
+        )
+        for split in profile.test_sets
+    }
     session = runtime.create_session(onnx_path, [runtime.CPU])
     spec = resolve_spec(onnx_path, {}, classes, session=session)
     sanity = settings.sanity_inputs()
@@ -216,14 +273,33 @@ def variant_blackbox(vdir: Path, method: str, force: bool = False, data_root: Pa
     shutil.rmtree(staging, ignore_errors=True)
     try:
         forward = make_forward(session, spec, classes)
-        sanity_forward, names = (onnx_sanity_forward(onnx_path, staging / ".model", spec, classes,
-                                                     settings.sanity_seed, settings.sanity_layers)
-                                 if sanity else (None, []))
-        content = blackbox_evidence(method, params, forward, spec, datasets, classes,
-                                    staging if overlays else None, label=vdir.name, sanity=sanity,
-                                    sanity_forward=sanity_forward, sanity_layers=names)
-        content = {"variant": vdir.name, "backbone": config.get("backbone"), "inputs": made_from,
-                   "spec": spec.to_dict(), **content}
+        sanity_forward, names = (
+            onnx_sanity_forward(
+                onnx_path, staging / ".model", spec, classes, settings.sanity_seed, settings.sanity_layers
+            )
+            if sanity
+            else (None, [])
+        )
+        content = blackbox_evidence(
+            method,
+            params,
+            forward,
+            spec,
+            datasets,
+            classes,
+            staging if overlays else None,
+            label=vdir.name,
+            sanity=sanity,
+            sanity_forward=sanity_forward,
+            sanity_layers=names,
+        )
+        content = {
+            "variant": vdir.name,
+            "backbone": config.get("backbone"),
+            "inputs": made_from,
+            "spec": spec.to_dict(),
+            **content,
+        }
         write_evidence(vdir, method, content, staging if overlays else None)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -49,13 +49,19 @@ def _indicators(size: int, positions: Sequence[int], window: int) -> np.ndarray:
     """(len(positions), size) 0/1 matrix: row i marks the pixels covered by the window starting at positions[i]."""
     m = np.zeros((len(positions), size), dtype=np.float64)
     for i, p in enumerate(positions):
-        m[i, p:p + window] = 1.0
+        m[i, p : p + window] = 1.0
     return m
 
 
-def occlusion_attribution(forward: _s.Forward, image: np.ndarray, window: int = 32, stride: int = 16,
-                          baseline: float = 0.5, batch: int = 32,
-                          targets: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+def occlusion_attribution(
+    forward: _s.Forward,
+    image: np.ndarray,
+    window: int = 32,
+    stride: int = 16,
+    baseline: float = 0.5,
+    batch: int = 32,
+    targets: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Raw occlusion attribution before ReLU: ``(p0 (C,), attr (T, H, W) float64, passes)``.
 
     ``attr[i]`` belongs to class ``targets[i]``; with ``targets=None`` every class (T = C; mind the memory for
@@ -71,7 +77,7 @@ def occlusion_attribution(forward: _s.Forward, image: np.ndarray, window: int = 
 
     def occlude(x: np.ndarray, k: int) -> None:
         y0, x0 = grid[k]
-        x[:, y0:y0 + window, x0:x0 + window] = b
+        x[:, y0 : y0 + window, x0 : x0 + window] = b
 
     probs = _s.sweep(forward, img, len(grid), occlude, batch, wanted)
     p0 = probs[0]
@@ -84,27 +90,39 @@ def occlusion_attribution(forward: _s.Forward, image: np.ndarray, window: int = 
     return p0, total / count, len(grid) + 1
 
 
-def compute(forward: _s.Forward, image: np.ndarray, targets: Sequence[int], window: int = 32, stride: int = 16,
-            baseline: float = 0.5, batch: int = 32) -> _s.SaliencyResult:
+def compute(
+    forward: _s.Forward,
+    image: np.ndarray,
+    targets: Sequence[int],
+    window: int = 32,
+    stride: int = 16,
+    baseline: float = 0.5,
+    batch: int = 32,
+) -> _s.SaliencyResult:
     """Occlusion maps for ``targets`` from one sweep: ReLU(attribution) / max (zeros when nothing is positive)."""
     wanted = _s.check_targets(targets)
     p0, attr, passes = occlusion_attribution(forward, image, window, stride, baseline, batch, wanted)
-    return _s.SaliencyResult(probabilities=p0, maps={c: _s.normalise(attr[i]) for i, c in enumerate(wanted)},
-                             passes=passes)
+    return _s.SaliencyResult(
+        probabilities=p0, maps={c: _s.normalise(attr[i]) for i, c in enumerate(wanted)}, passes=passes
+    )
 
 
 def passes(height: int, width: int, params: Mapping[str, Any]) -> int:
     """Forward passes per image: windows along H times windows along W, plus the unperturbed image."""
     p = {**DEFAULTS, **params}
-    return len(window_positions(height, p["window"], p["stride"])) * \
-        len(window_positions(width, p["window"], p["stride"])) + 1
+    return (
+        len(window_positions(height, p["window"], p["stride"])) * len(window_positions(width, p["window"], p["stride"]))
+        + 1
+    )
 
 
 def description(params: Mapping[str, Any]) -> str:
     p = {**DEFAULTS, **params}
-    return (f"occlusion sensitivity (Zeiler & Fergus 2014, ECCV): a {p['window']}x{p['window']} px square of "
-            f"{p['baseline']:g} (0 black, 1 white) slid with stride {p['stride']} px, last window moved inside the "
-            f"border; map = ReLU(mean probability drop over the windows covering each pixel) / max")
+    return (
+        f"occlusion sensitivity (Zeiler & Fergus 2014, ECCV): a {p['window']}x{p['window']} px square of "
+        f"{p['baseline']:g} (0 black, 1 white) slid with stride {p['stride']} px, last window moved inside the "
+        f"border; map = ReLU(mean probability drop over the windows covering each pixel) / max"
+    )
 
 
 def validate(params: Mapping[str, Any], where: str, size: tuple[int, int] | None) -> dict[str, Any]:
@@ -117,5 +135,6 @@ def validate(params: Mapping[str, Any], where: str, size: tuple[int, int] | None
     return {"window": window, "stride": stride, "baseline": baseline, "batch": batch}
 
 
-METHOD = _s.Method(name=NAME, defaults=DEFAULTS, compute=compute, passes=passes, description=description,
-                   validate=validate)
+METHOD = _s.Method(
+    name=NAME, defaults=DEFAULTS, compute=compute, passes=passes, description=description, validate=validate
+)

@@ -64,8 +64,8 @@ class MaskSet:
 
     def mask(self, i: int) -> np.ndarray:
         sy, sx = int(self.shift_y[i]), int(self.shift_x[i])
-        rows = self._up_h[sy:sy + self.height]
-        cols = self._up_w[sx:sx + self.width]
+        rows = self._up_h[sy : sy + self.height]
+        cols = self._up_w[sx : sx + self.width]
         return (rows @ self.cells[i].astype(np.float64) @ cols.T).astype(np.float32)
 
 
@@ -75,8 +75,16 @@ def rise_masks(n: int, height: int, width: int, grid: int = 8, p: float = 0.5, s
     return np.stack([ms.mask(i) for i in range(n)]) if n else np.zeros((0, height, width), np.float32)
 
 
-def compute(forward: _s.Forward, image: np.ndarray, targets: Sequence[int], masks: int = 200, grid: int = 8,
-            p: float = 0.5, seed: int = 0, batch: int = 32) -> _s.SaliencyResult:
+def compute(
+    forward: _s.Forward,
+    image: np.ndarray,
+    targets: Sequence[int],
+    masks: int = 200,
+    grid: int = 8,
+    p: float = 0.5,
+    seed: int = 0,
+    batch: int = 32,
+) -> _s.SaliencyResult:
     """RISE maps for ``targets`` from one set of ``masks`` masked images (see the module docstring)."""
     img = _s.check_image(image)
     wanted = _s.check_targets(targets)
@@ -109,9 +117,11 @@ def passes(height: int, width: int, params: Mapping[str, Any]) -> int:
 
 def description(params: Mapping[str, Any]) -> str:
     q = {**DEFAULTS, **params}
-    return (f"RISE (Petsiuk et al. 2018, BMVC): {q['masks']} random {q['grid']}x{q['grid']} binary masks, keep "
-            f"probability {q['p']:g}, bilinearly upsampled and randomly shifted, seed {q['seed']}; map = "
-            f"probability-weighted mask sum with centred scores, minus its minimum, / max")
+    return (
+        f"RISE (Petsiuk et al. 2018, BMVC): {q['masks']} random {q['grid']}x{q['grid']} binary masks, keep "
+        f"probability {q['p']:g}, bilinearly upsampled and randomly shifted, seed {q['seed']}; map = "
+        f"probability-weighted mask sum with centred scores, minus its minimum, / max"
+    )
 
 
 def validate(params: Mapping[str, Any], where: str, size: tuple[int, int] | None) -> dict[str, Any]:
@@ -125,5 +135,6 @@ def validate(params: Mapping[str, Any], where: str, size: tuple[int, int] | None
     }
 
 
-METHOD = _s.Method(name=NAME, defaults=DEFAULTS, compute=compute, passes=passes, description=description,
-                   validate=validate)
+METHOD = _s.Method(
+    name=NAME, defaults=DEFAULTS, compute=compute, passes=passes, description=description, validate=validate
+)

@@ -63,7 +63,7 @@ def _check_layers(layers: int) -> None:
 class _Graph:
     """Lookups over an onnx GraphProto: initializers, Constant nodes, producers and consumers of each value."""
 
-    def __init__(self, graph: "onnx.GraphProto"):
+    def __init__(self, graph: onnx.GraphProto):
         self.graph = graph
         self.inits = {t.name: i for i, t in enumerate(graph.initializer)}
         self.producer: dict[str, Any] = {}
@@ -92,13 +92,13 @@ class _Graph:
             value = node.input[0]
         return None
 
-    def tensor(self, key: str) -> "onnx.TensorProto":
+    def tensor(self, key: str) -> onnx.TensorProto:
         if key in self.inits:
             return self.graph.initializer[self.inits[key]]
         node = self.producer[key]
         return next(a.t for a in node.attribute if a.name == "value")
 
-    def set_tensor(self, key: str, new: "onnx.TensorProto") -> None:
+    def set_tensor(self, key: str, new: onnx.TensorProto) -> None:
         if key in self.inits:
             self.graph.initializer[self.inits[key]].CopyFrom(new)
         else:
@@ -134,17 +134,20 @@ class _Graph:
         return weight, [b for b in biases if b is not None and b != weight]
 
 
-def _redraw(tensor: "onnx.TensorProto", rng: np.random.Generator) -> "onnx.TensorProto":
+def _redraw(tensor: onnx.TensorProto, rng: np.random.Generator) -> onnx.TensorProto:
     import onnx
     from onnx import numpy_helper
 
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
-        raise ValueError(f"tensor {tensor.name!r} is stored as external data that is not loaded; load the model with "
-                         f"onnx.load(path) (which loads external data) before randomising")
+        raise ValueError(
+            f"tensor {tensor.name!r} is stored as external data that is not loaded; load the model with "
+            f"onnx.load(path) (which loads external data) before randomising"
+        )
     arr = numpy_helper.to_array(tensor)
     if not (np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize >= 2):
-        raise ValueError(f"tensor {tensor.name!r} has dtype {arr.dtype} (a quantised model?); only float weights "
-                         f"can be randomised")
+        raise ValueError(
+            f"tensor {tensor.name!r} has dtype {arr.dtype} (a quantised model?); only float weights can be randomised"
+        )
     std = float(np.std(arr.astype(np.float64))) if arr.size > 1 else 0.0
     if not np.isfinite(std) or std == 0.0:
         std = FALLBACK_STD
@@ -152,7 +155,9 @@ def _redraw(tensor: "onnx.TensorProto", rng: np.random.Generator) -> "onnx.Tenso
     return numpy_helper.from_array(new, tensor.name)
 
 
-def randomize_onnx_head(model: "onnx.ModelProto", seed: int = 0, layers: int = 1) -> tuple["onnx.ModelProto", list[str]]:
+def randomize_onnx_head(
+    model: onnx.ModelProto, seed: int = 0, layers: int = 1
+) -> tuple[onnx.ModelProto, list[str]]:
     """A copy of ``model`` with its last ``layers`` classifier layers re-drawn; returns (new model, names replaced).
 
     Walks breadth-first from the graph outputs towards the input; the first ``layers`` distinct weights met on Gemm,
@@ -181,8 +186,10 @@ def randomize_onnx_head(model: "onnx.ModelProto", seed: int = 0, layers: int = 1
             found.append(hit)
         queue.extend(v for v in node.input if v)
     if not found:
-        raise ValueError(f"model {new.graph.name!r} has no final weight initializer to randomise: no Gemm, MatMul or "
-                         f"1x1 Conv with a constant weight on the way back from its outputs")
+        raise ValueError(
+            f"model {new.graph.name!r} has no final weight initializer to randomise: no Gemm, MatMul or "
+            f"1x1 Conv with a constant weight on the way back from its outputs"
+        )
     rng = np.random.default_rng(seed)
     replaced: list[str] = []
     for weight, biases in found:
@@ -196,7 +203,7 @@ def randomize_onnx_head(model: "onnx.ModelProto", seed: int = 0, layers: int = 1
 # --- PyTorch ------------------------------------------------------------------------------------------------------------
 
 
-def randomize_torch_head(module: "torch.nn.Module", seed: int = 0, layers: int = 1) -> list[str]:
+def randomize_torch_head(module: torch.nn.Module, seed: int = 0, layers: int = 1) -> list[str]:
     """Re-initialise, in place, the last ``layers`` ``nn.Linear`` / 1x1 ``nn.Conv2d`` modules in registration order
     (the classifier, "from the logits downward"); returns their module names, last first.
 
@@ -206,8 +213,11 @@ def randomize_torch_head(module: "torch.nn.Module", seed: int = 0, layers: int =
     from torch import nn
 
     _check_layers(layers)
-    heads = [(n, m) for n, m in module.named_modules()
-             if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and all(k == 1 for k in m.kernel_size))]
+    heads = [
+        (n, m)
+        for n, m in module.named_modules()
+        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and all(k == 1 for k in m.kernel_size))
+    ]
     if not heads:
         raise ValueError(f"{type(module).__name__} has no nn.Linear or 1x1 nn.Conv2d to randomise")
     chosen = heads[::-1][:layers]

@@ -15,8 +15,9 @@ Validated once, at the edge, with ConfigError naming the key and the value.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from harness.config import ConfigError, _bool, _int, _keys, _str_list, _table
 
@@ -77,14 +78,15 @@ def parse_saliency(raw: Any, where: str) -> SaliencySettings:
         params[m] = resolve_params(m, given, where)
     for m in sorted(METHODS):
         if m in d and m not in methods:
-            raise ConfigError(f"{where}: saliency.{m} sets parameters of {m!r}, which saliency.methods = "
-                              f"{list(methods)} does not run; add it to saliency.methods or remove the table")
+            raise ConfigError(
+                f"{where}: saliency.{m} sets parameters of {m!r}, which saliency.methods = "
+                f"{list(methods)} does not run; add it to saliency.methods or remove the table"
+            )
     return SaliencySettings(
         methods=methods,
         params=params,
         sanity=_bool(d.get("sanity", dflt.sanity), "saliency.sanity", where),
         sanity_layers=_int(d.get("sanity_layers", dflt.sanity_layers), "saliency.sanity_layers", where, min=1, max=8),
-        sanity_seed=_int(d.get("sanity_seed", dflt.sanity_seed), "saliency.sanity_seed", where, min=0,
-                         max=2**32 - 1),
+        sanity_seed=_int(d.get("sanity_seed", dflt.sanity_seed), "saliency.sanity_seed", where, min=0, max=2**32 - 1),
         sanity_images=_int(d.get("sanity_images", dflt.sanity_images), "saliency.sanity_images", where, min=1),
     )
