@@ -9,7 +9,7 @@ import itertools
 
 def test_cam(benchmark, timer, make_model, difficult_set, sync_device, model_case, device):
     from harness.backbones import get_backbone
-    from harness.camcheck import cam_image
+    from harness.saliency.gradcam_step import cam_image
 
     backbone, profile = model_case
     model = make_model(backbone, profile).eval().to(device)

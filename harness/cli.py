@@ -102,7 +102,7 @@ def _existing_run(run_dir: Path) -> Path:
 
 def cmd_cam(args: argparse.Namespace) -> int:
     from harness import runlock
-    from harness.camcheck import cam_run
+    from harness.saliency.gradcam_step import cam_run
 
     splits = [x.strip() for x in args.splits.split(",") if x.strip()] if args.splits else None
     with runlock.hold(_existing_run(args.run_dir)):

@@ -15,10 +15,10 @@ from torch import nn
 
 from harness import artifacts
 from harness.backbones import BACKBONES, Classifier, build_classifier, get_backbone
-from harness.cam import gradcam, gradcam_maps, save_overlay
-from harness.camcheck import cam_run, cam_variant
 from harness.config import load_profile
 from harness.data import Region
+from harness.saliency.gradcam import gradcam, gradcam_maps, save_overlay
+from harness.saliency.gradcam_step import cam_run, cam_variant
 
 CLASSES = ("background", "bayes", "geeks")
 

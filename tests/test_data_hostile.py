@@ -380,8 +380,8 @@ def test_scaled_regions_stay_inside_the_scaled_image(tmp_path_factory, w, h, sho
 def test_mathtext_class_names_do_not_crash_overlays(tmp_path, label):
     import torch
 
-    from harness.cam import save_overlay
     from harness.data import Region
+    from harness.saliency.gradcam import save_overlay
 
     img = torch.zeros(3, 30, 40, dtype=torch.uint8)
     cam = np.zeros((30, 40), np.float32)

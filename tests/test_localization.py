@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from harness.localization import (
+from harness.saliency.localization import (
     box_iou,
     box_mask,
     cam_bbox,

@@ -17,8 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from harness.config import ConfigError
-from harness.localization import box_mask, energy_chance, energy_share, pointing_chance, pointing_game
 from harness.saliency import METHODS, SaliencyResult, get_method, resolve_params, saliency
+from harness.saliency.localization import box_mask, energy_chance, energy_share, pointing_chance, pointing_game
 from harness.saliency.occlusion import occlusion_attribution, window_positions
 from harness.saliency.rise import MaskSet, rise_masks
 from harness.saliency.sanity import map_rank_correlation, randomize_onnx_head, randomize_torch_head

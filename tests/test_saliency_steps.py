@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from harness import artifacts, localization
-from harness.camcheck import CAM_PROTOCOL, cam_variant
+from harness import artifacts
 from harness.config import load_profile
+from harness.saliency import localization
+from harness.saliency.gradcam_step import CAM_PROTOCOL, cam_variant
 from harness.thresholds import parse_thresholds
 from harness.verdicts import ERROR, judge
 from tests.test_cam import tiny_run  # noqa: F401  (the fixture: one untrained VGG16 at 32 px, COCO + ImageFolder)

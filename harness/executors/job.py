@@ -143,10 +143,10 @@ def load_training_set(ctx: JobContext):
 
 def run_steps(ctx: JobContext, job: Job, ds=None) -> None:
     """The steps of one job; each skips itself when its output is current (so a rerun resumes)."""
-    from harness.camcheck import cam_variant
     from harness.evaluate import evaluate_variant
     from harness.export import export_variant
     from harness.saliency.evidence import variant_blackbox
+    from harness.saliency.gradcam_step import cam_variant
     from harness.train import train_variant
 
     if ds is None:

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from harness import artifacts
-from harness.camcheck import (
+from harness.data import Dataset, Sample
+from harness.saliency.gradcam_step import (
     CAM_BOX_THRESHOLD,
     IOU_THRESHOLD,
     POINTING_TOLERANCE_PX,
@@ -31,7 +32,6 @@ from harness.camcheck import (
     sanity_thumb,
     write_overlay,
 )
-from harness.data import Dataset, Sample
 
 # Bumped whenever a <method>.json changes meaning or content, so an older one is redone.
 EVIDENCE_PROTOCOL = 1

@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness import artifacts, localization
+from harness import artifacts
 from harness.backbones import get_backbone
-from harness.cam import gradcam_maps, save_overlay
 from harness.data import DataError, Dataset, Region, Sample, load_test, resize_batch, working_short_side
 from harness.export import variant_dirs
+from harness.saliency import localization
+from harness.saliency.gradcam import gradcam_maps, save_overlay
 from harness.saliency.settings import SaliencySettings
 from harness.train import load_checkpoint, pick_device
 
