@@ -7,12 +7,48 @@ place that compares a record with the inputs a rerun would use.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import artifacts, provenance
+from harness.config import split_variant
 
 CURRENT, ABSENT, STALE = "current", "absent", "stale"
+
+
+@dataclass(frozen=True)
+class ModelId:
+    """Identity of a trained model: (backbone, init, level, seed). The one place its names are built; nothing parses
+    them back (records carry the fields)."""
+
+    backbone: str
+    init: str
+    level: str
+    seed: int
+
+    @classmethod
+    def of(cls, backbone: str, variant: str, seed: int) -> ModelId:
+        init, level = split_variant(variant)
+        return cls(backbone, init, level, int(seed))
+
+    @property
+    def variant(self) -> str:
+        """'<init>-<level>', as named on the command line and in profiles."""
+        return f"{self.init}-{self.level}"
+
+    @property
+    def key(self) -> str:
+        """'<backbone>-<init>-<level>': the model over its seeds, as a report groups it."""
+        return f"{self.backbone}-{self.variant}" if self.backbone else self.variant
+
+    @property
+    def folder(self) -> str:
+        """'<backbone>-<init>-<level>-s<seed>': its folder in the run directory."""
+        return f"{self.key}-s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backbone": self.backbone, "init": self.init, "level": self.level, "seed": self.seed}
 
 
 def step_state(
