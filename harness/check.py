@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from harness import artifacts
-from harness.config import ConfigError, _keys, _str, _str_list, _table, apply_overrides, read_profile_toml
+from harness.config import apply_overrides, read_profile_toml
 from harness.saliency.settings import GRADCAM, SaliencySettings, parse_saliency
 from harness.thresholds import Thresholds
+from harness.validate import ConfigError, check_keys, read_str, read_str_list, read_table
 
 CHECK_BACKBONE = "onnx"  # the "backbone" of a model judged from its ONNX file: nothing is known about its insides
 LATENCY_BATCHES = (1, 8)
@@ -80,10 +81,10 @@ def load_check_profile(name_or_path: str = "check", overrides: Sequence[str] = (
             f'{where}: not a profile for harness check (it needs kind = "check"); the built-in one is '
             f"`check`; training profiles (smoke, cpu, full) are for harness run"
         )
-    _keys(raw, ["name", "kind", "test_sets", "saliency", "thresholds"], "", where, required=("name",))
+    check_keys(raw, ["name", "kind", "test_sets", "saliency", "thresholds"], "", where, required=("name",))
     from harness.thresholds import parse_thresholds
 
-    thresholds = _table(raw.get("thresholds", {}), "thresholds", where)
+    thresholds = read_table(raw.get("thresholds", {}), "thresholds", where)
     parse_thresholds(thresholds, where)
     saliency = parse_saliency(raw.get("saliency", {"methods": ["occlusion"]}), where)
     if GRADCAM in saliency.methods:
@@ -92,8 +93,8 @@ def load_check_profile(name_or_path: str = "check", overrides: Sequence[str] = (
             f"has only the ONNX file: use black-box methods ({', '.join(sorted(_black_box()))})"
         )
     return CheckProfile(
-        name=_str(raw["name"], "name", where),
-        test_sets=_str_list(raw["test_sets"], "test_sets", where) if "test_sets" in raw else (),
+        name=read_str(raw["name"], "name", where),
+        test_sets=read_str_list(raw["test_sets"], "test_sets", where) if "test_sets" in raw else (),
         saliency=saliency,
         thresholds=thresholds,
         source=source,

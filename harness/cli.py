@@ -55,7 +55,7 @@ def _load_profile(args: argparse.Namespace):
 
 
 def _seeds(text: str | None) -> list[int] | None:
-    from harness.config import ConfigError
+    from harness.validate import ConfigError
 
     if text is None:
         return None
@@ -187,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     variants = _variants(args.variants)
     seeds = _seeds(args.seeds)
     if args.out is not None and args.new:
-        from harness.config import ConfigError
+        from harness.validate import ConfigError
 
         raise ConfigError(
             f"--new starts a fresh run in a new folder under reports/runs/; it cannot be combined "
@@ -520,9 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     if early is not None:
         return early
     from harness.backbones import WeightsUnavailable
-    from harness.config import ConfigError
     from harness.data import DataError
     from harness.runlock import RunLocked
+    from harness.validate import ConfigError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command

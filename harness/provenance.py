@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, Profile
+from harness.config import Profile
+from harness.validate import ConfigError
 
 # Profile fields that change what training produces. Everything else (name, thresholds, test sets, the matrix
 # itself, device preference) does not change a trained model of a given (backbone, variant, seed).

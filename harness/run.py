@@ -493,9 +493,7 @@ class JobsLog:
         self.executor = executor
 
     def add(self, result) -> None:
-        self.jobs[result.id] = result.to_dict() | {
-            "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-        }
+        self.jobs[result.id] = result.to_dict() | {"finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
         artifacts.write_json(self.path, {"executor": self.executor, "jobs": self.jobs})
 
 

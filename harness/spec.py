@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.config import ConfigError, _choice, _fail, _num, _str, _str_list, parse_override
+from harness.config import parse_override
+from harness.validate import ConfigError, fail, read_choice, read_num, read_str, read_str_list
 
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "float16", "uint8")
@@ -153,7 +154,7 @@ def _triple(value: Any, key: str, where: str, positive: bool) -> tuple[float, fl
     if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
         return None
     if not isinstance(value, (list, tuple)) or len(value) != 3:
-        _fail(
+        fail(
             where,
             key,
             value,
@@ -161,7 +162,7 @@ def _triple(value: Any, key: str, where: str, positive: bool) -> tuple[float, fl
             f'channel order), or "none" when the graph normalises',
         )
     lo = 0 if positive else None
-    a, b, c = (_num(v, f"{key}[{i}]", where, min=lo, min_open=positive) for i, v in enumerate(value))
+    a, b, c = (read_num(v, f"{key}[{i}]", where, min=lo, min_open=positive) for i, v in enumerate(value))
     return a, b, c
 
 
@@ -172,9 +173,9 @@ def _size(value: Any, key: str, where: str) -> tuple[int, int]:
     elif isinstance(value, (list, tuple)) and len(value) == 2:
         items = list(value)
     else:
-        _fail(where, key, value, expected)
+        fail(where, key, value, expected)
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in items):
-        _fail(where, key, value, expected)
+        fail(where, key, value, expected)
     return int(items[0]), int(items[1])
 
 
@@ -187,25 +188,25 @@ def validate_field(key: str, value: Any, where: str) -> Any:
     "<where>: <key> = <value> must be ..." otherwise."""
     try:
         if key in ("input", "output"):
-            return _str(value, key, where)
+            return read_str(value, key, where)
         if key == "layout":
-            return _choice(_upper(value), key, where, LAYOUTS)
+            return read_choice(_upper(value), key, where, LAYOUTS)
         if key == "channels":
-            return _choice(_upper(value), key, where, CHANNELS)
+            return read_choice(_upper(value), key, where, CHANNELS)
         if key == "size":
             return _size(value, key, where)
         if key == "dtype":
-            return _choice(value, key, where, DTYPES)
+            return read_choice(value, key, where, DTYPES)
         if key == "value_range":
-            return _choice(value, key, where, VALUE_RANGES)
+            return read_choice(value, key, where, VALUE_RANGES)
         if key in ("mean", "std"):
             return _triple(value, key, where, positive=key == "std")
         if key == "resize":
-            return _choice(value, key, where, RESIZES)
+            return read_choice(value, key, where, RESIZES)
         if key == "output_kind":
-            return _choice(value, key, where, OUTPUT_KINDS)
+            return read_choice(value, key, where, OUTPUT_KINDS)
         if key == "classes":
-            return _str_list(value, key, where, note="the model's class names, in the order of its output columns")
+            return read_str_list(value, key, where, note="the model's class names, in the order of its output columns")
     except SpecError:
         raise
     except ConfigError as exc:

@@ -10,19 +10,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import (
+from harness.config import split_variant
+from harness.validate import (
     ConfigError,
-    _bool,
-    _choice,
-    _fail,
-    _int,
-    _keys,
-    _num,
-    _opt_num,
-    _str,
-    _str_list,
-    _table,
-    split_variant,
+    check_keys,
+    fail,
+    read_bool,
+    read_choice,
+    read_int,
+    read_num,
+    read_opt_num,
+    read_str,
+    read_str_list,
+    read_table,
 )
 
 
@@ -133,7 +133,7 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 def _unit(v: Any, key: str, where: str) -> float | None:
     """An optional fraction: None, or a number in [0, 1]."""
-    return _opt_num(v, key, where, 0, 1)
+    return read_opt_num(v, key, where, 0, 1)
 
 
 def gated_entry(entry: str) -> tuple[str | None, str]:
@@ -162,50 +162,50 @@ def is_gated(thresholds: Thresholds, backbone: str, variant: str) -> bool:
 
 
 def _gated(v: Any, where: str) -> tuple[str, ...]:
-    entries = _str_list(v, "thresholds.gated", where, nonempty=False)
+    entries = read_str_list(v, "thresholds.gated", where, nonempty=False)
     for n, e in enumerate(entries):
         key = "thresholds.gated" if isinstance(v, str) else f"thresholds.gated[{n}]"
         try:
             gated_entry(e)
         except ConfigError as exc:
-            _fail(where, key, e, "'<init>-<level>' (any backbone) or '<backbone>-<init>-<level>'", str(exc))
+            fail(where, key, e, "'<init>-<level>' (any backbone) or '<backbone>-<init>-<level>'", str(exc))
     return entries
 
 
 def _accuracy_rule(raw: Any, split: str, where: str, key: str = "") -> AccuracyRule:
     key = key or f"thresholds.accuracy.{split}"
-    d = _table(raw, key, where)
-    _keys(d, list(AccuracyRule.__dataclass_fields__), key, where)
+    d = read_table(raw, key, where)
+    check_keys(d, list(AccuracyRule.__dataclass_fields__), key, where)
     a = AccuracyRule()
     g = lambda k: d.get(k, getattr(a, k))  # noqa: E731
     return AccuracyRule(
-        soft_min=_num(g("soft_min"), f"{key}.soft_min", where, 0, 1),
+        soft_min=read_num(g("soft_min"), f"{key}.soft_min", where, 0, 1),
         soft_margin=_unit(g("soft_margin"), f"{key}.soft_margin", where),
         strict_min=_unit(g("strict_min"), f"{key}.strict_min", where),
         wilson_lower_min=_unit(g("wilson_lower_min"), f"{key}.wilson_lower_min", where),
-        strict_above_constant=_bool(g("strict_above_constant"), f"{key}.strict_above_constant", where),
-        wilson_above_constant=_bool(g("wilson_above_constant"), f"{key}.wilson_above_constant", where),
+        strict_above_constant=read_bool(g("strict_above_constant"), f"{key}.strict_above_constant", where),
+        wilson_above_constant=read_bool(g("wilson_above_constant"), f"{key}.wilson_above_constant", where),
     )
 
 
 def _cam_rule(raw: Any, where: str, key: str = "thresholds.cam") -> CamRule:
-    d = _table(raw, key, where)
-    _keys(d, [k for k in CamRule.__dataclass_fields__], key, where)
+    d = read_table(raw, key, where)
+    check_keys(d, [k for k in CamRule.__dataclass_fields__], key, where)
     c = CamRule()
     g = lambda k: d.get(k, getattr(c, k))  # noqa: E731
     return CamRule(
-        split=_str(g("split"), f"{key}.split", where, nonempty=False),
+        split=read_str(g("split"), f"{key}.split", where, nonempty=False),
         energy_share_min=_unit(g("energy_share_min"), f"{key}.energy_share_min", where),
         pointing_rate_min=_unit(g("pointing_rate_min"), f"{key}.pointing_rate_min", where),
         energy_share_margin=_unit(g("energy_share_margin"), f"{key}.energy_share_margin", where),
         pointing_margin=_unit(g("pointing_margin"), f"{key}.pointing_margin", where),
-        sanity_max=_opt_num(g("sanity_max"), f"{key}.sanity_max", where, -1, 1),
+        sanity_max=read_opt_num(g("sanity_max"), f"{key}.sanity_max", where, -1, 1),
     )
 
 
 def _regression_rule(raw: Any, where: str) -> RegressionRule:
-    d = _table(raw, "thresholds.regression", where)
-    _keys(d, list(RegressionRule.__dataclass_fields__), "thresholds.regression", where)
+    d = read_table(raw, "thresholds.regression", where)
+    check_keys(d, list(RegressionRule.__dataclass_fields__), "thresholds.regression", where)
     r = RegressionRule()
     return RegressionRule(
         max_drop=_unit(d.get("max_drop", r.max_drop), "thresholds.regression.max_drop", where),
@@ -214,11 +214,11 @@ def _regression_rule(raw: Any, where: str) -> RegressionRule:
 
 
 def _selective_rule(raw: Any, where: str) -> SelectiveRule:
-    d = _table(raw, "thresholds.selective", where)
-    _keys(d, list(SelectiveRule.__dataclass_fields__), "thresholds.selective", where)
+    d = read_table(raw, "thresholds.selective", where)
+    check_keys(d, list(SelectiveRule.__dataclass_fields__), "thresholds.selective", where)
     r = SelectiveRule()
     return SelectiveRule(
-        target=_num(d.get("target", r.target), "thresholds.selective.target", where, 0, 1, min_open=True),
+        target=read_num(d.get("target", r.target), "thresholds.selective.target", where, 0, 1, min_open=True),
         coverage_at_target_min=_unit(
             d.get("coverage_at_target_min", r.coverage_at_target_min),
             "thresholds.selective.coverage_at_target_min",
@@ -238,7 +238,7 @@ def _read_user_file(path: Path) -> Mapping[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     if "thresholds" in user:
         if not isinstance(user["thresholds"], Mapping):
-            _fail(str(path), "thresholds", user["thresholds"], "a table ([thresholds] or thresholds.KEY = VALUE)")
+            fail(str(path), "thresholds", user["thresholds"], "a table ([thresholds] or thresholds.KEY = VALUE)")
         return user["thresholds"]
     return user
 
@@ -248,19 +248,19 @@ def parse_thresholds(raw: Mapping[str, Any], source: str, user_file: Path | None
 
     Every value is type- and range-checked; errors are ConfigError naming the source, the dotted key and the value.
     """
-    merged = _table(raw, "thresholds", source)
+    merged = read_table(raw, "thresholds", source)
     if user_file is not None:
         path = Path(user_file)
         merged = _merge(merged, _read_user_file(path))
         source = f"{source} + {path}"
     where, d = source, merged
-    _keys(d, list(Thresholds.__dataclass_fields__), "thresholds", where)
+    check_keys(d, list(Thresholds.__dataclass_fields__), "thresholds", where)
     t = Thresholds()
     g = lambda k: d.get(k, getattr(t, k))  # noqa: E731
-    acc_raw = _table(d.get("accuracy", {}), "thresholds.accuracy", where)
+    acc_raw = read_table(d.get("accuracy", {}), "thresholds.accuracy", where)
     return Thresholds(
         gated=_gated(g("gated"), where),
-        seed_aggregate=_choice(g("seed_aggregate"), "thresholds.seed_aggregate", where, ("worst", "mean")),
+        seed_aggregate=read_choice(g("seed_aggregate"), "thresholds.seed_aggregate", where, ("worst", "mean")),
         accuracy={str(split): _accuracy_rule(rule, str(split), where) for split, rule in acc_raw.items()},
         accuracy_default=(
             _accuracy_rule(d["accuracy_default"], "default", where, "thresholds.accuracy_default")
@@ -272,11 +272,11 @@ def parse_thresholds(raw: Mapping[str, Any], source: str, user_file: Path | None
         rise=_cam_rule(d.get("rise", {}), where, "thresholds.rise"),
         regression=_regression_rule(d.get("regression", {}), where),
         selective=_selective_rule(d.get("selective", {}), where),
-        parity_atol=_num(g("parity_atol"), "thresholds.parity_atol", where, min=0, min_open=True),
-        parity_rtol=_num(g("parity_rtol"), "thresholds.parity_rtol", where, min=0),
-        latency_batch=_int(g("latency_batch"), "thresholds.latency_batch", where, min=1),
-        latency_max_ms=_opt_num(g("latency_max_ms"), "thresholds.latency_max_ms", where, min=0, min_open=True),
-        calibration=_str(g("calibration"), "thresholds.calibration", where, nonempty=False),
+        parity_atol=read_num(g("parity_atol"), "thresholds.parity_atol", where, min=0, min_open=True),
+        parity_rtol=read_num(g("parity_rtol"), "thresholds.parity_rtol", where, min=0),
+        latency_batch=read_int(g("latency_batch"), "thresholds.latency_batch", where, min=1),
+        latency_max_ms=read_opt_num(g("latency_max_ms"), "thresholds.latency_max_ms", where, min=0, min_open=True),
+        calibration=read_str(g("calibration"), "thresholds.calibration", where, nonempty=False),
         source=source,
     )
 

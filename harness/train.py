@@ -56,7 +56,7 @@ def prepare_data(ds: Dataset, profile: Profile) -> TrainData:
 
 def pick_device(preference: str = "auto") -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
-        from harness.config import ConfigError
+        from harness.validate import ConfigError
 
         raise ConfigError(
             "the profile asks for device = 'cuda' but torch sees no usable GPU on this machine; "

@@ -164,7 +164,7 @@ SOURCES: dict[str, Callable[[], WeightsSource]] = {"vgg16": _vgg16_source, "effi
 
 def _known_backbone(backbone: str) -> None:
     if backbone not in BACKBONES:
-        from harness.config import ConfigError
+        from harness.validate import ConfigError
 
         raise ConfigError(f"unknown backbone {backbone!r}; registered backbones: {', '.join(sorted(BACKBONES))}")
 
@@ -269,7 +269,7 @@ def fetch_weights(
         FetchError (a WeightsUnavailable): the URL cannot be reached (the message is the offline one of a run's
             preflight, plus the URL tried), the download's hash does not match, or the cache is not writable.
     """
-    from harness.config import ConfigError
+    from harness.validate import ConfigError
 
     src = weights_source(backbone)
     if src.url is None:

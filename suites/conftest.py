@@ -32,8 +32,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _plan(config: pytest.Config) -> dict:
     """Decide at collection time what the gate judges, without training anything yet (cheap); a bad option, profile
     or thresholds file is a usage error naming it, not a traceback."""
-    from harness.config import ConfigError
     from harness.data import DataError
+    from harness.validate import ConfigError
 
     try:
         return _make_plan(config)

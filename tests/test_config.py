@@ -2,7 +2,8 @@
 
 import pytest
 
-from harness.config import ConfigError, apply_overrides, builtin_profiles, load_profile, parse_override, split_variant
+from harness.config import apply_overrides, builtin_profiles, load_profile, parse_override, split_variant
+from harness.validate import ConfigError
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "full"])

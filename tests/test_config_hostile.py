@@ -23,17 +23,10 @@ from harness.backbones import (
     set_trainable,
     train_from_names,
 )
-from harness.config import (
-    INITS,
-    ConfigError,
-    load_profile,
-    profile_from_dict,
-    read_profile_toml,
-    split_variant,
-    validate,
-)
+from harness.config import INITS, load_profile, profile_from_dict, read_profile_toml, split_variant, validate
 from harness.lite0_weights import LITE0_WEIGHTS_FILE, load_lite0_imagenet
 from harness.thresholds import Thresholds, check_applies, is_gated, parse_thresholds
+from harness.validate import ConfigError
 from tests.conftest import BUNDLED
 
 PROFILES = ("smoke", "cpu", "full")

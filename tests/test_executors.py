@@ -18,12 +18,13 @@ import torch
 
 from harness import runtime
 from harness.cli import main
-from harness.config import ConfigError, load_profile
+from harness.config import load_profile
 from harness.executors import ExecutorOptions, executor_options
 from harness.executors.job import set_threads
 from harness.executors.ray import RayUnavailable, plan
 from harness.run import MatrixInterrupted, run_matrix
 from harness.thresholds import parse_thresholds
+from harness.validate import ConfigError
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "small-book-images"
 TINY = [

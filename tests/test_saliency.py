@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from harness.config import ConfigError
 from harness.saliency import METHODS, SaliencyResult, get_method, resolve_params, saliency
 from harness.saliency.localization import box_mask, energy_chance, energy_share, pointing_chance, pointing_game
 from harness.saliency.occlusion import occlusion_attribution, window_positions
 from harness.saliency.rise import MaskSet, rise_masks
 from harness.saliency.sanity import map_rank_correlation, randomize_onnx_head, randomize_torch_head
+from harness.validate import ConfigError
 
 REGION = (slice(4, 12), slice(20, 28))  # rows 4..11, cols 20..27 of a 32 x 32 image
 

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from torchvision.transforms.v2 import functional as TF
 
 from harness import runtime
-from harness.config import ConfigError
 from harness.data import resize_batch
 from harness.spec import (
     ModelSpec,
@@ -27,6 +26,7 @@ from harness.spec import (
     resolve_spec,
     to_model,
 )
+from harness.validate import ConfigError
 from tests.onnx_wrappers import harness_like_model, mean_model, wrap_nhwc_uint8_bgr_probs
 
 CLASSES = ["apple", "banana", "cherry", "date"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError
 from harness.thresholds import parse_thresholds
+from harness.validate import ConfigError
 from harness.verdicts import ERROR, FAIL, PASS, SKIP, judge, overall
 
 RAW = {

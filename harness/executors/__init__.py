@@ -12,8 +12,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from harness.config import ConfigError
 from harness.executors.job import DONE, FAILED, SKIPPED, Job, JobContext, JobResult, run_job
+from harness.validate import ConfigError
 
 __all__ = [
     "DONE",

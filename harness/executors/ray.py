@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from harness.config import ConfigError
 from harness.executors.job import (
     Job,
     JobContext,
@@ -33,6 +32,7 @@ from harness.executors.job import (
     in_worker,
     set_threads,
 )
+from harness.validate import ConfigError
 
 INSTALL_HINT = "pip install 'harness[ray]' (or pip install 'ray>=2.40,<3')"
 CANCEL_WAIT_S = 30.0  # after Ctrl-C, how long to wait for Ray to confirm the cancelled jobs' workers have stopped

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.config import ConfigError
+from harness.validate import ConfigError
 
 Forward = Callable[[np.ndarray], np.ndarray]
 

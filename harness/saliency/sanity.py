@@ -155,9 +155,7 @@ def _redraw(tensor: onnx.TensorProto, rng: np.random.Generator) -> onnx.TensorPr
     return numpy_helper.from_array(new, tensor.name)
 
 
-def randomize_onnx_head(
-    model: onnx.ModelProto, seed: int = 0, layers: int = 1
-) -> tuple[onnx.ModelProto, list[str]]:
+def randomize_onnx_head(model: onnx.ModelProto, seed: int = 0, layers: int = 1) -> tuple[onnx.ModelProto, list[str]]:
     """A copy of ``model`` with its last ``layers`` classifier layers re-drawn; returns (new model, names replaced).
 
     Walks breadth-first from the graph outputs towards the input; the first ``layers`` distinct weights met on Gemm,

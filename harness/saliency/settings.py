@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.config import ConfigError, _bool, _int, _keys, _str_list, _table
+from harness.validate import ConfigError, check_keys, read_bool, read_int, read_str_list, read_table
 
 GRADCAM = "gradcam"
 
@@ -60,21 +60,21 @@ def parse_saliency(raw: Any, where: str) -> SaliencySettings:
     """Validate a [saliency] table (or SaliencySettings.to_dict() output, as recorded in a run)."""
     from harness.saliency import METHODS, resolve_params
 
-    d = _table(raw if raw is not None else {}, "saliency", where)
+    d = read_table(raw if raw is not None else {}, "saliency", where)
     d = dict(d)
     recorded = d.pop("params", None)  # to_dict() form: {"params": {"occlusion": {...}}}
     if recorded is not None:
-        for k, v in _table(recorded, "saliency.params", where).items():
+        for k, v in read_table(recorded, "saliency.params", where).items():
             d.setdefault(k, v)
     known = ["methods", "sanity", "sanity_layers", "sanity_seed", "sanity_images", *sorted(METHODS)]
-    _keys(d, known, "saliency", where)
+    check_keys(d, known, "saliency", where)
     dflt = SaliencySettings()
-    methods = _str_list(d.get("methods", dflt.methods), "saliency.methods", where, known_methods())
+    methods = read_str_list(d.get("methods", dflt.methods), "saliency.methods", where, known_methods())
     params: dict[str, dict[str, Any]] = {}
     for m in methods:
         if m == GRADCAM:
             continue
-        given = _table(d.get(m, {}), f"saliency.{m}", where)
+        given = read_table(d.get(m, {}), f"saliency.{m}", where)
         params[m] = resolve_params(m, given, where)
     for m in sorted(METHODS):
         if m in d and m not in methods:
@@ -85,8 +85,12 @@ def parse_saliency(raw: Any, where: str) -> SaliencySettings:
     return SaliencySettings(
         methods=methods,
         params=params,
-        sanity=_bool(d.get("sanity", dflt.sanity), "saliency.sanity", where),
-        sanity_layers=_int(d.get("sanity_layers", dflt.sanity_layers), "saliency.sanity_layers", where, min=1, max=8),
-        sanity_seed=_int(d.get("sanity_seed", dflt.sanity_seed), "saliency.sanity_seed", where, min=0, max=2**32 - 1),
-        sanity_images=_int(d.get("sanity_images", dflt.sanity_images), "saliency.sanity_images", where, min=1),
+        sanity=read_bool(d.get("sanity", dflt.sanity), "saliency.sanity", where),
+        sanity_layers=read_int(
+            d.get("sanity_layers", dflt.sanity_layers), "saliency.sanity_layers", where, min=1, max=8
+        ),
+        sanity_seed=read_int(
+            d.get("sanity_seed", dflt.sanity_seed), "saliency.sanity_seed", where, min=0, max=2**32 - 1
+        ),
+        sanity_images=read_int(d.get("sanity_images", dflt.sanity_images), "saliency.sanity_images", where, min=1),
     )
