@@ -1,5 +1,5 @@
-"""Grad-CAM time per image: harness.camcheck.cam_image (one forward, one gradient per labelled class and the
-prediction, maps upsampled to the photo's size, localization scores) over the difficult test photos in turn.
+"""Grad-CAM time per image: harness.saliency.gradcam_step.cam_image (one forward, one gradient per labelled class
+and the prediction, maps upsampled to the photo's size, localization scores) over the difficult test photos in turn.
 The overlay PNGs (matplotlib) are not included."""
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +46,10 @@ def check_model(
     `spec` is a TOML file with the model's input/output contract, `sets` KEY=VALUE overrides of it (or of the check
     profile). Raises ConfigError / DataError (harness.config, harness.data) with a message naming the file and field.
     """
-    from harness.check import check_model as _check
-
-    report, run_dir = _check(
+    # Loaded on first use, not imported at the top: `import harness` (and so `harness --version` and `harness doctor`)
+    # must work where torch cannot be imported, and harness.check needs it.
+    check = importlib.import_module("harness.check")
+    report, run_dir = check.check_model(
         Path(model),
         Path(data),
         Path(spec) if spec else None,

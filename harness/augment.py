@@ -1,4 +1,5 @@
-"""Registry of augmentation levels: a per-image transforms.v2 pipeline plus an optional per-batch MixUp."""
+"""Registry of augmentation levels and their parameters: a per-image transforms.v2 pipeline plus an optional
+per-batch MixUp."""
 
 from __future__ import annotations
 
@@ -9,7 +10,22 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from harness.config import AugmentParams
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Parameters of the augmentation levels; the level registry decides which of them apply."""
+
+    hflip: bool = True
+    vflip: bool = True
+    rotation: float = 40.0
+    zoom: float = 0.2  # Keras zoom_range: scale drawn from [1 - zoom, 1 + zoom]
+    zoom_out: float = 1.0  # extra zoom-out: smallest scale becomes min(1 - zoom, 1 / zoom_out)
+    fill: int = 0  # constant fill (0-255) for pixels that affine transforms bring in
+    crop_scale: tuple[float, float] = (1.0, 1.0)  # RandomResizedCrop area range; (1, 1) disables it
+    erase_p: float = 0.5
+    erase_scale: tuple[float, float] = (0.02, 0.4)
+    erase_ratio: tuple[float, float] = (0.3, 3.3)
+    mixup_alpha: float = 1.0
 
 
 @dataclass(frozen=True)

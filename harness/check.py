@@ -25,11 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
 
-from harness import artifacts
+from harness import artifacts, provenance, runlock, runtime
 from harness.config import apply_overrides, read_profile_toml
-from harness.saliency.settings import GRADCAM, SaliencySettings, parse_saliency
-from harness.thresholds import Thresholds
+from harness.data import DataError, class_folders, discover_test_sets, load_test, working_short_side
+from harness.evaluate import split_metrics
+from harness.preprocess import make_forward, prepare, to_model
+from harness.report.build import build_report, write_reports
+from harness.run import point_latest
+from harness.rundir import is_current
+from harness.saliency.blackbox_step import blackbox_evidence, evidence_inputs, onnx_sanity_forward, write_evidence
+from harness.saliency.registry import GRADCAM, known_methods
+from harness.saliency.settings import SaliencySettings, parse_saliency
+from harness.spec import FIELDS, read_spec, resolve_spec
+from harness.thresholds import Thresholds, check_applies, fit_to_run, parse_thresholds
 from harness.validate import ConfigError, check_keys, read_str, read_str_list, read_table
 
 CHECK_BACKBONE = "onnx"  # the "backbone" of a model judged from its ONNX file: nothing is known about its insides
@@ -60,8 +70,6 @@ class CheckProfile:
 
 def split_sets(sets: Sequence[str]) -> tuple[list[str], list[str]]:
     """--set KEY=VALUE items -> (spec overrides, profile overrides): spec fields go to the model's spec."""
-    from harness.spec import FIELDS
-
     spec, profile = [], []
     for item in sets:
         key = item.partition("=")[0].strip()
@@ -82,15 +90,13 @@ def load_check_profile(name_or_path: str = "check", overrides: Sequence[str] = (
             f"`check`; training profiles (smoke, cpu, full) are for harness run"
         )
     check_keys(raw, ["name", "kind", "test_sets", "saliency", "thresholds"], "", where, required=("name",))
-    from harness.thresholds import parse_thresholds
-
     thresholds = read_table(raw.get("thresholds", {}), "thresholds", where)
     parse_thresholds(thresholds, where)
     saliency = parse_saliency(raw.get("saliency", {"methods": ["occlusion"]}), where)
     if GRADCAM in saliency.methods:
         raise ConfigError(
             f"{where}: saliency.methods lists 'gradcam', which needs the PyTorch model; harness check "
-            f"has only the ONNX file: use black-box methods ({', '.join(sorted(_black_box()))})"
+            f"has only the ONNX file: use black-box methods ({', '.join(sorted(known_methods(black_box=True)))})"
         )
     return CheckProfile(
         name=read_str(raw["name"], "name", where),
@@ -101,20 +107,12 @@ def load_check_profile(name_or_path: str = "check", overrides: Sequence[str] = (
     )
 
 
-def _black_box() -> list[str]:
-    from harness.saliency import METHODS
-
-    return list(METHODS)
-
-
 def dataset_classes(root: Path) -> tuple[str, ...]:
     """The dataset's classes: its train/<class>/ folder names (sorted, as harness trains), else the class folders
     and COCO categories of its test sets."""
-    from harness.data import DataError, _class_folders, discover_test_sets
-
     root = Path(root)
     if (root / "train").is_dir():
-        names = tuple(f.name for f in _class_folders(root / "train"))
+        names = tuple(f.name for f in class_folders(root / "train"))
         if len(names) >= 2:
             return names
     names: set[str] = set()
@@ -124,7 +122,7 @@ def dataset_classes(root: Path) -> tuple[str, ...]:
             coco = artifacts.read_json(ann)
             names |= {str(c.get("name")) for c in (coco.get("categories") or []) if isinstance(c, dict)}
         elif (root / split).is_dir():
-            names |= {f.name for f in _class_folders(root / split)}
+            names |= {f.name for f in class_folders(root / split)}
     if len(names) < 2:
         raise DataError(
             f"{root}: cannot tell the dataset's classes: no train/<class>/ folders and fewer than 2 "
@@ -148,9 +146,6 @@ def default_check_dir(name: str, reports: Path) -> Path:
 
 
 def _latency(session, spec, batch_sizes=LATENCY_BATCHES) -> dict[str, Any]:
-    from harness import runtime
-    from harness.spec import to_model
-
     h, w = spec.size
 
     def make_input(b: int, rng) -> np.ndarray:
@@ -173,23 +168,6 @@ def check_model(
     """Judge one ONNX model on a dataset; returns (report, run directory). Everything that can be known wrong (the
     model file, the spec against the graph and the dataset's classes, the profile, the thresholds, the dataset) is
     checked before anything is written."""
-    from harness import provenance, runlock, runtime
-    from harness.data import load_test, working_short_side
-    from harness.evaluate import split_metrics
-    from harness.export import sha256_file
-    from harness.report.build import build_report, write_reports
-    from harness.run import point_latest
-    from harness.saliency.evidence import (
-        blackbox_evidence,
-        evidence_inputs,
-        evidence_is_current,
-        onnx_sanity_forward,
-        write_evidence,
-    )
-    from harness.spec import make_forward, prepare, read_spec, resolve_spec
-    from harness.thresholds import check_applies, fit_to_run, parse_thresholds
-    from harness.train import versions
-
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     model_path, data_root = Path(model_path), Path(data_root)
@@ -199,8 +177,6 @@ def check_model(
     notes: list[str] = []
     test_sets = prof.test_sets
     if not test_sets:
-        from harness.data import discover_test_sets
-
         test_sets = discover_test_sets(data_root)
         thresholds, notes = fit_to_run(thresholds, test_sets)
     classes = dataset_classes(data_root)
@@ -210,7 +186,7 @@ def check_model(
     check_applies(thresholds, test_sets, [name], thresholds.source or prof.source, backbones=[CHECK_BACKBONE])
     short = working_short_side(max(spec.size))
     datasets = {split: load_test(data_root, split, classes, max_short_side=short) for split in test_sets}
-    model_sha = sha256_file(model_path)
+    model_sha = artifacts.sha256_file(model_path)
     test_fp = provenance.fingerprints(datasets)
     recorded_prof = prof.to_dict() | {"test_sets": list(test_sets)}
 
@@ -235,7 +211,7 @@ def check_model(
             "thresholds": thresholds.to_dict(),
             "thresholds_notes": notes,
             "onnxruntime_providers": session.get_providers(),
-            "versions": versions(),
+            "versions": provenance.versions(),
             "argv": sys.argv,
         }
         artifacts.write_json(run_dir / "run.json", proto)
@@ -261,7 +237,7 @@ def check_model(
 
         made_from = {"onnx_sha256": model_sha, "test_data": test_fp, "spec": spec.to_dict()}
         metrics_path = folder / "metrics.json"
-        if not evidence_is_current(metrics_path, made_from):
+        if not is_current(metrics_path, made_from):
             test_results = {}
             for split, ds in datasets.items():
                 x = prepare(spec, [s.image for s in ds.samples])
@@ -275,8 +251,6 @@ def check_model(
                 )
             latency = _latency(session, spec)
             log(f"[{name}] latency CPU: " + ", ".join(f"batch {b} {v['median_ms']:.1f} ms" for b, v in latency.items()))
-            import onnxruntime  # already loaded by the session
-
             artifacts.write_json(
                 metrics_path,
                 {
@@ -313,13 +287,13 @@ def check_model(
             params = dict(settings.params.get(method) or {})
             inputs = evidence_inputs(model_sha, datasets, method, params, sanity, spec.to_dict())
             path = folder / f"{method}.json"
-            if evidence_is_current(path, inputs):
+            if is_current(path, inputs):
                 log(f"[{name}] {method}.json is current, skipping")
                 continue
             staging = folder / f".cam-staging-{method}-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)
             try:
-                sanity_forward, names = (None, [])
+                sanity_forward, names = (None, list[str]())
                 if sanity:
                     try:
                         sanity_forward, names = onnx_sanity_forward(

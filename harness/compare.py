@@ -10,14 +10,9 @@ Conventions:
   seeds both sides have, pooled. `stats.paired(a=BASELINE, b=NEW)`: a_only = right -> wrong, b_only = wrong -> right.
 - Gated = NEW's thresholds (its report's protocol.thresholds, or --thresholds FILE) gate the model; the same test
   decides which verdicts count.
-- Regression (`Thresholds.regression`, RegressionRule):
-  * "verdict": a gated criterion (criterion, id) that is PASS in BASELINE and is not PASS in NEW (FAIL, ERROR, SKIP
-    or absent);
-  * "accuracy_drop": a gated model's soft or strict accuracy on a common test set falls by more than max_drop
-    (a drop of exactly max_drop, e.g. one photo in 20 at 0.05, is allowed);
-  * "mcnemar": it falls (more right -> wrong than wrong -> right among the paired predictions) with exact McNemar
-    p < mcnemar_p.
-  Localization and latency changes are reported, not judged here: their gated criteria are verdicts.
+- Regression (`Thresholds.regression`, RegressionRule): see harness.regression (a gated verdict PASS -> not PASS, an
+  accuracy drop above max_drop, a McNemar-significant fall). Localization and latency changes are reported, not
+  judged: their gated criteria are verdicts.
 - Nothing to pair (different classes, no common test set, a common test set whose images or recorded fingerprint
   differ) is a CompareError naming both report files.
 """
@@ -31,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from harness import artifacts
+from harness.regression import regressions, verdict_changes
+from harness.report.compare_html import render_compare_html
+from harness.saliency.registry import GRADCAM, METHODS
+from harness.stats import paired, wilson
 from harness.thresholds import Thresholds, is_gated, parse_thresholds
 
 __all__ = [
@@ -41,13 +40,8 @@ __all__ = [
     "compare_paths",
     "default_out_dir",
     "write_compare",
-    "SALIENCY_KEYS",
-    "EPS",
 ]
 
-# saliency evidence of a variant entry: method key -> where it lives ("cam" at the top, the others under "saliency")
-SALIENCY_KEYS = ("cam", "occlusion", "rise")
-EPS = 1e-9  # accuracies are k/n floats: 1.0 - 0.95 is 0.05000000000000004, which is not a drop above 0.05
 REPORT = "report.json"
 
 
@@ -104,7 +98,7 @@ def thresholds_of_report(report: Mapping[str, Any], where: str, user_file: Path 
 def _models(report: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
     """model -> seed -> variant entry."""
     out: dict[str, dict[int, dict[str, Any]]] = {}
-    for folder, entry in report["variants"].items():
+    for entry in report["variants"].values():
         if not isinstance(entry, dict):
             continue
         model = entry.get("model") or f"{entry.get('backbone')}-{entry.get('variant')}"
@@ -183,8 +177,6 @@ def _check_pairable(base: Mapping[str, Any], new: Mapping[str, Any], files: tupl
 
 
 def _side_accuracy(per_seed: Mapping[int, Mapping[str, Any]], kind: str) -> dict[str, Any] | None:
-    from harness.stats import wilson
-
     vals = [ts[kind] for ts in per_seed.values() if isinstance(ts.get(kind), Mapping)]
     if not vals:
         return None
@@ -234,7 +226,9 @@ def _flip(seed: int, b: Mapping[str, Any], n: Mapping[str, Any]) -> dict[str, An
 
 
 def _summary_value(entry: Mapping[str, Any], method: str, split: str, key: str) -> float | None:
-    ev = entry.get("cam") if method == "cam" else (entry.get("saliency") or {}).get(method)
+    """A summary figure of one saliency method's evidence in a variant entry: Grad-CAM's at the entry's top
+    (`cam`), the others under `saliency` (`saliency.occlusion`); `method` is the registry's evidence key."""
+    ev = entry.get(method) if method == METHODS[GRADCAM].evidence else (entry.get("saliency") or {}).get(method)
     v = (((ev or {}).get("summary") or {}).get(split) or {}).get(key)
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
@@ -246,7 +240,7 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 def _localization(base: Mapping[int, dict], new: Mapping[int, dict], split: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for method in SALIENCY_KEYS:
+    for method in (m.evidence for m in METHODS.values()):
         row = {}
         for key, name in (("energy_share_mean", "energy_share"), ("pointing_hit_rate", "pointing_rate")):
             vb = _mean(_summary_value(e, method, split, key) for e in base.values())
@@ -261,8 +255,6 @@ def _localization(base: Mapping[int, dict], new: Mapping[int, dict], split: str)
 def _compare_split(
     model: str, split: str, base: Mapping[int, dict], new: Mapping[int, dict], gated: bool, files: tuple[str, str]
 ) -> dict[str, Any]:
-    from harness.stats import paired
-
     tb = {s: e["test_sets"][split] for s, e in base.items() if split in (e.get("test_sets") or {})}
     tn = {s: e["test_sets"][split] for s, e in new.items() if split in (e.get("test_sets") or {})}
     common = sorted(set(tb) & set(tn))
@@ -317,97 +309,6 @@ def _latency(model: str, base: Mapping[int, dict], new: Mapping[int, dict], batc
     }
 
 
-# --- verdicts and the rule ------------------------------------------------------------------------------------------
-
-
-def _verdict_gated(v: Mapping[str, Any], thresholds: Thresholds) -> bool:
-    if "variant" in v and "backbone" in v:
-        return is_gated(thresholds, str(v.get("backbone") or ""), str(v.get("variant") or ""))
-    return bool(v.get("gated"))
-
-
-def _verdict_changes(base: Mapping[str, Any], new: Mapping[str, Any], thresholds: Thresholds) -> list[dict[str, Any]]:
-    """Every gated (criterion, id) whose status differs (a side without it: status None), in NEW's order."""
-    key = lambda v: (str(v.get("criterion")), str(v.get("id")))  # noqa: E731
-    vb = {key(v): v for v in base["verdicts"] if isinstance(v, Mapping)}
-    vn = {key(v): v for v in new["verdicts"] if isinstance(v, Mapping)}
-    out = []
-    for k in list(vn) + [k for k in vb if k not in vn]:
-        b, n = vb.get(k), vn.get(k)
-        sb, sn = (b or {}).get("status"), (n or {}).get("status")
-        if sb == sn or not _verdict_gated(n or b, thresholds):
-            continue
-        ref = n or b
-        out.append(
-            {
-                "criterion": k[0],
-                "id": k[1],
-                "model": ref.get("model"),
-                "subject": ref.get("subject") or "",
-                "baseline": sb,
-                "new": sn,
-                "baseline_value": (b or {}).get("value"),
-                "new_value": (n or {}).get("value"),
-                "threshold": (n or b).get("threshold"),
-                "comparison": ref.get("comparison"),
-            }
-        )
-    return out
-
-
-def _fmt(v: Any) -> str:
-    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _regressions(
-    rows: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]], thresholds: Thresholds
-) -> list[dict[str, Any]]:
-    rule = thresholds.regression
-    out = []
-    for c in changes:
-        if c["baseline"] == "PASS" and c["new"] != "PASS":
-            out.append(
-                {
-                    "kind": "verdict",
-                    "model": c["model"],
-                    "subject": c["subject"],
-                    "detail": f"{c['criterion']}[{c['id']}] PASS -> {c['new'] or 'absent'} "
-                    f"(value {_fmt(c['baseline_value'])} -> {_fmt(c['new_value'])}, "
-                    f"threshold {_fmt(c['threshold'])})",
-                }
-            )
-    for r in rows:
-        if not r["gated"]:
-            continue
-        for kind in ("soft", "strict"):
-            m = r[kind]
-            if m["delta"] is None:
-                continue
-            drop = -m["delta"]
-            values = f"{m['baseline']['value']:.3f} -> {m['new']['value']:.3f}"
-            if rule.max_drop is not None and drop > rule.max_drop + EPS:
-                out.append(
-                    {
-                        "kind": "accuracy_drop",
-                        "model": r["model"],
-                        "subject": r["test_set"],
-                        "detail": f"{kind} accuracy {values} drops by {drop:.3f} > max_drop {rule.max_drop:g}",
-                    }
-                )
-            p = m["paired"]
-            if rule.mcnemar_p is not None and p and p["a_only"] > p["b_only"] and p["p"] < rule.mcnemar_p:
-                out.append(
-                    {
-                        "kind": "mcnemar",
-                        "model": r["model"],
-                        "subject": r["test_set"],
-                        "detail": f"{kind} accuracy {values}: {p['a_only']} right -> wrong vs {p['b_only']} "
-                        f"wrong -> right, exact McNemar p = {p['p']:.3g} < {rule.mcnemar_p:g}",
-                    }
-                )
-    return out
-
-
 # --- entry points ---------------------------------------------------------------------------------------------------
 
 
@@ -447,7 +348,10 @@ def compare_reports(
     common = _check_pairable(baseline, new, files)
     mb, mn = _models(baseline), _models(new)
     tb, tn = _test_sets(baseline), _test_sets(new)
-    rows, latency, only_b, only_n = [], [], [], []
+    rows: list[dict[str, Any]] = []
+    latency: list[dict[str, Any]] = []
+    only_b: list[str] = []
+    only_n: list[str] = []
     for model in list(mn) + [m for m in mb if m not in mn]:
         if model not in mb or model not in mn:
             (only_n if model in mn else only_b).append(model)
@@ -464,8 +368,8 @@ def compare_reports(
         lat = _latency(model, mb[model], mn[model], thresholds.latency_batch)
         if lat:
             latency.append(lat | {"gated": gated})
-    changes = _verdict_changes(baseline, new, thresholds)
-    regressions = _regressions(rows, changes, thresholds)
+    changes = verdict_changes(baseline, new, thresholds)
+    found = regressions(rows, changes, thresholds)
     rule = thresholds.regression
     return {
         "schema": 1,
@@ -484,8 +388,8 @@ def compare_reports(
         "comparisons": rows,
         "latency": latency,
         "verdict_changes": changes,
-        "regressions": regressions,
-        "verdict": "REGRESSION" if regressions else "OK",
+        "regressions": found,
+        "verdict": "REGRESSION" if found else "OK",
     }
 
 
@@ -509,8 +413,6 @@ def default_out_dir(result: Mapping[str, Any]) -> Path:
 
 def write_compare(result: Mapping[str, Any], out_dir: Path | str | None = None) -> tuple[Path, Path]:
     """compare.json and a self-contained compare.html in out_dir (default: default_out_dir), written atomically."""
-    from harness.report.compare_html import render_compare_html
-
     out = Path(out_dir) if out_dir is not None else default_out_dir(result)
     json_path = artifacts.write_json(out / "compare.json", result)
     html_path = artifacts.write_text(out / "compare.html", render_compare_html(result))

@@ -13,7 +13,8 @@ Rules (exit 1 when any line is FAIL, else 0; WARN never changes the exit code):
   need them); Chromium missing (the report render test is skipped); the bundled dataset not found (pass --data).
 - OK: everything else, including "no GPU": a CPU-only machine is a fact, not a problem.
 Each check runs on its own: an exception inside one becomes its FAIL line, never a crash of the doctor; torch is
-imported inside the checks, so the doctor runs (and says so) where torch cannot be imported.
+imported inside the checks (harness.weights: at import, its failure kept for the weights line), so the doctor runs
+(and says so) where torch cannot be imported.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ from pathlib import Path
 from types import ModuleType
 
 import harness
+
+# harness.weights needs torch; the doctor must run where torch cannot be imported, so the failure is kept and raised
+# by check_weights, whose line then says why (the other checks import what they check through _import).
+_WEIGHTS_IMPORT_ERROR: Exception | None = None
+try:
+    from harness.weights import weights_statuses
+except Exception as exc:  # noqa: BLE001 - ImportError, or a broken install raising anything at import
+    _WEIGHTS_IMPORT_ERROR = exc
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -79,8 +88,7 @@ def _import(name: str) -> ModuleType:
 
 
 def _cuda_build() -> str:
-    import torch
-
+    torch = _import("torch")
     return f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
 
 
@@ -240,13 +248,13 @@ def check_threads() -> list[Check]:
 
 
 def check_weights() -> list[Check]:
-    from harness.weights import weights_statuses
-
+    if _WEIGHTS_IMPORT_ERROR is not None:  # torch missing: "not checked: torch is not importable" (see _guarded)
+        raise _WEIGHTS_IMPORT_ERROR
     checks = []
     for st in weights_statuses():
         name = f"weights {st.source.backbone}"
         if st.present:
-            checks.append(Check(OK, name, f"{st.found} ({st.size_bytes / 2**20:.0f} MiB)"))
+            checks.append(Check(OK, name, f"{st.found} ({(st.size_bytes or 0) / 2**20:.0f} MiB)"))
         else:
             missing = not Path(st.source.looked_for).exists()  # then the preflight's long message says no more
             detail = f"{st.source.file_name} not found at {st.source.looked_for}" if missing else st.problem

@@ -7,15 +7,20 @@ import datetime as _dt
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
 
 from harness import artifacts, runtime
-from harness.export import load_test_inputs, read_variant_config, sha256_file, variant_dirs
+from harness.artifacts import sha256_file
+from harness.data import Dataset
 from harness.metrics import accuracy_summary
+from harness.provenance import dataset_fingerprint
+from harness.rundir import read_variant_config, variant_dirs
+from harness.testsets import as_arrays, load_test_sets
 
 DEFAULT_REPEATS = 10
 DEFAULT_WARMUP = 2
@@ -89,12 +94,15 @@ def evaluate_variant(
     batch_sizes: Sequence[int] = LATENCY_BATCHES,
     log=None,
     data_root: Path | None = None,
+    tests: Mapping[str, Dataset] | None = None,
 ) -> dict[str, Any]:
     """Evaluate vdir/model.onnx on the profile's test sets and write vdir/metrics.json; returns its content.
 
     `providers` is a request: None/'auto', 'cpu', 'cuda' or 'tensorrt' (see harness.runtime). Predictions come from
     the first provider of that selection; latency is measured for it and, when that is a GPU provider, for the CPU
-    too. Everything is read and checked before anything is written; metrics.json is the only file written.
+    too. Everything is read and checked before anything is written; metrics.json is the only file written. `tests`:
+    the profile's test sets already decoded by the caller (harness.testsets.load_test_sets), by split; those not
+    among them (or every one, without `tests`) are loaded here.
     """
     vdir = Path(vdir)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -115,9 +123,7 @@ def evaluate_variant(
             f"({vdir / 'export.json'}: {str(record.get('sha256'))[:12]}...); it was replaced or "
             f"damaged; rerun `harness export --force {vdir.parent}`"
         )
-    inputs = load_test_inputs(config["data_root"], profile.test_sets, classes, size)
-    from harness.provenance import dataset_fingerprint
-
+    inputs = as_arrays(load_test_sets(config["data_root"], profile.test_sets, classes, size, tests), size)
     made_from = {"onnx_sha256": sha, "test_data": {split: dataset_fingerprint(ds) for split, (ds, _) in inputs.items()}}
 
     test_sets = {}
@@ -142,8 +148,6 @@ def evaluate_variant(
                 f"batch {b} {v['median_ms']:.1f} ms ({v['throughput_ips']:.1f} img/s)" for b, v in latency[name].items()
             )
         )
-
-    import onnxruntime
 
     metrics = {
         "schema": 1,

@@ -1,4 +1,5 @@
-"""ONNX export of trained checkpoints: exporter, graph checks, checker, metadata and PyTorch/onnxruntime parity.
+"""ONNX export of trained checkpoints: exporter, graph checks (harness.onnx_contract), checker, metadata and
+PyTorch/onnxruntime parity (harness.parity), recorded in export.json.
 
 Exporter choice: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter, onnxscript translation),
 opset 18. It is the maintained default of torch 2.14 (the TorchScript exporter emits a DeprecationWarning and is
@@ -11,20 +12,12 @@ and in the model's metadata_props.
 
 Contract of model.onnx: input ``input`` float32 N x 3 x S x S, RGB in [0, 1] (normalisation is inside the graph),
 N symbolic; output ``logits`` float32 N x C. With ``tta_hflip`` the graph averages the logits of the image and its
-horizontal mirror, so the deployed model is what was evaluated. The graph is float32 throughout: bf16 is only ever
-used by autocast during GPU training, never in ONNX (checked below).
-
-Parity tiers (every test image of every test set of the profile):
-- CPU provider: |ort - torch| <= 1e-4 + 1e-3 * |torch| elementwise, and identical top-1. Required.
-- CUDA provider (only where a GPU is usable): |ort - torch| <= 1e-2 + 1e-2 * |torch| (cuDNN algorithm choice and TF32
-  convolutions change rounding), and identical top-1 except where the reference's top-2 logit margin is below 2e-2
-  (a near tie that such rounding may legitimately flip). Required when run.
+horizontal mirror, so the deployed model is what was evaluated.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import io
 import json
 import os
@@ -32,31 +25,30 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnxscript
 import torch
 from torch import nn
 
 from harness import artifacts, runtime
+from harness.artifacts import sha256_file
+from harness.data import Dataset
+from harness.onnx_contract import INPUT_NAME, MIN_OPSET, OUTPUT_NAME, ExportError, check_graph, save_proto, set_metadata
+from harness.parity import CPU_ATOL, CPU_RTOL, GPU_ATOL, GPU_RTOL, GPU_TIE_MARGIN, parity, torch_logits
+from harness.provenance import dataset_fingerprint
+from harness.rundir import is_current, read_variant_config, variant_dirs
+from harness.testsets import as_arrays, load_test_sets
+from harness.train import load_checkpoint
 
 EXPORTERS = ("dynamo", "torchscript")
 DEFAULT_EXPORTER = "dynamo"
 DEFAULT_OPSET = 18
-MIN_OPSET = 17
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 EXAMPLE_BATCH = 2  # export with a batch > 1 so that nothing can mistake the batch size for a constant
-PARITY_BATCH = 8
-
-CPU_ATOL, CPU_RTOL = 1e-4, 1e-3
-GPU_ATOL, GPU_RTOL = 1e-2, 1e-2
-GPU_TIE_MARGIN = 2 * GPU_ATOL
-
-# Protobuf caps a single file at 2 GiB; above this the weights go to an external-data file beside model.onnx.
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 EXPORTER_WHY = {
     "dynamo": "torch.onnx.export(dynamo=True): torch 2.14's maintained default exporter; exports VGG16 and "
@@ -65,67 +57,6 @@ EXPORTER_WHY = {
     "torchscript": "torch.onnx.export(dynamo=False): legacy TorchScript tracer (deprecated in torch >= 2.9), "
     "kept as a fallback; faster to export",
 }
-
-
-class ExportError(ValueError):
-    """Export, graph check or parity failed; the message names the file."""
-
-
-# --- run directory helpers -------------------------------------------------------------------------------------------
-
-
-def variant_dirs(run_dir: Path) -> list[Path]:
-    """The trained variants of a run: its sub-folders holding model.pt, sorted by name."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    found = sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "model.pt").is_file())
-    if not found:
-        raise FileNotFoundError(f"{run_dir}: no trained variants (no <variant>/model.pt); run `harness train` first")
-    return found
-
-
-def read_variant_config(vdir: Path, data_root: Path | None = None):
-    """(config.json as a dict, the recorded Profile); `data_root` replaces the recorded one (a dataset that moved)."""
-    from harness.config import profile_from_dict
-
-    config = artifacts.read_json(Path(vdir) / "config.json")
-    if not isinstance(config, dict):
-        raise ValueError(f"{Path(vdir) / 'config.json'}: not a JSON object; retrain this variant")
-    for key in ("data_root", "classes", "profile"):
-        if key not in config:
-            raise ValueError(f"{Path(vdir) / 'config.json'}: missing key {key!r}; retrain this variant")
-    if data_root is not None:
-        config = config | {"data_root": str(Path(data_root).resolve())}
-    elif not Path(config["data_root"]).is_dir():
-        raise FileNotFoundError(
-            f"{Path(vdir) / 'config.json'}: the dataset it was trained on, {config['data_root']}, "
-            f"is not there any more; pass --data DIR where it is now"
-        )
-    # a profile that named no test sets (harness train from such a profile) gets the dataset's, as harness run does
-    from harness.config import with_test_sets
-
-    return config, with_test_sets(profile_from_dict(config["profile"]), Path(config["data_root"]))
-
-
-def load_test_inputs(data_root: Path, test_sets: Sequence[str], classes: Sequence[str], image_size: int):
-    """{split: (Dataset, float32 N x 3 x S x S array in [0, 1])}; a missing test set raises DataError naming it."""
-    from harness.data import load_test, resize_batch, working_short_side
-
-    out = {}
-    for split in test_sets:
-        ds = load_test(Path(data_root), split, classes, max_short_side=working_short_side(image_size))
-        x = resize_batch([s.image for s in ds.samples], image_size).float().div_(255).numpy()
-        out[split] = (ds, x)
-    return out
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- the deployed module ---------------------------------------------------------------------------------------------
@@ -153,8 +84,6 @@ def deployable(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
 
 def to_onnx(module: nn.Module, image_size: int, exporter: str = DEFAULT_EXPORTER, opset: int = DEFAULT_OPSET):
     """Export `module` to an in-memory onnx.ModelProto with a symbolic batch dimension (nothing touches disk)."""
-    import onnx
-
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {exporter!r}; choose one of {EXPORTERS}")
     if opset < MIN_OPSET:
@@ -190,153 +119,6 @@ def to_onnx(module: nn.Module, image_size: int, exporter: str = DEFAULT_EXPORTER
         return onnx.load_from_string(buf.getvalue())
 
 
-def _dims(value_info) -> list[int | str | None]:
-    out: list[int | str | None] = []
-    for d in value_info.type.tensor_type.shape.dim:
-        out.append(d.dim_value if d.HasField("dim_value") else (d.dim_param if d.HasField("dim_param") else None))
-    return out
-
-
-def check_graph(proto, image_size: int, num_classes: int, where: str) -> dict[str, Any]:
-    """The ModelProto honours the contract: one float input N x 3 x S x S with N symbolic, float logits N x C,
-    opset >= 17, and no bf16/fp16 tensors anywhere in the weights."""
-    import onnx
-
-    TP = onnx.TensorProto
-    ins = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
-    outs = list(proto.graph.output)
-    if len(ins) != 1 or len(outs) != 1:
-        raise ExportError(
-            f"{where}: expected one input and one output, got {[i.name for i in ins]} -> {[o.name for o in outs]}"
-        )
-    inp, out = ins[0], outs[0]
-    ishape, oshape = _dims(inp), _dims(out)
-    if inp.type.tensor_type.elem_type != TP.FLOAT or out.type.tensor_type.elem_type != TP.FLOAT:
-        raise ExportError(f"{where}: input/output must be float32")
-    if len(ishape) != 4 or not isinstance(ishape[0], str) or not ishape[0]:
-        raise ExportError(f"{where}: input batch dimension is not symbolic: shape {ishape}")
-    if ishape[1:] != [3, image_size, image_size]:
-        raise ExportError(f"{where}: input shape {ishape}, expected [N, 3, {image_size}, {image_size}]")
-    if len(oshape) != 2 or not isinstance(oshape[0], str) or oshape[1] != num_classes:
-        raise ExportError(f"{where}: output shape {oshape}, expected [N, {num_classes}] with N symbolic")
-    low = sorted(
-        {TP.DataType.Name(t.data_type) for t in proto.graph.initializer if t.data_type in (TP.BFLOAT16, TP.FLOAT16)}
-    )
-    if low:
-        raise ExportError(f"{where}: graph holds {low} weights; the deployed model must be float32")
-    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    if opset < MIN_OPSET:
-        raise ExportError(f"{where}: opset {opset} < {MIN_OPSET}")
-    return {"input": {"name": inp.name, "shape": ishape}, "output": {"name": out.name, "shape": oshape}, "opset": opset}
-
-
-def set_metadata(proto, props: dict[str, Any]) -> None:
-    """Replace metadata_props entries with `props` (non-strings are JSON-encoded)."""
-    keep = [p for p in proto.metadata_props if p.key not in props]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(keep)
-    for k, v in props.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v if isinstance(v, str) else json.dumps(v)
-
-
-def save_proto(proto, path: Path, final_name: str) -> str | None:
-    """Write `proto` to `path`; weights inline, or (over 2 GiB) to `<final_name>.data` beside it. Returns that name."""
-    import onnx
-
-    if proto.ByteSize() <= EXTERNAL_DATA_THRESHOLD:
-        onnx.save_model(proto, str(path), save_as_external_data=False)
-        return None
-    location = f"{final_name}.data"
-    (path.parent / location).unlink(missing_ok=True)
-    onnx.save_model(
-        proto,
-        str(path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=location,
-        size_threshold=1024,
-    )
-    return location
-
-
-# --- parity ----------------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def torch_logits(module: nn.Module, x: np.ndarray, batch: int = PARITY_BATCH) -> np.ndarray:
-    outs = [module(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)]
-    return np.concatenate(outs, 0)
-
-
-def compare(
-    ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, tie_margin: float = 0.0, names: Sequence[str] = ()
-) -> dict[str, Any]:
-    """Elementwise |got - ref| <= atol + rtol * |ref| and identical top-1 (except where the reference's top-2 margin
-    is below tie_margin). max_rel is over elements with |ref| > atol (relative error of a logit near 0 is noise), so it
-    may exceed rtol on a passing comparison whose absolute differences are below atol; max_tolerance_used is the
-    single number to read against the criterion."""
-    ref, got = ref.astype(np.float64), got.astype(np.float64)
-    if ref.shape != got.shape:
-        return {"passed": False, "error": f"shape {list(got.shape)} != reference {list(ref.shape)}"}
-    diff = np.abs(got - ref)
-    big = np.abs(ref) > atol
-    within = bool(np.all(diff <= atol + rtol * np.abs(ref)))
-    top_ref, top_got = ref.argmax(1), got.argmax(1)
-    srt = np.sort(ref, axis=1)
-    margin = srt[:, -1] - srt[:, -2] if ref.shape[1] > 1 else np.full(len(ref), np.inf)
-    flips = np.nonzero((top_ref != top_got) & (margin >= tie_margin))[0]
-    ties = np.nonzero((top_ref != top_got) & (margin < tie_margin))[0]
-    return {
-        "images": int(len(ref)),
-        "max_abs": float(diff.max()) if diff.size else 0.0,
-        "max_rel": float((diff[big] / np.abs(ref[big])).max()) if big.any() else 0.0,
-        # largest |got - ref| / (atol + rtol * |ref|): the share of the allowed difference used; <= 1 passes
-        "max_tolerance_used": float((diff / (atol + rtol * np.abs(ref))).max()) if diff.size else 0.0,
-        "within_tolerance": within,
-        "top1_mismatches": [names[i] if i < len(names) else int(i) for i in flips],
-        "top1_near_tie_flips": [names[i] if i < len(names) else int(i) for i in ties],
-        "passed": within and len(flips) == 0,
-    }
-
-
-def parity(
-    onnx_path: Path,
-    module: nn.Module,
-    inputs: dict[str, tuple[Any, np.ndarray]],
-    providers: Sequence[str],
-    atol: float,
-    rtol: float,
-    tie_margin: float = 0.0,
-    references: dict[str, np.ndarray] | None = None,
-) -> dict[str, Any]:
-    """PyTorch (CPU, float32) vs onnxruntime on `providers`, per test set, with batches of 8 and one of 1."""
-    session = runtime.create_session(onnx_path, providers)
-    per_set, worst_abs, worst_rel, worst_used, passed = {}, 0.0, 0.0, 0.0, True
-    for split, (ds, x) in inputs.items():
-        ref = references[split] if references else torch_logits(module, x)
-        got = runtime.run_batches(session, x, PARITY_BATCH)
-        res = compare(ref, got, atol, rtol, tie_margin, [s.name for s in ds.samples])
-        single = runtime.run_batches(session, x[:1], 1)  # the batch of one a deployment sees
-        one = compare(ref[:1], single, atol, rtol, tie_margin)
-        res["batch1_max_abs"], res["passed"] = one.get("max_abs"), res["passed"] and one["passed"]
-        per_set[split] = res
-        worst_abs, worst_rel = max(worst_abs, res.get("max_abs", np.inf)), max(worst_rel, res.get("max_rel", np.inf))
-        worst_used = max(worst_used, res.get("max_tolerance_used", np.inf))
-        passed &= res["passed"]
-    return {
-        "providers": session.get_providers(),
-        "atol": atol,
-        "rtol": rtol,
-        "top1_tie_margin": tie_margin,
-        "max_abs": worst_abs,
-        "max_rel": worst_rel,
-        "max_tolerance_used": worst_used,
-        "passed": bool(passed),
-        "test_sets": per_set,
-    }
-
-
 # --- one variant, one run --------------------------------------------------------------------------------------------
 
 
@@ -344,27 +126,27 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def export_inputs(vdir: Path, inputs: dict[str, tuple[Any, np.ndarray]]) -> dict[str, Any]:
+def export_inputs(vdir: Path, inputs: Mapping[str, tuple[Any, np.ndarray]]) -> dict[str, Any]:
     """What an export is made from: the checkpoint (sha256) and the test images its parity was measured on."""
-    from harness.provenance import dataset_fingerprint
-
     return {
         "model_sha256": sha256_file(Path(vdir) / "model.pt"),
         "test_data": {split: dataset_fingerprint(ds) for split, (ds, _) in inputs.items()},
     }
 
 
-def export_is_current(vdir: Path, inputs: dict[str, Any] | None = None) -> bool:
+def export_is_current(vdir: Path, inputs: Mapping[str, Any] | None = None) -> bool:
     """model.onnx exists, export.json says parity passed, the file is the one that passed (sha256), and (when
-    `inputs` are given) it was made from these inputs (checkpoint and test images)."""
+    `inputs` are given) it was made from these inputs (checkpoint and test images: harness.rundir.is_current)."""
     onnx_path, rec_path = Path(vdir) / "model.onnx", Path(vdir) / "export.json"
     if not (onnx_path.is_file() and rec_path.is_file()):
         return False
-    try:
-        rec = json.loads(rec_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    if inputs is not None and not is_current(rec_path, inputs, outputs=(onnx_path,)):
         return False
-    if not isinstance(rec, dict) or (inputs is not None and rec.get("inputs") != inputs):
+    try:
+        rec = artifacts.read_json(rec_path)
+    except (FileNotFoundError, ValueError):
+        return False
+    if not isinstance(rec, dict):
         return False
     return bool((rec.get("parity") or {}).get("passed")) and rec.get("sha256") == sha256_file(onnx_path)
 
@@ -376,18 +158,16 @@ def export_variant(
     opset: int | None = None,
     log=None,
     data_root: Path | None = None,
+    tests: Mapping[str, Dataset] | None = None,
 ) -> dict[str, Any]:
     """Export vdir/model.pt to vdir/model.onnx, check it, measure parity, record vdir/export.json; returns the record.
 
     Skipped (the existing record is returned, with "skipped": true) when the current model.onnx already passed parity,
     unless force. Inputs (checkpoint, config, test sets) are all read before anything is written; the model is
-    exported to a temporary file in vdir and renamed into place only after checker and parity passed.
+    exported to a temporary file in vdir and renamed into place only after checker and parity passed. `tests`: the
+    profile's test sets already decoded by the caller (harness.testsets.load_test_sets), by split; those not among
+    them (or every one, without `tests`) are loaded here.
     """
-    import onnx
-    import onnxscript
-
-    from harness.train import load_checkpoint
-
     vdir = Path(vdir)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     onnx_path, rec_path = vdir / "model.onnx", vdir / "export.json"
@@ -395,7 +175,8 @@ def export_variant(
         raise FileNotFoundError(f"{vdir / 'model.pt'} is missing; train this variant first (harness train)")
     config, profile = read_variant_config(vdir, data_root)
     classes, size = list(config["classes"]), profile.image_size
-    inputs = load_test_inputs(config["data_root"], profile.test_sets, classes, size)  # missing test set: fail early
+    datasets = load_test_sets(config["data_root"], profile.test_sets, classes, size, tests)  # missing: fail early
+    inputs = as_arrays(datasets, size)
     made_from = export_inputs(vdir, inputs)
     if not force and export_is_current(vdir, made_from):
         log(f"[{vdir.name}] already exported from this checkpoint, parity passed; skipping ({onnx_path})")

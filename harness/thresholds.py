@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import split_variant
+from harness.backbones import BACKBONES
+from harness.saliency.registry import METHODS, method_info
 from harness.validate import (
     ConfigError,
+    Reader,
     check_keys,
     fail,
+    from_table,
     read_bool,
     read_choice,
     read_int,
@@ -23,7 +26,9 @@ from harness.validate import (
     read_str,
     read_str_list,
     read_table,
+    read_toml,
 )
+from harness.variants import INITS, split_variant
 
 
 @dataclass(frozen=True)
@@ -113,12 +118,11 @@ class Thresholds:
         return d
 
     def localization(self, method: str) -> CamRule:
-        """The rule of a saliency method: 'gradcam' -> [thresholds.cam], 'occlusion', 'rise'."""
-        return {"gradcam": self.cam, "occlusion": self.occlusion, "rise": self.rise}[method]
+        """The rule of a saliency method: its registry entry's [thresholds.<key>] ('gradcam' -> [thresholds.cam])."""
+        rule: CamRule = getattr(self, method_info(method).thresholds_key)
+        return rule
 
 
-# saliency method -> its [thresholds.<key>] table, evidence file <prefix>.json and criterion prefix
-SALIENCY_EVIDENCE = {"gradcam": "cam", "occlusion": "occlusion", "rise": "rise"}
 EVERY_MODEL = "*"  # thresholds.gated = ["*"]: every model of the run is gated (harness check)
 
 
@@ -131,19 +135,11 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _unit(v: Any, key: str, where: str) -> float | None:
-    """An optional fraction: None, or a number in [0, 1]."""
-    return read_opt_num(v, key, where, 0, 1)
-
-
 def gated_entry(entry: str) -> tuple[str | None, str]:
     """'imagenet-all' -> (None, 'imagenet-all'); 'vgg16-imagenet-all' -> ('vgg16', 'imagenet-all').
 
     Raises ConfigError for anything else (an unknown init, level or backbone).
     """
-    from harness.backbones import BACKBONES
-    from harness.config import INITS
-
     if entry == EVERY_MODEL:
         return None, entry
     first, sep, rest = entry.partition("-")
@@ -161,81 +157,81 @@ def is_gated(thresholds: Thresholds, backbone: str, variant: str) -> bool:
     return EVERY_MODEL in thresholds.gated or variant in thresholds.gated or f"{backbone}-{variant}" in thresholds.gated
 
 
-def _gated(v: Any, where: str) -> tuple[str, ...]:
-    entries = read_str_list(v, "thresholds.gated", where, nonempty=False)
+def _gated(v: Any, key: str, where: str) -> tuple[str, ...]:
+    entries = read_str_list(v, key, where, nonempty=False)
     for n, e in enumerate(entries):
-        key = "thresholds.gated" if isinstance(v, str) else f"thresholds.gated[{n}]"
         try:
             gated_entry(e)
         except ConfigError as exc:
-            fail(where, key, e, "'<init>-<level>' (any backbone) or '<backbone>-<init>-<level>'", str(exc))
+            fail(
+                where,
+                key if isinstance(v, str) else f"{key}[{n}]",
+                e,
+                "'<init>-<level>' (any backbone) or '<backbone>-<init>-<level>'",
+                str(exc),
+            )
     return entries
 
 
-def _accuracy_rule(raw: Any, split: str, where: str, key: str = "") -> AccuracyRule:
-    key = key or f"thresholds.accuracy.{split}"
-    d = read_table(raw, key, where)
-    check_keys(d, list(AccuracyRule.__dataclass_fields__), key, where)
-    a = AccuracyRule()
-    g = lambda k: d.get(k, getattr(a, k))  # noqa: E731
-    return AccuracyRule(
-        soft_min=read_num(g("soft_min"), f"{key}.soft_min", where, 0, 1),
-        soft_margin=_unit(g("soft_margin"), f"{key}.soft_margin", where),
-        strict_min=_unit(g("strict_min"), f"{key}.strict_min", where),
-        wilson_lower_min=_unit(g("wilson_lower_min"), f"{key}.wilson_lower_min", where),
-        strict_above_constant=read_bool(g("strict_above_constant"), f"{key}.strict_above_constant", where),
-        wilson_above_constant=read_bool(g("wilson_above_constant"), f"{key}.wilson_above_constant", where),
-    )
+def _unit(v: Any, key: str, where: str) -> float | None:
+    """An optional fraction: None, or a number in [0, 1]."""
+    return read_opt_num(v, key, where, 0, 1)
 
 
-def _cam_rule(raw: Any, where: str, key: str = "thresholds.cam") -> CamRule:
-    d = read_table(raw, key, where)
-    check_keys(d, [k for k in CamRule.__dataclass_fields__], key, where)
-    c = CamRule()
-    g = lambda k: d.get(k, getattr(c, k))  # noqa: E731
-    return CamRule(
-        split=read_str(g("split"), f"{key}.split", where, nonempty=False),
-        energy_share_min=_unit(g("energy_share_min"), f"{key}.energy_share_min", where),
-        pointing_rate_min=_unit(g("pointing_rate_min"), f"{key}.pointing_rate_min", where),
-        energy_share_margin=_unit(g("energy_share_margin"), f"{key}.energy_share_margin", where),
-        pointing_margin=_unit(g("pointing_margin"), f"{key}.pointing_margin", where),
-        sanity_max=read_opt_num(g("sanity_max"), f"{key}.sanity_max", where, -1, 1),
-    )
+ACCURACY_FIELDS: dict[str, Reader] = {
+    "soft_min": lambda v, k, w: read_num(v, k, w, 0, 1),
+    "soft_margin": _unit,
+    "strict_min": _unit,
+    "wilson_lower_min": _unit,
+    "strict_above_constant": read_bool,
+    "wilson_above_constant": read_bool,
+}
+CAM_FIELDS: dict[str, Reader] = {
+    "split": lambda v, k, w: read_str(v, k, w, nonempty=False),
+    "energy_share_min": _unit,
+    "pointing_rate_min": _unit,
+    "energy_share_margin": _unit,
+    "pointing_margin": _unit,
+    "sanity_max": lambda v, k, w: read_opt_num(v, k, w, -1, 1),
+}
 
 
-def _regression_rule(raw: Any, where: str) -> RegressionRule:
-    d = read_table(raw, "thresholds.regression", where)
-    check_keys(d, list(RegressionRule.__dataclass_fields__), "thresholds.regression", where)
-    r = RegressionRule()
-    return RegressionRule(
-        max_drop=_unit(d.get("max_drop", r.max_drop), "thresholds.regression.max_drop", where),
-        mcnemar_p=_unit(d.get("mcnemar_p", r.mcnemar_p), "thresholds.regression.mcnemar_p", where),
-    )
+def _rule(cls: type, fields: Mapping[str, Reader]) -> Reader:
+    """A reader of a [thresholds.<key>] table into the rule dataclass `cls`."""
+    return lambda v, k, w: from_table(cls, v, w, k, fields)
 
 
-def _selective_rule(raw: Any, where: str) -> SelectiveRule:
-    d = read_table(raw, "thresholds.selective", where)
-    check_keys(d, list(SelectiveRule.__dataclass_fields__), "thresholds.selective", where)
-    r = SelectiveRule()
-    return SelectiveRule(
-        target=read_num(d.get("target", r.target), "thresholds.selective.target", where, 0, 1, min_open=True),
-        coverage_at_target_min=_unit(
-            d.get("coverage_at_target_min", r.coverage_at_target_min),
-            "thresholds.selective.coverage_at_target_min",
-            where,
-        ),
-    )
+def _accuracy(value: Any, key: str, where: str) -> dict[str, AccuracyRule]:
+    """[thresholds.accuracy]: a rule per named test set."""
+    rules = read_table(value, key, where)
+    return {
+        str(split): from_table(AccuracyRule, rule, where, f"{key}.{split}", ACCURACY_FIELDS)
+        for split, rule in rules.items()
+    }
+
+
+# The fields of [thresholds], read in this order.
+THRESHOLDS_FIELDS: dict[str, Reader] = {
+    "gated": _gated,
+    "seed_aggregate": lambda v, k, w: read_choice(v, k, w, ("worst", "mean")),
+    "accuracy": _accuracy,
+    "accuracy_default": _rule(AccuracyRule, ACCURACY_FIELDS),
+    **{m.thresholds_key: _rule(CamRule, CAM_FIELDS) for m in METHODS.values()},
+    "regression": _rule(RegressionRule, {"max_drop": _unit, "mcnemar_p": _unit}),
+    "selective": _rule(
+        SelectiveRule,
+        {"target": lambda v, k, w: read_num(v, k, w, 0, 1, min_open=True), "coverage_at_target_min": _unit},
+    ),
+    "parity_atol": lambda v, k, w: read_num(v, k, w, min=0, min_open=True),
+    "parity_rtol": lambda v, k, w: read_num(v, k, w, min=0),
+    "latency_batch": lambda v, k, w: read_int(v, k, w, min=1),
+    "latency_max_ms": lambda v, k, w: read_opt_num(v, k, w, min=0, min_open=True),
+    "calibration": lambda v, k, w: read_str(v, k, w, nonempty=False),
+}
 
 
 def _read_user_file(path: Path) -> Mapping[str, Any]:
-    try:
-        user = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"thresholds file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the thresholds file: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    user = read_toml(path, "thresholds")
     if "thresholds" in user:
         if not isinstance(user["thresholds"], Mapping):
             fail(str(path), "thresholds", user["thresholds"], "a table ([thresholds] or thresholds.KEY = VALUE)")
@@ -253,32 +249,9 @@ def parse_thresholds(raw: Mapping[str, Any], source: str, user_file: Path | None
         path = Path(user_file)
         merged = _merge(merged, _read_user_file(path))
         source = f"{source} + {path}"
-    where, d = source, merged
-    check_keys(d, list(Thresholds.__dataclass_fields__), "thresholds", where)
-    t = Thresholds()
-    g = lambda k: d.get(k, getattr(t, k))  # noqa: E731
-    acc_raw = read_table(d.get("accuracy", {}), "thresholds.accuracy", where)
-    return Thresholds(
-        gated=_gated(g("gated"), where),
-        seed_aggregate=read_choice(g("seed_aggregate"), "thresholds.seed_aggregate", where, ("worst", "mean")),
-        accuracy={str(split): _accuracy_rule(rule, str(split), where) for split, rule in acc_raw.items()},
-        accuracy_default=(
-            _accuracy_rule(d["accuracy_default"], "default", where, "thresholds.accuracy_default")
-            if "accuracy_default" in d
-            else DEFAULT_ACCURACY_RULE
-        ),
-        cam=_cam_rule(d.get("cam", {}), where),
-        occlusion=_cam_rule(d.get("occlusion", {}), where, "thresholds.occlusion"),
-        rise=_cam_rule(d.get("rise", {}), where, "thresholds.rise"),
-        regression=_regression_rule(d.get("regression", {}), where),
-        selective=_selective_rule(d.get("selective", {}), where),
-        parity_atol=read_num(g("parity_atol"), "thresholds.parity_atol", where, min=0, min_open=True),
-        parity_rtol=read_num(g("parity_rtol"), "thresholds.parity_rtol", where, min=0),
-        latency_batch=read_int(g("latency_batch"), "thresholds.latency_batch", where, min=1),
-        latency_max_ms=read_opt_num(g("latency_max_ms"), "thresholds.latency_max_ms", where, min=0, min_open=True),
-        calibration=read_str(g("calibration"), "thresholds.calibration", where, nonempty=False),
-        source=source,
-    )
+    check_keys(merged, [f.name for f in dataclasses.fields(Thresholds)], "thresholds", source)
+    read_table(merged.get("accuracy", {}), "thresholds.accuracy", source)  # a table, before any value is read
+    return from_table(Thresholds, merged, source, "thresholds", THRESHOLDS_FIELDS, source=source)
 
 
 def _closest(name: str, known: Sequence[str]) -> str:
@@ -301,8 +274,8 @@ def check_applies(
                 f"{where}: thresholds.accuracy.{name} names test set {name!r}, which this run does not "
                 f"have (test sets: {test_sets}){_closest(name, test_sets)}"
             )
-    for method, key in SALIENCY_EVIDENCE.items():
-        rule = thresholds.localization(method)
+    for method in METHODS.values():
+        key, rule = method.thresholds_key, thresholds.localization(method.name)
         if rule.configured and rule.split and rule.split not in test_sets:
             raise ConfigError(
                 f"{where}: thresholds.{key}.split = {rule.split!r} is not a test set of this run "
@@ -331,8 +304,6 @@ def fit_to_run(thresholds: Thresholds, test_sets: Sequence[str]) -> tuple[Thresh
     a named accuracy rule for a test set this dataset does not have is dropped (its test sets get the default rule),
     and a localization rule naming an absent test set applies to every test set with regions instead. Returns the
     fitted thresholds and one note per change (recorded in run.json and shown in the report)."""
-    import dataclasses
-
     test_sets = list(test_sets)
     notes: list[str] = []
     dropped = [name for name in thresholds.accuracy if name not in test_sets]
@@ -342,8 +313,8 @@ def fit_to_run(thresholds: Thresholds, test_sets: Sequence[str]) -> tuple[Thresh
             f"{test_sets} (each gets the default rule)"
         )
     changes: dict[str, Any] = {"accuracy": {k: v for k, v in thresholds.accuracy.items() if k in test_sets}}
-    for method, key in SALIENCY_EVIDENCE.items():
-        rule = thresholds.localization(method)
+    for method in METHODS.values():
+        key, rule = method.thresholds_key, thresholds.localization(method.name)
         if rule.split and rule.split not in test_sets:
             changes[key] = dataclasses.replace(rule, split="")
             if rule.configured:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -16,11 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from harness import artifacts
+from harness import artifacts, provenance
 from harness.augment import LEVELS, Level, batch_transform, image_transform
-from harness.backbones import Classifier, build_classifier, set_trainable
-from harness.config import Phase, Profile, split_variant
+from harness.backbones import BACKBONES, Classifier, build_classifier, set_trainable
+from harness.config import Phase, Profile
 from harness.data import Dataset, oversample, resize_batch, stratified_split
+from harness.rundir import ModelId, training_state
+from harness.timing import clock
+from harness.validate import ConfigError
+from harness.variants import split_variant
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,6 @@ def prepare_data(ds: Dataset, profile: Profile) -> TrainData:
 
 def pick_device(preference: str = "auto") -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
-        from harness.validate import ConfigError
-
         raise ConfigError(
             "the profile asks for device = 'cuda' but torch sees no usable GPU on this machine; "
             "use --set device=auto (GPU when there is one) or --set device=cpu"
@@ -122,14 +123,6 @@ def _evaluate(
         losses += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
     return losses / max(len(x), 1), correct / max(len(x), 1)
-
-
-def clock(seconds: float) -> str:
-    """A duration as m:ss, or h:mm:ss from an hour on (rounded to the second; negative or NaN reads 0:00)."""
-    total = int(round(seconds)) if seconds == seconds and seconds > 0 else 0
-    h, rest = divmod(total, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def fit(
@@ -222,55 +215,6 @@ def fit(
     return history
 
 
-def variant_id(backbone: str, variant: str, seed: int) -> str:
-    return f"{backbone}-{variant}-s{seed}"
-
-
-def versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import torchvision
-
-    import harness
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "harness": harness.__version__,
-        "numpy": np.__version__,
-    }
-
-
-def device_info(device: torch.device) -> dict[str, Any]:
-    info = {"type": device.type, "platform": platform.platform(), "cpu_threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def trained_state(vdir: Path, inputs: dict[str, Any]) -> tuple[str, str]:
-    """('current' | 'absent' | 'stale', why) for vdir's training against the inputs this run would train from.
-
-    Training is complete when history.json (written last, with the checkpoint's sha256) and model.pt exist.
-    """
-    from harness import provenance
-
-    vdir = Path(vdir)
-    if not (vdir / "model.pt").is_file() or not (vdir / "history.json").is_file():
-        return "absent", ""
-    try:
-        recorded = artifacts.read_json(vdir / "config.json").get("inputs")
-    except (FileNotFoundError, ValueError) as exc:
-        return "stale", str(exc)
-    if recorded is None:
-        return "stale", f"{vdir / 'config.json'} records no training inputs (made by an older harness)"
-    changes = provenance.diff(recorded, inputs)
-    return ("stale", provenance.describe(changes)) if changes else ("current", "")
-
-
 def stale_message(vdir: Path, why: str) -> str:
     return (
         f"{vdir} was trained from other inputs than this run's ({why}); its model would not be what the report "
@@ -295,16 +239,14 @@ def train_variant(
     Inputs (the profile fields that matter, the training data's fingerprint, the weights) are recorded in
     config.json; a folder trained from other inputs raises StaleRunError unless force.
     """
-    from harness import provenance
-
     init, level_name = split_variant(variant)
-    vdir = Path(run_dir) / variant_id(profile.backbone, variant, seed)
+    vdir = Path(run_dir) / ModelId.of(profile.backbone, variant, seed).folder
     ckpt = vdir / "model.pt"
     fp = train_fingerprint or provenance.dataset_fingerprint(ds)
     inputs = provenance.train_inputs(
         profile, variant, seed, fp, provenance.weights_identity(profile.backbone, init, weights_file)
     )
-    state, why = trained_state(vdir, inputs)
+    state, why = training_state(vdir, inputs)
     if state == "current" and not force:
         tqdm.write(f"[{vdir.name}] already trained from the same inputs, skipping ({ckpt})", file=sys.stderr)
         return vdir
@@ -323,8 +265,8 @@ def train_variant(
         "classes": list(ds.classes),
         "data_root": str(Path(data_root).resolve()),
         "weights_file": str(weights_file) if weights_file else None,
-        "device": device_info(device),
-        "versions": versions(),
+        "device": provenance.device_info(device),
+        "versions": provenance.versions(),
         "split": {"train": list(data.train_names), "val": list(data.val_names)},
         "inputs": inputs,
         "profile": profile.to_dict(),
@@ -362,10 +304,8 @@ def train_variant(
             "train_seconds": seconds,
         },
     )
-    from harness.export import sha256_file
-
     artifacts.write_json(
-        vdir / "history.json", {"seconds": seconds, "model_sha256": sha256_file(ckpt), "epochs": history}
+        vdir / "history.json", {"seconds": seconds, "model_sha256": artifacts.sha256_file(ckpt), "epochs": history}
     )
     return vdir
 
@@ -393,8 +333,6 @@ def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
             f"{path}: not a harness checkpoint: keys {missing} missing (a harness checkpoint has "
             f"{list(CHECKPOINT_KEYS)}); delete it and retrain (harness train --force)"
         )
-    from harness.backbones import BACKBONES
-
     if meta["backbone"] not in BACKBONES:
         raise ValueError(f"{path}: checkpoint backbone {meta['backbone']!r} is not registered ({sorted(BACKBONES)})")
     model = build_classifier(meta["backbone"], "scratch", len(meta["classes"]), meta["hidden"], meta["dropout"])

@@ -2,13 +2,21 @@
 
 Each reads one raw value (from TOML, JSON or a --set override), checks its type and range, and returns it typed, or
 raises ConfigError "<where>: <key> = <value!r> must be <expected>". `key` is dotted (phases.imagenet[1].lr).
+`read_toml` reads a file, `from_table` a whole table into a frozen dataclass.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+T = TypeVar("T")
+# A reader of one field: (value, dotted key, where) -> the value typed; ConfigError naming where, key and value.
+Reader = Callable[[Any, str, str], Any]
 
 
 class ConfigError(ValueError):
@@ -172,3 +180,59 @@ def check_keys(
     for r in required:
         if r not in table:
             raise ConfigError(f"{where}: {at}missing required key {r!r}")
+
+
+def from_table(
+    cls: type[T],
+    table: Any,
+    where: str,
+    key: str,
+    fields: Mapping[str, Reader],
+    *,
+    known: Sequence[str] | None = None,
+    required: Sequence[str] = (),
+    **values: Any,
+) -> T:
+    """An instance of the frozen dataclass `cls` from the table `table` at `key` ('' for top level).
+
+    ConfigError for a value that is not a table, unknown keys (`known`, by default the fields of `cls`) and missing
+    `required` ones. Each key of `fields` that the table has is read, in the order of `fields`, by its reader
+    (value, '<key>.<name>', where); an absent one keeps the dataclass default. `values` (fields the caller worked
+    out itself) are passed as they are."""
+    d = read_table(table, key, where)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]  # cls is a dataclass
+    check_keys(d, names if known is None else known, key, where, required=required)
+    prefix = f"{key}." if key else ""
+    read = {name: reader(d[name], prefix + name, where) for name, reader in fields.items() if name in d}
+    return cls(**read, **values)
+
+
+def parse_toml(text: str, where: str, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """TOML text as a dict; `error` "<where>: invalid TOML: ..." otherwise."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{where}: invalid TOML: {exc}") from exc
+
+
+def read_toml(
+    path: Path,
+    what: str,
+    *,
+    where: str = "",
+    unreadable: str = "",
+    hint: str = "",
+    error: type[ConfigError] = ConfigError,
+) -> dict[str, Any]:
+    """The TOML file `path` as a dict, or `error` (a ConfigError) naming the file: "<what> file <path> does not
+    exist<hint>" when it is not a file, "<where>: cannot read <unreadable>: ..." (default: "the <what> file") when it
+    is not UTF-8 text, "<where>: invalid TOML: ..." when it is not TOML. `where` defaults to the path."""
+    path = Path(path)
+    where = where or str(path)
+    if not path.is_file():
+        raise error(f"{what} file {path} does not exist{hint}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{where}: cannot read {unreadable or f'the {what} file'}: {exc}") from exc
+    return parse_toml(text, where, error)

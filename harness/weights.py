@@ -29,8 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torchvision.models import VGG16_Weights
 
-from harness.backbones import BACKBONES, WeightsUnavailable, check_weights_available
+from harness.backbones import BACKBONES, check_weights_available
+from harness.checkpoints import WeightsUnavailable
+from harness.lite0_weights import LITE0_WEIGHTS_DIST, LITE0_WEIGHTS_FILE, LITE0_WEIGHTS_PACKAGE, lite0_weights_path
+from harness.validate import ConfigError
 
 NETWORK_TIMEOUT_S = 60.0  # per blocking socket operation of a download (connect, each read)
 
@@ -110,8 +114,6 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _vgg16_source() -> WeightsSource:
-    from torchvision.models import VGG16_Weights
-
     w = VGG16_Weights.IMAGENET1K_V1
     name = url_file_name(w.url)
     size = w.meta.get("_file_size")  # torchvision records it in MiB (527.796 for vgg16-397923af.pth)
@@ -127,8 +129,6 @@ def _vgg16_source() -> WeightsSource:
 
 
 def _lite0_source() -> WeightsSource:
-    from harness.lite0_weights import LITE0_WEIGHTS_DIST, LITE0_WEIGHTS_FILE, LITE0_WEIGHTS_PACKAGE, lite0_weights_path
-
     try:
         where = str(lite0_weights_path())
     except WeightsUnavailable:
@@ -164,8 +164,6 @@ SOURCES: dict[str, Callable[[], WeightsSource]] = {"vgg16": _vgg16_source, "effi
 
 def _known_backbone(backbone: str) -> None:
     if backbone not in BACKBONES:
-        from harness.validate import ConfigError
-
         raise ConfigError(f"unknown backbone {backbone!r}; registered backbones: {', '.join(sorted(BACKBONES))}")
 
 
@@ -269,8 +267,6 @@ def fetch_weights(
         FetchError (a WeightsUnavailable): the URL cannot be reached (the message is the offline one of a run's
             preflight, plus the URL tried), the download's hash does not match, or the cache is not writable.
     """
-    from harness.validate import ConfigError
-
     src = weights_source(backbone)
     if src.url is None:
         if url is not None:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
 import pytest
+
+from harness import artifacts
+from harness.config import load_profile
+from harness.data import DataError
+from harness.report.build import build_report, thresholds_of_run, write_reports
+from harness.run import default_run_dir, fit_profile, run_matrix
+from harness.thresholds import parse_thresholds
+from harness.validate import ConfigError
+from harness.verdicts import Verdict, judge
 
 _STATE: dict[str, object] = {}
 
@@ -32,9 +42,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _plan(config: pytest.Config) -> dict:
     """Decide at collection time what the gate judges, without training anything yet (cheap); a bad option, profile
     or thresholds file is a usage error naming it, not a traceback."""
-    from harness.data import DataError
-    from harness.validate import ConfigError
-
     try:
         return _make_plan(config)
     except (ConfigError, DataError, FileNotFoundError, ValueError) as exc:
@@ -49,9 +56,6 @@ def _make_plan(config: pytest.Config) -> dict:
     if run_dir is not None and profile_name is not None:
         raise pytest.UsageError("give either --run-dir (judge a run) or --profile (produce one), not both")
     if run_dir is not None:
-        from harness import artifacts
-        from harness.report.build import thresholds_of_run
-
         if not (run_dir / "run.json").is_file():
             raise pytest.UsageError(f"--run-dir {run_dir}: no run.json there; is it a harness run directory?")
         proto = artifacts.read_json(run_dir / "run.json")
@@ -64,15 +68,9 @@ def _make_plan(config: pytest.Config) -> dict:
             "run_profile": proto["profile"],
         }
     elif profile_name is not None:
-        from harness.config import load_profile
-        from harness.run import default_run_dir
-        from harness.thresholds import parse_thresholds
-
         overrides = list(config.getoption("--harness-set"))
         if config.getoption("--backbone"):
             overrides.append(f"backbone={config.getoption('--backbone')}")
-        from harness.run import fit_profile
-
         profile = load_profile(profile_name, overrides)
         thresholds = parse_thresholds(profile.thresholds, profile.source, config.getoption("--thresholds"))
         # test sets discovered from the dataset when the profile names none, thresholds fitted to them
@@ -100,10 +98,6 @@ def _report(config: pytest.Config) -> dict:
     if "report" not in _STATE:
         plan = _plan(config)
         if "profile" in plan:
-            import contextlib
-
-            from harness.run import run_matrix
-
             # the run takes minutes: its progress lines go to the terminal, not into pytest's capture
             capture = config.pluginmanager.getplugin("capturemanager")
             quiet = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
@@ -124,8 +118,6 @@ def _report(config: pytest.Config) -> dict:
                     config.getoption("--weights-file"),
                 )
         else:
-            from harness.report.build import build_report, write_reports
-
             report = build_report(plan["run_dir"], plan["thresholds"])
             write_reports(plan["run_dir"], report)
         _STATE["report"] = report
@@ -135,8 +127,6 @@ def _report(config: pytest.Config) -> dict:
 @pytest.fixture()
 def verdict(request):
     """The real verdict for this test's (criterion, id), from the session's report."""
-    from harness.verdicts import Verdict
-
     criterion, vid = request.param
     report = _report(request.config)
     fields = set(Verdict.__dataclass_fields__)
@@ -146,11 +136,24 @@ def verdict(request):
     pytest.fail(f"the report has no verdict {criterion}[{vid}]", pytrace=False)
 
 
+def _planned(plan: dict) -> list[Verdict]:
+    """The same judge as the report, on what exists now (once per session): gives the test ids; the values come from
+    the report at test time."""
+    if "planned" not in _STATE:
+        _STATE["planned"] = judge(
+            Path(plan["run_dir"]),
+            plan["thresholds"],
+            plan["test_sets"],
+            plan["variants"],
+            plan["backbone"],
+            plan["run_profile"],
+        )
+    return _STATE["planned"]  # type: ignore[return-value]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "verdict" not in metafunc.fixturenames:
         return
-    from harness.verdicts import judge
-
     criterion = metafunc.function.__name__.removeprefix("test_")
     plan = _plan(metafunc.config)
     if not plan:
@@ -165,19 +168,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             indirect=True,
         )
         return
-    # the same judge as the report, on what exists now: gives the ids; values come from the report at test time
-    planned = [
-        v
-        for v in judge(
-            Path(plan["run_dir"]),
-            plan["thresholds"],
-            plan["test_sets"],
-            plan["variants"],
-            plan["backbone"],
-            plan["run_profile"],
-        )
-        if v.criterion == criterion
-    ]
+    planned = [v for v in _planned(plan) if v.criterion == criterion]
     if not planned:
         metafunc.parametrize(
             "verdict",

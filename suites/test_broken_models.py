@@ -16,6 +16,7 @@ import torch
 from harness import artifacts
 from harness.config import load_profile
 from harness.data import load_train
+from harness.export import sha256_file
 from harness.run import run_matrix
 from harness.thresholds import parse_thresholds
 from harness.train import train_variant
@@ -87,8 +88,6 @@ def test_constant_answer_fails_the_gate(cpu_gate, tmp_path):
     )
     artifacts.save_torch(vdir / "model.pt", ckpt)
     # as if training had produced it: history.json vouches for the checkpoint that the later steps must use
-    from harness.export import sha256_file
-
     history = artifacts.read_json(vdir / "history.json")
     artifacts.write_json(vdir / "history.json", history | {"model_sha256": sha256_file(vdir / "model.pt")})
     report = run_matrix(profile, thresholds, DATA, run_dir, progress=False)  # resumes: keeps the broken checkpoint

@@ -1,10 +1,19 @@
-"""The acceptance gate: one test per (variant, criterion); every criterion of harness.verdicts has its test here. Gated failures fail; ablations pass or xfail, with values."""
+"""The acceptance gate: one test per (criterion, model[, test set]) verdict. Gated failures fail; ablations pass or
+xfail, with values.
+
+The tests are made from the criteria table (harness.verdicts.criteria.CRITERIA): one test function test_<criterion>
+per criterion, each parametrized (conftest.py) over that criterion's verdicts, so the node ids stay
+test_<criterion>[<verdict id>] and a criterion added to the table gets its test.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 
 from harness.verdicts import ERROR, PASS, SKIP, Verdict
+from harness.verdicts.criteria import CRITERIA
 
 
 def _message(v: Verdict) -> str:
@@ -33,77 +42,15 @@ def check(v: Verdict, record_property) -> None:
     pytest.fail(("ERROR (evidence missing or unreadable) " if v.status == ERROR else "") + msg, pytrace=False)
 
 
-def test_accuracy(verdict, record_property):
-    check(verdict, record_property)
+def _criterion_test(name: str) -> Callable[..., None]:
+    """test_<name>: checks the verdict of criterion `name` it is parametrized with (conftest.py)."""
+
+    def test(verdict, record_property):
+        check(verdict, record_property)
+
+    test.__name__ = test.__qualname__ = f"test_{name}"
+    test.__doc__ = f"The gate's verdict of criterion {name}: {CRITERIA[name].meaning}."
+    return test
 
 
-def test_soft_above_constant(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_strict_above_constant(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_strict_accuracy(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_wilson_lower(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_test_sets_judged(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_cam_energy(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_cam_pointing(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_wilson_above_constant(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_cam_sanity(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_occlusion_energy(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_occlusion_pointing(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_occlusion_sanity(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_rise_energy(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_rise_pointing(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_rise_sanity(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_coverage_at_target(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_onnx_parity(verdict, record_property):
-    check(verdict, record_property)
-
-
-def test_latency(verdict, record_property):
-    check(verdict, record_property)
+globals().update({f"test_{name}": _criterion_test(name) for name in CRITERIA})

@@ -6,8 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.transforms import v2
 
-from harness.augment import LEVELS, batch_transform, image_transform
-from harness.config import AugmentParams
+from harness.augment import LEVELS, AugmentParams, batch_transform, image_transform
 
 sizes = st.integers(8, 96)
 

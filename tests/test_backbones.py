@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from harness.backbones import BACKBONES, WeightsUnavailable, build_classifier, set_trainable, vgg16_weights_file
+from harness.backbones import BACKBONES, build_classifier, set_trainable, vgg16_weights_file
+from harness.checkpoints import WeightsUnavailable
 
 
 @pytest.fixture(scope="session")

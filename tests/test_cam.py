@@ -1,4 +1,5 @@
-"""Tests for harness.cam (Grad-CAM maps, overlays) and harness.camcheck (the cam step and cam.json)."""
+"""Tests for harness.saliency.gradcam (Grad-CAM maps, overlays) and harness.saliency.gradcam_step (the cam step and
+cam.json)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from harness.config import apply_overrides, builtin_profiles, load_profile, parse_override, split_variant
+from harness.config import apply_overrides, builtin_profiles, load_profile, parse_override
 from harness.validate import ConfigError
+from harness.variants import split_variant
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "full"])

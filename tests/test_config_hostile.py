@@ -16,17 +16,18 @@ from harness import backbones as bb
 from harness.augment import LEVELS
 from harness.backbones import (
     BACKBONES,
-    WeightsUnavailable,
     build_classifier,
     check_weights_available,
     resolve_train_from,
     set_trainable,
     train_from_names,
 )
-from harness.config import INITS, load_profile, profile_from_dict, read_profile_toml, split_variant, validate
+from harness.checkpoints import WeightsUnavailable
+from harness.config import load_profile, profile_from_dict, read_profile_toml, validate
 from harness.lite0_weights import LITE0_WEIGHTS_FILE, load_lite0_imagenet
 from harness.thresholds import Thresholds, check_applies, is_gated, parse_thresholds
 from harness.validate import ConfigError
+from harness.variants import INITS, split_variant
 from tests.conftest import BUNDLED
 
 PROFILES = ("smoke", "cpu", "full")

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from harness.config import load_profile, profile_from_dict, with_test_sets
 from harness.data import DataError, discover_test_sets, load_test
-from harness.report.html import is_book_dataset, render_html
+from harness.report.html import render_html
+from harness.report.wording import is_book_dataset
 from harness.validate import ConfigError
 from tests.conftest import BUNDLED, write_image
 from tests.test_report_html import FIXTURE, cell, run_dir  # noqa: F401  (run_dir: the fixture, overlays on disk)

@@ -10,12 +10,8 @@ import torch
 from PIL import Image
 
 from harness import lite0_weights
+from harness.backbones import get_backbone
 from harness.lite0_weights import (
-    LITE0_CROP_PCT,
-    LITE0_INPUT_SIZE,
-    LITE0_INTERPOLATION,
-    LITE0_MEAN,
-    LITE0_STD,
     WeightMappingError,
     lite0_weights_path,
     load_lite0_imagenet,
@@ -156,12 +152,14 @@ def test_lite0_weights_path_missing_file(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_preprocessing_constants_match_timm() -> None:
+    # the backbone registry's normalisation is timm's pretrained config for these weights, so it cannot drift silently
     cfg = timm.create_model("tf_efficientnet_lite0", pretrained=False).pretrained_cfg
-    assert LITE0_MEAN == tuple(cfg["mean"]) == (0.5, 0.5, 0.5)
-    assert LITE0_STD == tuple(cfg["std"]) == (0.5, 0.5, 0.5)
-    assert LITE0_INPUT_SIZE == tuple(cfg["input_size"]) == (3, 224, 224)
-    assert LITE0_CROP_PCT == cfg["crop_pct"]
-    assert LITE0_INTERPOLATION == cfg["interpolation"]
+    lite0 = get_backbone("efficientnet_lite0")
+    assert lite0.mean == tuple(cfg["mean"]) == (0.5, 0.5, 0.5)
+    assert lite0.std == tuple(cfg["std"]) == (0.5, 0.5, 0.5)
+    assert tuple(cfg["input_size"]) == (3, 224, 224)
+    assert cfg["crop_pct"] == 0.875
+    assert cfg["interpolation"] == "bicubic"
 
 
 # ---------------------------------------------------------------- real model

@@ -18,7 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness import artifacts, runlock
-from harness.cli import _print_verdicts, main
+from harness.cli import main
+from harness.cli_commands import _print_verdicts
 from harness.config import load_profile
 from harness.run import STEP_OUTPUTS, find_resumable, latest_run, matrix_eta, matrix_progress, run_identity
 from harness.train import clock

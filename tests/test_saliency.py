@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from harness.saliency import METHODS, SaliencyResult, get_method, resolve_params, saliency
 from harness.saliency.localization import box_mask, energy_chance, energy_share, pointing_chance, pointing_game
 from harness.saliency.occlusion import occlusion_attribution, window_positions
+from harness.saliency.perturbation import SaliencyResult
+from harness.saliency.registry import BLACK_BOX, get_method, resolve_params, saliency
 from harness.saliency.rise import MaskSet, rise_masks
 from harness.saliency.sanity import map_rank_correlation, randomize_onnx_head, randomize_torch_head
 from harness.validate import ConfigError
@@ -26,7 +27,7 @@ from harness.validate import ConfigError
 REGION = (slice(4, 12), slice(20, 28))  # rows 4..11, cols 20..27 of a 32 x 32 image
 
 
-# --- forward functions and tiny ONNX graphs ----------------------------------------------------------------------------
+# --- forward functions and tiny ONNX graphs ---------------------------------------------------------------------------
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -150,7 +151,7 @@ def image(h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((3, h, w)).astype(np.float32)
 
 
-# --- occlusion: known answers ------------------------------------------------------------------------------------------
+# --- occlusion: known answers -----------------------------------------------------------------------------------------
 
 
 def test_window_positions_known_answers():
@@ -278,7 +279,7 @@ def test_occlusion_invariants(h, w, data):
     fwd = Counting(linear_forward(h, w, seed=h * w))
     params = {"window": window, "stride": stride, "batch": batch}
     res = saliency("occlusion", fwd, image(h, w, seed=w), [0, 1, 2], params)
-    assert res.passes == fwd.images == METHODS["occlusion"].passes(h, w, resolve_params("occlusion", params, "t"))
+    assert res.passes == fwd.images == BLACK_BOX["occlusion"].passes(h, w, resolve_params("occlusion", params, "t"))
     assert fwd.calls == -(-res.passes // batch)
     for m in res.maps.values():
         assert m.shape == (h, w) and m.dtype == np.float64 and np.isfinite(m).all()
@@ -286,7 +287,7 @@ def test_occlusion_invariants(h, w, data):
     assert np.isclose(res.probabilities.sum(), 1.0)
 
 
-# --- RISE ----------------------------------------------------------------------------------------------------------------
+# --- RISE -------------------------------------------------------------------------------------------------------------
 
 
 def test_rise_masks_match_torch_bilinear_and_keep_probability():
@@ -323,7 +324,7 @@ def test_rise_deterministic_per_seed_and_batch_free(seed, batch, h, w):
     assert m.shape == (h, w) and m.min() == 0.0 and m.max() == 1.0  # min subtracted, divided by max
 
 
-# --- models that ignore their input, sanity check ------------------------------------------------------------------------
+# --- models that ignore their input, sanity check ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name,params", [("occlusion", {"window": 8, "stride": 4}), ("rise", {"masks": 40})])
@@ -475,24 +476,24 @@ def test_randomize_torch_head():
         randomize_torch_head(net, layers=0)
 
 
-# --- cost, registry, hostile inputs ---------------------------------------------------------------------------------------
+# --- cost, registry, hostile inputs -----------------------------------------------------------------------------------
 
 
 def test_default_cost_at_224_px():
     """The contract's budget: 170 passes for occlusion, 201 for RISE at 224 px; our own overhead well under the
     3 s per image (the forward here is nearly free)."""
-    assert METHODS["occlusion"].passes(224, 224, METHODS["occlusion"].defaults) == 170
-    assert METHODS["rise"].passes(224, 224, METHODS["rise"].defaults) == 201
+    assert BLACK_BOX["occlusion"].passes(224, 224, BLACK_BOX["occlusion"].defaults) == 170
+    assert BLACK_BOX["rise"].passes(224, 224, BLACK_BOX["rise"].defaults) == 201
     fwd = Counting(lambda x: softmax(x.mean((2, 3)).astype(np.float64) * 5))
     img = image(224, 224)
     for name in ("occlusion", "rise"):
         t0 = time.perf_counter()
         res = saliency(name, fwd, img, [0, 1])
         assert time.perf_counter() - t0 < 1.5
-        assert isinstance(res, SaliencyResult) and res.passes == METHODS[name].passes(224, 224, {})
+        assert isinstance(res, SaliencyResult) and res.passes == BLACK_BOX[name].passes(224, 224, {})
         assert res.maps[0].shape == (224, 224)
     assert fwd.images == 170 + 201
-    for name, method in METHODS.items():
+    for name, method in BLACK_BOX.items():
         text = method.description(method.defaults)
         assert ("Zeiler" if name == "occlusion" else "Petsiuk") in text and "\n" not in text
 
@@ -540,7 +541,7 @@ def test_registry_and_resolution():
         "baseline": 0.5,
         "batch": 32,
     }
-    assert resolve_params("rise", {}, "x") == dict(METHODS["rise"].defaults)
+    assert resolve_params("rise", {}, "x") == dict(BLACK_BOX["rise"].defaults)
     assert get_method("rise").name == "rise"
 
 

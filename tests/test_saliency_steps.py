@@ -4,13 +4,17 @@ occlusion step on the exported model (occlusion.json), and the verdicts judged a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from harness import artifacts
 from harness.config import load_profile
-from harness.saliency import localization
+from harness.data import load_test, working_short_side
+from harness.export import export_variant
+from harness.saliency import localization, scoring
+from harness.saliency.blackbox_step import variant_blackbox
 from harness.saliency.gradcam_step import CAM_PROTOCOL, cam_variant
 from harness.thresholds import parse_thresholds
 from harness.verdicts import ERROR, judge
@@ -94,9 +98,6 @@ def test_no_test_set_with_regions_makes_localization_skip_not_error(tmp_path):
 
 
 def test_the_occlusion_step_on_the_exported_model_is_recorded_and_resumable(tiny_run, capsys):  # noqa: F811
-    from harness.export import export_variant
-    from harness.saliency.evidence import variant_blackbox
-
     vdir = _set_profile(
         tiny_run,
         'saliency.methods=["gradcam", "occlusion"]',
@@ -127,3 +128,31 @@ def test_the_occlusion_step_on_the_exported_model_is_recorded_and_resumable(tiny
     )
     redone = variant_blackbox(vdir, "occlusion")  # other parameters: stale, redone without --force
     assert redone["passes_per_image"] == pytest.approx(4 * 4 + 1 + 1)
+
+
+def test_the_saliency_steps_use_the_test_sets_they_are_given_instead_of_decoding_them(tiny_run, monkeypatch, capsys):  # noqa: F811
+    vdir = _set_profile(
+        tiny_run,
+        'saliency.methods=["gradcam", "occlusion"]',
+        "saliency.occlusion.window=16",
+        "saliency.occlusion.stride=8",
+        "saliency.sanity=false",
+    )
+    export_variant(vdir)
+    cam_variant(vdir)
+    variant_blackbox(vdir, "occlusion")
+    config = artifacts.read_json(vdir / "config.json")
+    tests = {  # what a job decodes once and hands to every step
+        split: load_test(Path(config["data_root"]), split, config["classes"], max_short_side=working_short_side(32))
+        for split in ("test_coco", "test_plain")
+    }
+    capsys.readouterr()
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a test set was decoded again")
+
+    monkeypatch.setattr(scoring, "load_test", no_decoding)
+    cam_variant(vdir, tests=tests)
+    variant_blackbox(vdir, "occlusion", tests=tests)
+    err = capsys.readouterr().err
+    assert "cam.json is current" in err and "occlusion.json is current" in err

@@ -15,17 +15,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from harness import runtime
 from harness.data import resize_batch
-from harness.spec import (
-    ModelSpec,
-    SpecError,
-    crop_window,
-    make_forward,
-    map_to_image,
-    prepare,
-    read_spec,
-    resolve_spec,
-    to_model,
-)
+from harness.preprocess import crop_window, make_forward, map_to_image, prepare, to_model
+from harness.spec import ModelSpec, SpecError, read_spec, resolve_spec
 from harness.validate import ConfigError
 from tests.onnx_wrappers import harness_like_model, mean_model, wrap_nhwc_uint8_bgr_probs
 
@@ -60,7 +51,7 @@ def _photos(n: int, seed: int = 0) -> list[torch.Tensor]:
     """Photos of odd sizes, each a different colour with a gradient and noise (so predictions differ)."""
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(n):
+    for _ in range(n):
         h, w = int(rng.integers(23, 61)) | 1, int(rng.integers(23, 61)) | 1
         base = rng.integers(0, 256, 3)[:, None, None]
         ramp = np.linspace(0, 1, w)[None, None, :] * rng.integers(-120, 120, 3)[:, None, None]

@@ -15,8 +15,18 @@ import traceback as _traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness import artifacts
+import torch
+
+from harness import artifacts, provenance, runtime
 from harness.config import Profile
+from harness.data import Dataset, load_train, working_short_side
+from harness.evaluate import evaluate_variant
+from harness.export import export_variant
+from harness.rundir import ModelId, is_current, read_variant_config
+from harness.saliency.blackbox_step import variant_blackbox
+from harness.saliency.gradcam_step import cam_variant
+from harness.testsets import load_test_sets
+from harness.train import train_variant
 
 DONE, FAILED, SKIPPED = "done", "failed", "skipped"
 
@@ -44,9 +54,7 @@ class JobContext:
     gpus: float | None = None  # the GPU share a Ray task was given (0: none, so it must not touch a GPU); None: serial
 
     def job_id(self, job: Job) -> str:
-        from harness.train import variant_id
-
-        return variant_id(self.profile.backbone, job.variant, job.seed)
+        return ModelId.of(self.profile.backbone, job.variant, job.seed).folder
 
 
 @dataclass(frozen=True)
@@ -95,10 +103,6 @@ def set_threads(n: int | None) -> None:
     run several times slower than one pool alone)."""
     if not n:
         return
-    import torch
-
-    from harness import runtime
-
     n = max(1, int(n))
     torch.set_num_threads(n)
     runtime.set_default_threads(n)
@@ -106,8 +110,6 @@ def set_threads(n: int | None) -> None:
 
 def check_storage(ctx: JobContext) -> None:
     """Fail fast on a node that does not see the driver's run directory (run.json as submitted) or dataset."""
-    from harness.export import sha256_file
-
     host = socket.gethostname()
     proto = Path(ctx.run_dir) / "run.json"
     remedy = (
@@ -118,7 +120,7 @@ def check_storage(ctx: JobContext) -> None:
         raise SharedStorageError(
             f"node {host} cannot see the run directory {ctx.run_dir} (no run.json there); {remedy}"
         )
-    if sha256_file(proto) != ctx.run_json_sha256:
+    if artifacts.sha256_file(proto) != ctx.run_json_sha256:
         raise SharedStorageError(
             f"node {host} sees another {proto} than the driver wrote (a local folder of the same "
             f"name, not the shared one); {remedy}"
@@ -127,11 +129,8 @@ def check_storage(ctx: JobContext) -> None:
         raise SharedStorageError(f"node {host} cannot see the dataset {ctx.data_root}; {remedy}")
 
 
-def load_training_set(ctx: JobContext):
+def load_training_set(ctx: JobContext) -> Dataset:
     """The training set as the driver fingerprinted it; another one at the same path is a SharedStorageError."""
-    from harness import provenance
-    from harness.data import load_train, working_short_side
-
     ds = load_train(ctx.data_root, max_short_side=working_short_side(ctx.profile.image_size))
     if provenance.dataset_fingerprint(ds) != ctx.train_fingerprint:
         raise SharedStorageError(
@@ -141,14 +140,16 @@ def load_training_set(ctx: JobContext):
     return ds
 
 
-def run_steps(ctx: JobContext, job: Job, ds=None) -> None:
-    """The steps of one job; each skips itself when its output is current (so a rerun resumes)."""
-    from harness.evaluate import evaluate_variant
-    from harness.export import export_variant
-    from harness.saliency.evidence import variant_blackbox
-    from harness.saliency.gradcam_step import cam_variant
-    from harness.train import train_variant
+def job_tests(vdir: Path, data_root: Path) -> dict[str, Dataset]:
+    """The test sets every step of a trained model folder runs on, decoded once: its recorded profile's test sets,
+    over its classes, at the working size of its image size (as each step would load them by itself)."""
+    config, profile = read_variant_config(vdir, data_root)
+    return load_test_sets(config["data_root"], profile.test_sets, config["classes"], profile.image_size)
 
+
+def run_steps(ctx: JobContext, job: Job, ds: Dataset | None = None) -> None:
+    """The steps of one job; each skips itself when its output is current (so a rerun resumes). The test sets are
+    decoded once, after training, and handed to every step."""
     if ds is None:
         check_storage(ctx)
         ds = load_training_set(ctx)
@@ -164,28 +165,18 @@ def run_steps(ctx: JobContext, job: Job, ds=None) -> None:
         progress=ctx.progress,
         train_fingerprint=ctx.train_fingerprint,
     )
-    record = export_variant(vdir, force=ctx.force, data_root=ctx.data_root)
-    test_data = (record.get("inputs") or {}).get("test_data")
-    if ctx.force or not step_current(vdir, "metrics.json", "onnx_sha256", record.get("sha256"), test_data):
-        evaluate_variant(vdir, data_root=ctx.data_root)
-    cam_variant(vdir, force=ctx.force, data_root=ctx.data_root)  # redoes itself when stale
+    tests = job_tests(vdir, ctx.data_root)
+    record = export_variant(vdir, force=ctx.force, data_root=ctx.data_root, tests=tests)
+    # metrics.json is current when made from the model file export.json vouches for and from the same test images
+    made_from = {"onnx_sha256": record.get("sha256"), "test_data": (record.get("inputs") or {}).get("test_data")}
+    if ctx.force or not is_current(vdir / "metrics.json", made_from, keys=("onnx_sha256", "test_data")):
+        evaluate_variant(vdir, data_root=ctx.data_root, tests=tests)
+    cam_variant(vdir, force=ctx.force, data_root=ctx.data_root, tests=tests)  # redoes itself when stale
     for method in ctx.black_box:
-        variant_blackbox(vdir, method, force=ctx.force, data_root=ctx.data_root)
+        variant_blackbox(vdir, method, force=ctx.force, data_root=ctx.data_root, tests=tests)
 
 
-def step_current(vdir: Path, name: str, model_key: str, want_model: str | None, test_data: dict | None) -> bool:
-    """<name>.json exists, was made from the model file export.json vouches for, and from the same test images."""
-    try:
-        rec = artifacts.read_json(vdir / name)
-    except (FileNotFoundError, ValueError):
-        return False
-    if not isinstance(rec, dict):
-        return False
-    made = rec.get("inputs") or {}
-    return made.get(model_key) == want_model and want_model is not None and made.get("test_data") == test_data
-
-
-def run_job(ctx: JobContext, job: Job, ds=None, complete: bool = False) -> JobResult:
+def run_job(ctx: JobContext, job: Job, ds: Dataset | None = None, complete: bool = False) -> JobResult:
     """Run one job's steps and say how it went. `ds`: the training set already loaded (the driver's); None in a
     worker, which then checks it sees the run directory and loads the dataset itself. `complete`: the job's folder
     was found complete before the run (its result is SKIPPED unless a step found something to redo)."""

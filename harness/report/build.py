@@ -7,9 +7,18 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import spearmanr
+
 from harness import artifacts
-from harness.thresholds import Thresholds, parse_thresholds
-from harness.verdicts import collect, judge, judged_table, overall
+from harness.report.evidence import evidence
+from harness.report.html import render_html
+from harness.rundir import JOBS_FILE, ModelId, complete_jobs
+from harness.saliency.registry import GRADCAM, method_info
+from harness.thresholds import Thresholds, check_applies, parse_thresholds
+from harness.validate import ConfigError
+from harness.verdicts import Verdict, judge, judged_table, overall
+from harness.verdicts.collect import SeedRun, collect
+from harness.verdicts.criteria import CRITERIA, LOCALIZATION, SANITY
 
 
 def read_protocol(run_dir: Path) -> dict[str, Any]:
@@ -33,8 +42,6 @@ def read_protocol(run_dir: Path) -> dict[str, Any]:
 def thresholds_of_run(run_dir: Path, user_file: Path | None = None) -> Thresholds:
     """The thresholds recorded in run.json (optionally overridden by a user file), checked against the run:
     a rule for a test set the run does not have, or a gated variant it did not run, is an error."""
-    from harness.thresholds import check_applies
-
     proto = read_protocol(run_dir)
     raw = {k: v for k, v in proto["thresholds"].items() if k != "source"}
     t = parse_thresholds(raw, proto["thresholds"].get("source", "run.json"), user_file)
@@ -101,8 +108,6 @@ def _primary_score(rec: dict, key: str):
 def method_agreement(a: dict, b: dict, split: str) -> dict[str, Any]:
     """Per-image rank agreement of two saliency methods on one split: Spearman correlation of the primary label's
     energy share over the images both scored (None with fewer than 3)."""
-    from scipy.stats import spearmanr
-
     ea = {r["image"]: r.get("energy_share") for r in (a.get("images") or {}).get(split, [])}
     eb = {r["image"]: r.get("energy_share") for r in (b.get("images") or {}).get(split, [])}
     both = [k for k in ea if ea[k] is not None and eb.get(k) is not None]
@@ -202,8 +207,6 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
             variants[r.folder.name] = _variant_entry(r.folder, r.metrics, r.cam, r.export, r.saliency) | {
                 "problems": dict(r.problems)
             }
-    from harness.report.evidence import evidence
-
     gated_models = sorted({v.model for v in verdicts if v.gated})
     strength = evidence({"variants": variants, "protocol": proto}, gated_models, thresholds.selective.target)
     return {
@@ -222,6 +225,7 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
         "localization": localization_table(verdicts),
         "variants": variants,
         "failed_jobs": failed_jobs(run_dir, proto),
+        "models": model_table(verdicts, groups, proto),
     }
 
 
@@ -229,9 +233,6 @@ def failed_jobs(run_dir: Path, proto: dict[str, Any]) -> list[dict[str, Any]]:
     """The jobs jobs.json records as failed whose folder is still incomplete (a job completed since, by a rerun or
     `harness train`, is no longer a failure): id, variant, seed, error, host, seconds; the traceback stays in
     jobs.json."""
-    from harness.run import JOBS_FILE, complete_jobs
-    from harness.saliency.settings import GRADCAM
-
     try:
         log = artifacts.read_json(Path(run_dir) / JOBS_FILE)
     except (FileNotFoundError, ValueError):
@@ -253,16 +254,19 @@ def failed_jobs(run_dir: Path, proto: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def localization_table(verdicts) -> list[dict[str, Any]]:
+def localization_table(verdicts: list[Verdict]) -> list[dict[str, Any]]:
     """One row per (model, method, test set): energy share and pointing rate, each beside its chance level, and the
     sanity check's correlation: the figures a reader compares, in one place."""
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     sanity: dict[tuple[str, str], Any] = {}
     for v in verdicts:
-        prefix, _, what = v.criterion.rpartition("_")
-        if what == "sanity":
+        c = CRITERIA.get(v.criterion)
+        if c is None or c.family != LOCALIZATION:
+            continue
+        prefix, what = method_info(c.method).evidence, c.aspect
+        if what == SANITY:
             sanity[(v.model, prefix)] = (v.value, v.status)
-        elif what in ("energy", "pointing") and prefix in ("cam", "occlusion", "rise"):
+        else:
             row = rows.setdefault(
                 (v.model, prefix, v.subject), {"model": v.model, "method": prefix, "split": v.subject, "gated": v.gated}
             )
@@ -278,11 +282,42 @@ def localization_table(verdicts) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def model_table(verdicts: list[Verdict], groups: dict[str, list[SeedRun]], proto: dict[str, Any]) -> dict[str, Any]:
+    """model key -> its identity as fields, for every model judged or found: kind ('trained' or 'check'), backbone,
+    variant, init and level of a trained model (None for a checked one), a checked model's name (None for a trained
+    one), its seeds in the run and whether it is gated. Readers of report.json use these, never the key's parts."""
+    models: dict[str, tuple[str, str, bool]] = {}
+    for v in verdicts:
+        models.setdefault(v.model, (v.backbone, v.variant, v.gated))
+    for key, runs in groups.items():
+        models.setdefault(key, (runs[0].backbone, runs[0].variant, False))
+    out: dict[str, Any] = {}
+    for key, (backbone, variant, gated) in models.items():
+        runs = groups.get(key, [])
+        kind = runs[0].kind if runs else ("check" if proto.get("kind") == "check" else "trained")
+        init = level = None
+        if kind != "check":
+            try:
+                ident = ModelId.of(backbone, variant, 0)
+                init, level = ident.init, ident.level
+            except ConfigError:
+                pass  # not '<init>-<level>': a name the protocol gave, judged ERROR (no folder has it)
+        out[key] = {
+            "kind": kind,
+            "backbone": backbone,
+            "variant": variant,
+            "init": init,
+            "level": level,
+            "name": variant if kind == "check" else None,
+            "seeds": sorted(r.seed for r in runs),
+            "gated": gated,
+        }
+    return out
+
+
 def write_reports(run_dir: Path, report: dict[str, Any]) -> tuple[Path, Path | None]:
     """report.json always; report.html when the HTML renderer is available."""
     run_dir = Path(run_dir)
     json_path = artifacts.write_json(run_dir / "report.json", report)
-    from harness.report.html import render_html
-
     html_path = artifacts.write_text(run_dir / "report.html", render_html(report, run_dir))
     return json_path, html_path

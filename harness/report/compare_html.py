@@ -14,14 +14,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.report.html import template_env
+from PIL import Image, UnidentifiedImageError
+
+from harness.report.format import NA
+from harness.report.jinja import template_env
+from harness.report.wording import method_title
 
 __all__ = ["render_compare_html", "thumbnail_uri", "THUMB_PX", "MAX_THUMBNAILS"]
 
 THUMB_PX = 160
 MAX_THUMBNAILS = 400  # beyond this many flipped photos, the rest are listed by name only (keeps the page small)
-NA = "not available"
-METHOD_TITLES = {"cam": "Grad-CAM", "occlusion": "occlusion", "rise": "RISE"}
 
 
 def thumbnail_uri(data_root: str | Path | None, rel: str, max_px: int = THUMB_PX) -> str | None:
@@ -29,8 +31,6 @@ def thumbnail_uri(data_root: str | Path | None, rel: str, max_px: int = THUMB_PX
     data_root."""
     if not data_root:
         return None
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(data_root).resolve()
     path = (root / rel).resolve()
     if not path.is_relative_to(root) or not path.is_file():
@@ -125,9 +125,7 @@ def _localization(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                     if c
                     else {"baseline": NA, "new": NA, "delta": "", "css": ""}
                 )
-            out.append(
-                {"model": r["model"], "test_set": r["test_set"], "method": METHOD_TITLES.get(method, method), **cells}
-            )
+            out.append({"model": r["model"], "test_set": r["test_set"], "method": method_title(method), **cells})
     return out
 
 
@@ -201,14 +199,17 @@ def context(result: Mapping[str, Any]) -> dict[str, Any]:
     rule_text = "a gated criterion that passed in BASELINE and does not pass in NEW" + (
         ", or a gated accuracy (soft or strict, per model and test set) that " + " or ".join(clauses) if clauses else ""
     )
-    side = lambda s: {
-        "name": s["name"],
-        "file": s["file"],
-        "created": s.get("created") or NA,  # noqa: E731
-        "verdict": s.get("verdict") or NA,
-        "profile": s.get("profile") or NA,
-        "seeds": ", ".join(map(str, s.get("seeds") or [])) or NA,
-    }
+
+    def side(s: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "name": s["name"],
+            "file": s["file"],
+            "created": s.get("created") or NA,
+            "verdict": s.get("verdict") or NA,
+            "profile": s.get("profile") or NA,
+            "seeds": ", ".join(map(str, s.get("seeds") or [])) or NA,
+        }
+
     return {
         "verdict": result["verdict"],
         "css": "fail" if result["verdict"] == "REGRESSION" else "pass",

@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
+
+from harness import artifacts
 
 
 def _as_batch(x: torch.Tensor) -> torch.Tensor:
@@ -50,7 +53,7 @@ def gradcam_maps(
     gradient; the weighted sum of channels goes through ReLU and is normalised by its maximum.
     """
     x = _as_batch(x)
-    size = tuple(size) if size is not None else (int(x.shape[2]), int(x.shape[3]))
+    out_size: tuple[int, int] = (int(size[0]), int(size[1])) if size is not None else (int(x.shape[2]), int(x.shape[3]))
     layer = model.get_submodule(layer_path)
     captured: list[torch.Tensor] = []
 
@@ -89,10 +92,10 @@ def gradcam_maps(
                 if score.requires_grad:
                     (grad,) = torch.autograd.grad(score, act, retain_graph=n < len(classes) - 1, allow_unused=True)
                 if grad is None:  # the score does not depend on the layer at all
-                    maps[c] = np.zeros(size, dtype=np.float32)
+                    maps[c] = np.zeros(out_size, dtype=np.float32)
                     continue
                 weights = grad[0].float().mean(dim=(1, 2))  # one weight per channel: the mean gradient
-                maps[c] = _finish((weights[:, None, None] * act[0].detach().float()).sum(0), size)
+                maps[c] = _finish((weights[:, None, None] * act[0].detach().float()).sum(0), out_size)
     finally:
         handle.remove()
         model.train(was_training)
@@ -146,9 +149,6 @@ def save_overlay(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # a bare Figure + Agg canvas: pyplot (and its global state) stays out
     from matplotlib.patches import Polygon, Rectangle
-    from PIL import Image
-
-    from harness import artifacts
 
     img = _hwc(image)
     h, w = img.shape[:2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -86,7 +87,7 @@ def _check_box(box: Sequence[float], name: str = "box") -> Box:
         raise ValueError(f"{name} must be finite, got {box!r}")
     if vals[2] < 0 or vals[3] < 0:
         raise ValueError(f"{name} width and height must be >= 0, got {box!r}")
-    return vals  # type: ignore[return-value]
+    return vals[0], vals[1], vals[2], vals[3]
 
 
 def _check_fraction(v: float, name: str, *, allow_zero: bool) -> None:
@@ -107,7 +108,7 @@ def polygon_mask(polygon: Sequence[tuple[float, float]] | Sequence[float], heigh
     edges are exact).
     """
     _check_size(height, width)
-    pts = list(polygon)
+    pts: list[Any] = list(polygon)
     if pts and not isinstance(pts[0], (Sequence, np.ndarray)):
         if len(pts) % 2:
             raise ValueError(f"flat polygon must have an even number of coordinates, got {len(pts)}")

@@ -22,7 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from harness import saliency as _s
+from harness.saliency.perturbation import (
+    Forward,
+    Method,
+    SaliencyResult,
+    check_image,
+    check_targets,
+    float_param,
+    int_param,
+    normalise,
+    sweep,
+)
 
 NAME = "occlusion"
 DEFAULTS: Mapping[str, Any] = {"window": 32, "stride": 16, "baseline": 0.5, "batch": 32}
@@ -54,7 +64,7 @@ def _indicators(size: int, positions: Sequence[int], window: int) -> np.ndarray:
 
 
 def occlusion_attribution(
-    forward: _s.Forward,
+    forward: Forward,
     image: np.ndarray,
     window: int = 32,
     stride: int = 16,
@@ -66,20 +76,20 @@ def occlusion_attribution(
 
     ``attr[i]`` belongs to class ``targets[i]``; with ``targets=None`` every class (T = C; mind the memory for
     1000-class models). ``attr[i, y, x]`` = mean over windows covering (y, x) of ``p0[c] - p_k[c]``."""
-    img = _s.check_image(image)
+    img = check_image(image)
     _, h, w = img.shape
     ys, xs = window_positions(h, window, stride), window_positions(w, window, stride)
     grid = [(y, x) for y in ys for x in xs]
     b = float(baseline)
     if not (0.0 <= b <= 1.0):
         raise ValueError(f"baseline must be in [0, 1], got baseline={baseline!r}")
-    wanted = _s.check_targets(targets) if targets is not None else []
+    wanted = check_targets(targets) if targets is not None else []
 
     def occlude(x: np.ndarray, k: int) -> None:
         y0, x0 = grid[k]
         x[:, y0 : y0 + window, x0 : x0 + window] = b
 
-    probs = _s.sweep(forward, img, len(grid), occlude, batch, wanted)
+    probs = sweep(forward, img, len(grid), occlude, batch, wanted)
     p0 = probs[0]
     classes = wanted if targets is not None else list(range(len(p0)))
     drops = (p0[None, :] - probs[1:])[:, classes]  # (K, T)
@@ -91,20 +101,18 @@ def occlusion_attribution(
 
 
 def compute(
-    forward: _s.Forward,
+    forward: Forward,
     image: np.ndarray,
     targets: Sequence[int],
     window: int = 32,
     stride: int = 16,
     baseline: float = 0.5,
     batch: int = 32,
-) -> _s.SaliencyResult:
+) -> SaliencyResult:
     """Occlusion maps for ``targets`` from one sweep: ReLU(attribution) / max (zeros when nothing is positive)."""
-    wanted = _s.check_targets(targets)
+    wanted = check_targets(targets)
     p0, attr, passes = occlusion_attribution(forward, image, window, stride, baseline, batch, wanted)
-    return _s.SaliencyResult(
-        probabilities=p0, maps={c: _s.normalise(attr[i]) for i, c in enumerate(wanted)}, passes=passes
-    )
+    return SaliencyResult(probabilities=p0, maps={c: normalise(attr[i]) for i, c in enumerate(wanted)}, passes=passes)
 
 
 def passes(height: int, width: int, params: Mapping[str, Any]) -> int:
@@ -127,14 +135,14 @@ def description(params: Mapping[str, Any]) -> str:
 
 def validate(params: Mapping[str, Any], where: str, size: tuple[int, int] | None) -> dict[str, Any]:
     hi = min(size) if size else None
-    note = f" (the image is {size[0]} x {size[1]} px)" if size else ""
-    window = _s.int_param(params, "window", where, 1, hi, note)
-    stride = _s.int_param(params, "stride", where, 1, window, " (at most the window, so every pixel is covered)")
-    baseline = _s.float_param(params, "baseline", where, 0.0, 1.0, note=" (the grey level of the occluder)")
-    batch = _s.int_param(params, "batch", where, 1)
+    note = f"the image is {size[0]} x {size[1]} px" if size else ""
+    window = int_param(params, "window", where, 1, hi, note)
+    stride = int_param(params, "stride", where, 1, window, "at most the window, so every pixel is covered")
+    baseline = float_param(params, "baseline", where, 0.0, 1.0, note="the grey level of the occluder")
+    batch = int_param(params, "batch", where, 1)
     return {"window": window, "stride": stride, "baseline": baseline, "batch": batch}
 
 
-METHOD = _s.Method(
+METHOD = Method(
     name=NAME, defaults=DEFAULTS, compute=compute, passes=passes, description=description, validate=validate
 )

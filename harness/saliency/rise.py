@@ -25,7 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from harness import saliency as _s
+from harness.saliency.perturbation import (
+    MAX_SEED,
+    Forward,
+    Method,
+    SaliencyResult,
+    check_image,
+    check_targets,
+    float_param,
+    int_param,
+    normalise,
+    sweep,
+)
 
 NAME = "rise"
 DEFAULTS: Mapping[str, Any] = {"masks": 200, "grid": 8, "p": 0.5, "seed": 0, "batch": 32}
@@ -76,7 +87,7 @@ def rise_masks(n: int, height: int, width: int, grid: int = 8, p: float = 0.5, s
 
 
 def compute(
-    forward: _s.Forward,
+    forward: Forward,
     image: np.ndarray,
     targets: Sequence[int],
     masks: int = 200,
@@ -84,17 +95,17 @@ def compute(
     p: float = 0.5,
     seed: int = 0,
     batch: int = 32,
-) -> _s.SaliencyResult:
+) -> SaliencyResult:
     """RISE maps for ``targets`` from one set of ``masks`` masked images (see the module docstring)."""
-    img = _s.check_image(image)
-    wanted = _s.check_targets(targets)
+    img = check_image(image)
+    wanted = check_targets(targets)
     _, h, w = img.shape
     ms = MaskSet(masks, h, w, grid, p, seed)
 
     def apply(x: np.ndarray, i: int) -> None:
         x *= ms.mask(i)[None]
 
-    probs = _s.sweep(forward, img, masks, apply, batch, wanted)
+    probs = sweep(forward, img, masks, apply, batch, wanted)
     # The weighted sum rebuilds the masks instead of holding all N of them (three tiny matrix products each).
     p0 = probs[0]
     d = probs[1:, wanted] - p0[wanted]  # (N, T): centred on p0 first, exact zeros when the model ignores the mask
@@ -106,8 +117,8 @@ def compute(
         density += m
     centred = total - d.mean(0)[:, None, None] * density[None]  # = sum_i (p_i - mean_j p_j) M_i
     sal = centred / (masks * ms.p)
-    maps = {c: _s.normalise(sal[t] - sal[t].min()) for t, c in enumerate(wanted)}
-    return _s.SaliencyResult(probabilities=p0, maps=maps, passes=masks + 1)
+    maps = {c: normalise(sal[t] - sal[t].min()) for t, c in enumerate(wanted)}
+    return SaliencyResult(probabilities=p0, maps=maps, passes=masks + 1)
 
 
 def passes(height: int, width: int, params: Mapping[str, Any]) -> int:
@@ -125,16 +136,16 @@ def description(params: Mapping[str, Any]) -> str:
 
 
 def validate(params: Mapping[str, Any], where: str, size: tuple[int, int] | None) -> dict[str, Any]:
-    note = f" (the image is {size[0]} x {size[1]} px)" if size else ""
+    note = f"the image is {size[0]} x {size[1]} px" if size else ""
     return {
-        "masks": _s.int_param(params, "masks", where, 1),
-        "grid": _s.int_param(params, "grid", where, 1, min(size) if size else None, note),
-        "p": _s.float_param(params, "p", where, 0.0, 1.0, open_ends=True, note=" (keep probability of a cell)"),
-        "seed": _s.int_param(params, "seed", where, 0, _s.MAX_SEED),
-        "batch": _s.int_param(params, "batch", where, 1),
+        "masks": int_param(params, "masks", where, 1),
+        "grid": int_param(params, "grid", where, 1, min(size) if size else None, note),
+        "p": float_param(params, "p", where, 0.0, 1.0, open_ends=True, note="keep probability of a cell"),
+        "seed": int_param(params, "seed", where, 0, MAX_SEED),
+        "batch": int_param(params, "batch", where, 1),
     }
 
 
-METHOD = _s.Method(
+METHOD = Method(
     name=NAME, defaults=DEFAULTS, compute=compute, passes=passes, description=description, validate=validate
 )

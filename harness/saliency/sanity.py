@@ -13,14 +13,14 @@ maps by Spearman rank correlation. Maps that barely change do not depend on what
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
 from scipy import stats
-
-if TYPE_CHECKING:  # imported lazily: onnx and torch are heavy
-    import onnx
-    import torch
+from torch import nn
 
 # std used when the original tensor is constant (e.g. a zero-initialised bias): PyTorch-like small random values
 FALLBACK_STD = 0.05
@@ -52,7 +52,7 @@ def map_rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return r if np.isfinite(r) else 0.0
 
 
-# --- ONNX ---------------------------------------------------------------------------------------------------------------
+# --- ONNX -------------------------------------------------------------------------------------------------------------
 
 
 def _check_layers(layers: int) -> None:
@@ -135,9 +135,6 @@ class _Graph:
 
 
 def _redraw(tensor: onnx.TensorProto, rng: np.random.Generator) -> onnx.TensorProto:
-    import onnx
-    from onnx import numpy_helper
-
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         raise ValueError(
             f"tensor {tensor.name!r} is stored as external data that is not loaded; load the model with "
@@ -165,8 +162,6 @@ def randomize_onnx_head(model: onnx.ModelProto, seed: int = 0, layers: int = 1) 
     the node), initializer or Constant node, gets seeded normal values (``numpy.random.default_rng(seed)``, in walk
     order) of the same shape and dtype, mean 0 and the original's standard deviation (0.05 when that is 0). Fewer
     layers than asked: all that exist are replaced (see the returned names). None: ValueError."""
-    import onnx
-
     _check_layers(layers)
     new = onnx.ModelProto()
     new.CopyFrom(model)
@@ -198,18 +193,15 @@ def randomize_onnx_head(model: onnx.ModelProto, seed: int = 0, layers: int = 1) 
     return new, replaced
 
 
-# --- PyTorch ------------------------------------------------------------------------------------------------------------
+# --- PyTorch ----------------------------------------------------------------------------------------------------------
 
 
-def randomize_torch_head(module: torch.nn.Module, seed: int = 0, layers: int = 1) -> list[str]:
+def randomize_torch_head(module: nn.Module, seed: int = 0, layers: int = 1) -> list[str]:
     """Re-initialise, in place, the last ``layers`` ``nn.Linear`` / 1x1 ``nn.Conv2d`` modules in registration order
     (the classifier, "from the logits downward"); returns their module names, last first.
 
     Weights and biases get normal values from ``torch.Generator().manual_seed(seed)``, mean 0 and the original
     tensor's standard deviation (0.05 when that is 0). Fewer such modules than asked: all of them; none: ValueError."""
-    import torch
-    from torch import nn
-
     _check_layers(layers)
     heads = [
         (n, m)

@@ -6,7 +6,7 @@ methods = ["gradcam", "occlusion"]   # gradcam needs the PyTorch model (harness 
 sanity = true                        # Adebayo et al. 2018: maps of the model with its last layer(s) randomised
 sanity_layers = 1
 sanity_images = 20                   # at most this many scored images per method (the sweep is repeated for each)
-[saliency.occlusion]                 # overrides of the method's defaults (harness.saliency.METHODS)
+[saliency.occlusion]                 # overrides of the method's defaults (harness.saliency.registry)
 window = 32
 stride = 16
 ```
@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.validate import ConfigError, check_keys, read_bool, read_int, read_str_list, read_table
+from harness.saliency.registry import GRADCAM, known_methods, method_info, resolve_params
+from harness.validate import ConfigError, Reader, check_keys, from_table, read_bool, read_int, read_str_list, read_table
 
-GRADCAM = "gradcam"
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class SaliencySettings:
     @property
     def black_box(self) -> tuple[str, ...]:
         """The methods that run through onnxruntime (every one but Grad-CAM)."""
-        return tuple(m for m in self.methods if m != GRADCAM)
+        return tuple(m for m in self.methods if method_info(m).black_box)
 
     def sanity_inputs(self) -> dict[str, Any] | None:
         """What a sanity check is made from (recorded in each saliency evidence file's inputs); None when off."""
@@ -50,47 +51,34 @@ class SaliencySettings:
         return d
 
 
-def known_methods() -> list[str]:
-    from harness.saliency import METHODS
-
-    return [GRADCAM, *sorted(METHODS)]
+SANITY_FIELDS: dict[str, Reader] = {
+    "sanity": read_bool,
+    "sanity_layers": lambda v, k, w: read_int(v, k, w, min=1, max=8),
+    "sanity_seed": lambda v, k, w: read_int(v, k, w, min=0, max=MAX_SEED),
+    "sanity_images": lambda v, k, w: read_int(v, k, w, min=1),
+}
 
 
 def parse_saliency(raw: Any, where: str) -> SaliencySettings:
     """Validate a [saliency] table (or SaliencySettings.to_dict() output, as recorded in a run)."""
-    from harness.saliency import METHODS, resolve_params
-
     d = read_table(raw if raw is not None else {}, "saliency", where)
-    d = dict(d)
     recorded = d.pop("params", None)  # to_dict() form: {"params": {"occlusion": {...}}}
     if recorded is not None:
         for k, v in read_table(recorded, "saliency.params", where).items():
             d.setdefault(k, v)
-    known = ["methods", "sanity", "sanity_layers", "sanity_seed", "sanity_images", *sorted(METHODS)]
+    black_box = sorted(known_methods(black_box=True))
+    known = ["methods", *SANITY_FIELDS, *black_box]
     check_keys(d, known, "saliency", where)
-    dflt = SaliencySettings()
-    methods = read_str_list(d.get("methods", dflt.methods), "saliency.methods", where, known_methods())
+    methods = read_str_list(d.get("methods", SaliencySettings.methods), "saliency.methods", where, known_methods())
     params: dict[str, dict[str, Any]] = {}
     for m in methods:
-        if m == GRADCAM:
-            continue
-        given = read_table(d.get(m, {}), f"saliency.{m}", where)
-        params[m] = resolve_params(m, given, where)
-    for m in sorted(METHODS):
+        if method_info(m).black_box:
+            params[m] = resolve_params(m, read_table(d.get(m, {}), f"saliency.{m}", where), where)
+    for m in black_box:
         if m in d and m not in methods:
             raise ConfigError(
                 f"{where}: saliency.{m} sets parameters of {m!r}, which saliency.methods = "
                 f"{list(methods)} does not run; add it to saliency.methods or remove the table"
             )
-    return SaliencySettings(
-        methods=methods,
-        params=params,
-        sanity=read_bool(d.get("sanity", dflt.sanity), "saliency.sanity", where),
-        sanity_layers=read_int(
-            d.get("sanity_layers", dflt.sanity_layers), "saliency.sanity_layers", where, min=1, max=8
-        ),
-        sanity_seed=read_int(
-            d.get("sanity_seed", dflt.sanity_seed), "saliency.sanity_seed", where, min=0, max=2**32 - 1
-        ),
-        sanity_images=read_int(d.get("sanity_images", dflt.sanity_images), "saliency.sanity_images", where, min=1),
-    )
+    sanity = {k: v for k, v in d.items() if k in SANITY_FIELDS}
+    return from_table(SaliencySettings, sanity, where, "saliency", SANITY_FIELDS, methods=methods, params=params)

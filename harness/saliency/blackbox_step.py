@@ -1,9 +1,9 @@
-"""Black-box saliency evidence: one method (occlusion, RISE) over a model's test sets -> the <method>.json content.
+"""The black-box saliency step: one method (occlusion, RISE) over a model's test sets -> the <method>.json content.
 
 Shared by `harness run` (a variant's exported model.onnx, a model-agnostic second opinion beside Grad-CAM) and
 `harness check` (any ONNX model). The maps are computed on the model's input (the spec's geometry), brought back to
-the photo (`harness.spec.map_to_image`) and scored exactly as Grad-CAM's are (`harness.camcheck`: energy share,
-pointing game, box IoU against the same labelled regions, each beside a uniform map's chance level). The sanity
+the photo (`harness.preprocess.map_to_image`) and scored exactly as Grad-CAM's are (`harness.saliency.scoring`: energy
+share, pointing game, box IoU against the same labelled regions, each beside a uniform map's chance level). The sanity
 check (Adebayo et al. 2018) recomputes the maps of the first scored images with a copy of the model whose final
 layer(s) are re-drawn (`harness.saliency.sanity.randomize_onnx_head`) and records their Spearman rank correlation.
 """
@@ -19,24 +19,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
-from harness import artifacts
+from harness import artifacts, runtime
 from harness.data import Dataset, Sample
-from harness.saliency.gradcam_step import (
+from harness.export import read_variant_config, sha256_file
+from harness.preprocess import make_forward, map_to_image, prepare
+from harness.provenance import dataset_fingerprint
+from harness.rundir import is_current
+from harness.saliency.perturbation import Forward
+from harness.saliency.registry import get_method, resolve_params, saliency
+from harness.saliency.sanity import map_rank_correlation, randomize_onnx_head
+from harness.saliency.scoring import (
     CAM_BOX_THRESHOLD,
     IOU_THRESHOLD,
     POINTING_TOLERANCE_PX,
-    _overlay_path,
-    _summary,
+    headline,
     image_record,
+    overlay_path,
     sanity_thumb,
+    split_summary,
+    test_sets,
     write_overlay,
 )
+from harness.saliency.settings import SaliencySettings
+from harness.spec import ModelSpec, resolve_spec
 
 # Bumped whenever a <method>.json changes meaning or content, so an older one is redone.
 EVIDENCE_PROTOCOL = 1
-
-Forward = Callable[[np.ndarray], np.ndarray]
 
 
 def evidence_inputs(
@@ -49,8 +59,6 @@ def evidence_inputs(
 ) -> dict[str, Any]:
     """What a <method>.json is made from: the ONNX file, the test images, the method, its parameters, the sanity
     settings and the model's input/output contract."""
-    from harness.provenance import dataset_fingerprint
-
     return {
         "onnx_sha256": onnx_sha256,
         "test_data": {s: dataset_fingerprint(ds) for s, ds in datasets.items()},
@@ -62,19 +70,11 @@ def evidence_inputs(
     }
 
 
-def evidence_is_current(path: Path, inputs: Mapping[str, Any]) -> bool:
-    try:
-        rec = artifacts.read_json(path)
-    except (FileNotFoundError, ValueError):
-        return False
-    return isinstance(rec, dict) and rec.get("inputs") == dict(inputs)
-
-
 def blackbox_evidence(
     method: str,
     params: Mapping[str, Any],
     forward: Forward,
-    spec,
+    spec: ModelSpec,
     datasets: Mapping[str, Dataset],
     classes: Sequence[str],
     staging: Path | None,
@@ -83,14 +83,10 @@ def blackbox_evidence(
     sanity: Mapping[str, Any] | None = None,
     sanity_forward: Forward | None = None,
     sanity_layers: Sequence[str] = (),
-    log=None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Maps, localization scores, chance levels, overlays (under `staging`/<method>/<split>/, when given) and the
     sanity check of one black-box method over `datasets`. Returns the JSON content (without 'inputs')."""
-    from harness.saliency import get_method, saliency
-    from harness.saliency.sanity import map_rank_correlation
-    from harness.spec import map_to_image, prepare
-
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     m = get_method(method)
     classes = list(classes)
@@ -134,14 +130,14 @@ def blackbox_evidence(
             if rec["status"] == "scored" and len(kept) < want:
                 kept.append((sample, x, {classes.index(c): res.maps[classes.index(c)] for c in rec["classes"]}))
             if staging is not None:
-                rel = Path(method) / _overlay_path(split, sample.name).relative_to("cam")
+                rel = Path(method) / overlay_path(split, sample.name).relative_to("cam")
                 overlay_seconds += write_overlay(staging, rel, sample, rec, maps, tag=method)
             records.append(rec)
         n_images += len(records)
-        out["summary"][split] = _summary(records, ds)
+        out["summary"][split] = split_summary(records, ds)
         out["images"][split] = records
     out["sanity"] = (
-        _sanity(method, params, kept, sanity, sanity_forward, sanity_layers, map_rank_correlation, saliency)
+        _sanity(method, params, kept, sanity, sanity_forward, sanity_layers)
         if sanity
         else {"skipped": "saliency.sanity = false", "spearman_mean": None}
     )
@@ -158,32 +154,27 @@ def blackbox_evidence(
     return out
 
 
-def headline(ev: Mapping[str, Any]) -> str:
-    """'test_difficult energy 0.354 (uniform 0.117), pointing 0.627 (0.151); sanity rho -0.05' for the log line."""
-    parts = []
-    for split, s in (ev.get("summary") or {}).items():
-        if s.get("images_scored") and s.get("energy_share_mean") is not None:
-            parts.append(
-                f"{split} energy {s['energy_share_mean']:.3f} (uniform {s['energy_chance_mean']:.3f}), "
-                f"pointing {s['pointing_hit_rate']:.3f} ({s['pointing_chance_mean']:.3f})"
-            )
-    rho = (ev.get("sanity") or {}).get("spearman_mean")
-    if rho is not None:
-        parts.append(f"sanity rho {rho:.2f}")
-    return "; ".join(parts) or "no labelled regions to score"
-
-
-def _sanity(method, params, kept, sanity, sanity_forward, layers, rank_corr, saliency) -> dict[str, Any]:
+def _sanity(
+    method: str,
+    params: Mapping[str, Any],
+    kept: Sequence[tuple[Sample, np.ndarray, dict[int, np.ndarray]]],
+    sanity: Mapping[str, Any],
+    sanity_forward: Forward | None,
+    layers: Sequence[str],
+) -> dict[str, Any]:
+    """The randomisation test of one method: its maps of the `kept` images with the randomised model's forward,
+    against the trained model's (Spearman rank correlation of the thumbnails)."""
     if not kept:
         return {"spearman_mean": None, "skipped": "no scored image to compare", "images": 0}
     if sanity_forward is None:
         raise ValueError("a sanity check was asked for without the randomised model's forward")
     t0 = time.perf_counter()
-    rhos, per_map = [], []
+    rhos: list[float] = []
+    per_map: list[dict[str, Any]] = []
     for sample, x, maps in kept:
         res = saliency(method, sanity_forward, x, sorted(maps), params, where=f"saliency.{method}")
         for c, mp in maps.items():
-            rho = rank_corr(sanity_thumb(mp), sanity_thumb(res.maps[c]))
+            rho = map_rank_correlation(sanity_thumb(mp), sanity_thumb(res.maps[c]))
             rhos.append(rho)
             per_map.append({"image": sample.name, "class_index": c, "spearman": rho})
     return {
@@ -213,15 +204,11 @@ def write_evidence(folder: Path, method: str, content: dict[str, Any], staging: 
     return artifacts.write_json(out_json, content)
 
 
-def onnx_sanity_forward(onnx_path: Path, staging: Path, spec, classes: Sequence[str], seed: int, layers: int):
+def onnx_sanity_forward(
+    onnx_path: Path, staging: Path, spec: ModelSpec, classes: Sequence[str], seed: int, layers: int
+) -> tuple[Forward, list[str]]:
     """(forward of a copy of the ONNX model with its final layer(s) re-drawn, names re-drawn); the copy is written
     into `staging` (inside the run directory) so onnxruntime can load it like any model file."""
-    import onnx
-
-    from harness import runtime
-    from harness.saliency.sanity import randomize_onnx_head
-    from harness.spec import make_forward
-
     proto = onnx.load(str(onnx_path))
     randomised, names = randomize_onnx_head(proto, seed=seed, layers=layers)
     del proto
@@ -233,16 +220,18 @@ def onnx_sanity_forward(onnx_path: Path, staging: Path, spec, classes: Sequence[
 
 
 def variant_blackbox(
-    vdir: Path, method: str, force: bool = False, data_root: Path | None = None, overlays: bool = True
+    vdir: Path,
+    method: str,
+    force: bool = False,
+    data_root: Path | None = None,
+    overlays: bool = True,
+    *,
+    tests: Mapping[str, Dataset] | None = None,
 ) -> dict[str, Any]:
     """The black-box saliency step of one harness-trained variant: its exported model.onnx through onnxruntime
-    (the spec comes from the export's metadata) -> <vdir>/<method>.json and overlays; redone when stale."""
-    from harness import runtime
-    from harness.data import load_test, working_short_side
-    from harness.export import read_variant_config, sha256_file
-    from harness.saliency.settings import SaliencySettings
-    from harness.spec import make_forward, resolve_spec
-
+    (the spec comes from the export's metadata) -> <vdir>/<method>.json and overlays; redone when stale.
+    `tests`: the test sets already decoded by the caller (harness.data.load_test at the working size), by split;
+    a test set of the profile not among them (or every one, without `tests`) is loaded here."""
     vdir = Path(vdir)
     config, profile = read_variant_config(vdir, data_root)
     onnx_path = vdir / "model.onnx"
@@ -252,21 +241,14 @@ def variant_blackbox(
     settings = profile.saliency or SaliencySettings()
     params = dict(settings.params.get(method) or {})
     if not params:
-        from harness.saliency import resolve_params
-
         params = resolve_params(method, {}, f"{vdir / 'config.json'}: saliency.{method}")
-    datasets = {
-        split: load_test(
-            Path(config["data_root"]), split, classes, max_short_side=working_short_side(profile.image_size)
-        )
-        for split in profile.test_sets
-    }
+    datasets = test_sets(config["data_root"], profile.test_sets, classes, profile.image_size, tests)
     session = runtime.create_session(onnx_path, [runtime.CPU])
     spec = resolve_spec(onnx_path, {}, classes, session=session)
     sanity = settings.sanity_inputs()
     made_from = evidence_inputs(sha256_file(onnx_path), datasets, method, params, sanity, spec.to_dict())
     out_json = vdir / f"{method}.json"
-    if not force and evidence_is_current(out_json, made_from):
+    if not force and is_current(out_json, made_from):
         print(f"[{vdir.name}] {method}.json is current, skipping (--force to redo)", file=sys.stderr)
         return artifacts.read_json(out_json)
     staging = vdir / f".cam-staging-{method}-{os.getpid()}"

@@ -1,0 +1,268 @@
+"""What each `harness` command does (harness.cli parses the command line and dispatches here): call the harness,
+print the outcome, return the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from harness import runlock
+from harness.backbones import check_weights_available
+from harness.check import check_model
+from harness.checkpoints import WeightsUnavailable
+from harness.compare import compare_paths, write_compare
+from harness.config import load_profile
+from harness.data import DataError, load_train, working_short_side
+from harness.doctor import BUNDLED_DATA
+from harness.evaluate import evaluate_run
+from harness.executors import executor_options
+from harness.export import export_run
+from harness.report.build import build_report, thresholds_of_run, write_reports
+from harness.run import MatrixInterrupted, run_matrix, shown
+from harness.runlock import RunLocked
+from harness.saliency.gradcam_step import cam_run
+from harness.thresholds import parse_thresholds
+from harness.train import pick_device, train_variant
+from harness.validate import ConfigError
+from harness.variants import split_variant
+from harness.weights import fetch_weights, format_weights_table, weights_statuses
+
+DEFAULT_DATA = BUNDLED_DATA  # where bundled_data looks: under the current folder, else under the project
+
+# the errors a person can fix from the message alone: one line on stderr, exit 2 (no traceback)
+USER_ERRORS = (ConfigError, DataError, WeightsUnavailable, RunLocked, FileNotFoundError, ValueError)
+
+
+def bundled_data(data: Path | None) -> Path:
+    """--data as given, or the bundled dataset: data/small-book-images under the current folder, else under the
+    project the harness package was installed from (so a run from another folder still finds it)."""
+    if data is not None:
+        return data
+    here = DEFAULT_DATA
+    project = Path(__file__).resolve().parents[1] / DEFAULT_DATA
+    for candidate in (here, project):
+        if (candidate / "train").is_dir():
+            return candidate
+    raise DataError(
+        f"the bundled dataset was not found: looked in {here.resolve()} and {project}; pass --data DIR "
+        f"(a folder with train/<class>/ and test sets)"
+    )
+
+
+def _load_profile(args: argparse.Namespace):
+    overrides = list(args.overrides) + ([f"backbone={args.backbone}"] if args.backbone else [])
+    return load_profile(args.profile, overrides)
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r} must be comma-separated integers, e.g. --seeds 0,1,2") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise ConfigError(f"--seeds {text!r} must be one or more integers >= 0, e.g. --seeds 0,1,2")
+    return seeds
+
+
+def _variants(text: str | None) -> list[str] | None:
+    return [v.strip() for v in text.split(",") if v.strip()] if text else None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    profile = _load_profile(args)
+    init, _ = split_variant(args.variant)
+    pick_device(profile.device)
+    if init == "imagenet":
+        check_weights_available(profile.backbone, args.weights_file)
+    args.data = bundled_data(args.data)
+    ds = load_train(args.data, max_short_side=working_short_side(profile.image_size))
+    seeds = [args.seed] if args.seed is not None else list(profile.seeds)
+    with runlock.hold(args.out):
+        for seed in seeds:
+            vdir = train_variant(args.out, profile, ds, args.data, args.variant, seed, args.weights_file, args.force)
+            print(vdir)
+    return 0
+
+
+def _existing_run(run_dir: Path) -> Path:
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    return Path(run_dir)
+
+
+def cmd_cam(args: argparse.Namespace) -> int:
+    splits = [x.strip() for x in args.splits.split(",") if x.strip()] if args.splits else None
+    with runlock.hold(_existing_run(args.run_dir)):
+        results = cam_run(args.run_dir, args.force, splits, data_root=args.data)
+    for name, result in results.items():
+        parts = []
+        for split, s in result["summary"].items():
+            if s["images_scored"]:
+                parts.append(
+                    f"{split}: {s['images_scored']} scored, {s['images_skipped']} skipped, "
+                    f"pointing {s['pointing_hit_rate']:.2f}, energy {s['energy_share_mean']:.2f}, "
+                    f"loc {s['localization_correct_rate']:.2f}"
+                )
+            else:
+                parts.append(f"{split}: localization skipped ({s['images_skipped']} images)")
+        print(f"{name}: " + "; ".join(parts))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with runlock.hold(_existing_run(args.run_dir)):
+        records = export_run(args.run_dir, args.force, args.exporter, data_root=args.data)
+    for rec in records:
+        cpu = rec["parity"]["cpu"]
+        print(
+            f"{rec['variant']}: {rec['model']} ({rec['exporter']['name']}, opset {rec['opset']}) parity "
+            f"{'passed' if rec['parity']['passed'] else 'FAILED'}: cpu max_abs {cpu['max_abs']:.2e} "
+            f"max_rel {cpu['max_rel']:.2e}" + (" (already exported)" if rec.get("skipped") else "")
+        )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    with runlock.hold(_existing_run(args.run_dir)):
+        results = evaluate_run(args.run_dir, args.provider, args.repeats, data_root=args.data)
+    for m in results:
+        sets = "; ".join(
+            f"{k}: soft {v['soft']['value']:.3f} strict {v['strict']['value']:.3f} (n={v['n']})"
+            for k, v in m["test_sets"].items()
+        )
+        print(f"{m['variant']} [{', '.join(m['runtime']['providers'])}]: {sets}")
+    return 0
+
+
+def _thresholds(profile, user_file):
+    return parse_thresholds(profile.thresholds, profile.source, user_file)
+
+
+def _print_verdicts(report: dict) -> None:
+    """The gated verdicts one line each, one line counting the others (ablations: reported, never failing the
+    gate; each is in report.html), then the overall verdict."""
+    rest: Counter[str] = Counter()
+    for v in report["verdicts"]:
+        if not v["gated"]:
+            rest[v["status"]] += 1
+            continue
+        value = "-" if v["value"] is None else f"{v['value']:.4g}"
+        thr = "-" if v["threshold"] is None else f"{v['threshold']:.4g}"
+        print(f"{v['status']:5} GATE {v['criterion']}[{v['id']}] {value} {v['comparison']} {thr}  {v['detail']}")
+    if rest:
+        order = {"PASS": 0, "FAIL": 1, "ERROR": 2, "SKIP": 3}
+        counts = ", ".join(f"{rest[s]} {s}" for s in sorted(rest, key=lambda s: (order.get(s, len(order)), s)))
+        total = sum(rest.values())
+        print(f"ablations: {total} verdict{'' if total == 1 else 's'} ({counts}); details in report.html")
+    print(f"verdict: {report['verdict']}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    profile = _load_profile(args)
+    variants = _variants(args.variants)
+    seeds = _seeds(args.seeds)
+    if args.out is not None and args.new:
+        raise ConfigError(
+            f"--new starts a fresh run in a new folder under reports/runs/; it cannot be combined "
+            f"with --out {args.out} (drop one of them)"
+        )
+    executor = executor_options(args.executor, args.ray_address, args.job_cpus, args.job_gpus, args.max_retries)
+    try:
+        report = run_matrix(
+            profile,
+            _thresholds(profile, args.thresholds),
+            bundled_data(args.data),
+            args.out,
+            variants,
+            seeds,
+            args.weights_file,
+            args.force,
+            new=args.new,
+            executor=executor,
+        )
+    except MatrixInterrupted as exc:
+        if exc.still_running:
+            print(
+                f"warning: Ray did not confirm that {len(exc.still_running)} cancelled job(s) stopped: "
+                f"{', '.join(exc.still_running)}; they may still write into their folders of {shown(exc.run_dir)}. "
+                f"Check with `ray list tasks --filter state=RUNNING` (or the Ray dashboard) and wait for them to "
+                f"end before rerunning",
+                file=sys.stderr,
+            )
+        print(f"interrupted: rerun the same command to resume ({shown(exc.run_dir)})", file=sys.stderr)
+        return 130
+    _print_verdicts(report)
+    failed = report.get("failed_jobs") or []
+    for job in failed:
+        print(f"FAILED JOB {job['id']}: {job['error']}")
+    if failed:
+        print(f"{len(failed)} job(s) failed (tracebacks in jobs.json); rerun the same command to retry them")
+    print(f"report: {Path(args.out or shown(Path(report['run_dir']))) / 'report.html'}")
+    return 1 if report["verdict"] in ("FAIL", "ERROR") or failed else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    report, run_dir = check_model(
+        args.model, bundled_data(args.data), args.spec, args.set, args.profile, args.thresholds, args.out
+    )
+    _print_verdicts(report)
+    print(f"report: {run_dir / 'report.html'}")
+    return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    thresholds = thresholds_of_run(args.run_dir, args.thresholds)
+    with runlock.hold(args.run_dir):
+        report = build_report(args.run_dir, thresholds)
+        write_reports(args.run_dir, report)
+    _print_verdicts(report)
+    print(f"report: {args.run_dir / 'report.html'}")
+    return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    result, _ = compare_paths(args.baseline, args.new, args.thresholds)
+    _, html_path = write_compare(result, args.out)
+    for r in result["regressions"]:
+        where = f" {r['subject']}" if r["subject"] else ""
+        print(f"REGRESSION {r['kind']} {r['model']}{where}: {r['detail']}")
+    for c in result["verdict_changes"]:
+        value = lambda v: "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+        print(
+            f"verdict {c['baseline'] or 'absent'} -> {c['new'] or 'absent'} {c['criterion']}[{c['id']}] "
+            f"{value(c['baseline_value'])} -> {value(c['new_value'])}"
+        )
+    print(f"compare: {result['verdict']}")
+    print(f"report: {html_path}")
+    return 1 if result["verdict"] == "REGRESSION" else 0
+
+
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    print(format_weights_table(weights_statuses()))
+    return 0
+
+
+def cmd_weights_fetch(args: argparse.Namespace) -> int:
+    result = fetch_weights(args.backbone, args.url, progress=not args.no_progress)
+    print(result.message)
+    return 0 if result.ok else 1
+
+
+# the command line's commands (a `weights` subcommand as "weights list") -> what runs them; `doctor` is harness.cli's
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": cmd_train,
+    "cam": cmd_cam,
+    "export": cmd_export,
+    "evaluate": cmd_evaluate,
+    "run": cmd_run,
+    "check": cmd_check,
+    "report": cmd_report,
+    "compare": cmd_compare,
+    "weights list": cmd_weights_list,
+    "weights fetch": cmd_weights_fetch,
+}

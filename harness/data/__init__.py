@@ -1,0 +1,40 @@
+"""Load and validate a dataset (ImageFolder train set; COCO-annotated or ImageFolder test sets), split, oversample.
+
+Decoding goes through `harness.data.images.decode_image` (looked up on that module at each call, so a test can patch
+it there)."""
+
+from __future__ import annotations
+
+from harness.data.coco import load_coco
+from harness.data.imagefolder import (
+    IMAGE_SUFFIXES,
+    NOT_TEST_SETS,
+    class_folders,
+    discover_test_sets,
+    load_test,
+    load_train,
+    oversample,
+    stratified_split,
+)
+from harness.data.images import DEFAULT_SHORT_SIDE, decode_image, resize_batch, working_short_side
+from harness.data.types import DataError, Dataset, Region, Sample
+
+__all__ = [
+    "DEFAULT_SHORT_SIDE",
+    "IMAGE_SUFFIXES",
+    "NOT_TEST_SETS",
+    "DataError",
+    "Dataset",
+    "Region",
+    "Sample",
+    "class_folders",
+    "decode_image",
+    "discover_test_sets",
+    "load_coco",
+    "load_test",
+    "load_train",
+    "oversample",
+    "resize_batch",
+    "stratified_split",
+    "working_short_side",
+]

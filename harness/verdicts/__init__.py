@@ -1,0 +1,9 @@
+"""Thresholds -> verdicts: the judge reads each model's evidence and states criterion, threshold, value and status.
+
+`criteria` is the table of criteria, `collect` reads a run's evidence, `readers` read one value, `judge` judges.
+"""
+
+from harness.verdicts.judge import judge, judged_table
+from harness.verdicts.verdict import ERROR, FAIL, PASS, SKIP, UNGATED, Verdict, overall
+
+__all__ = ["ERROR", "FAIL", "PASS", "SKIP", "UNGATED", "Verdict", "judge", "judged_table", "overall"]

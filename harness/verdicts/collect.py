@@ -1,0 +1,148 @@
+"""Reading a run's evidence: every model folder's JSON files, parsed, checked against its model, grouped by model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.provenance import describe, diff, profile_train_fields
+from harness.saliency.registry import METHODS, method_info
+from harness.verdicts.verdict import model_key
+
+# the evidence files <prefix>.json of the black-box saliency methods (Grad-CAM's is cam.json, read on its own)
+BLACK_BOX = tuple(m.evidence for m in METHODS.values() if m.black_box)
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """The evidence of one trained (backbone, variant, seed): its parsed JSON files (None where missing or unusable).
+
+    `problems` maps an evidence file name to why it cannot be used (invalid JSON, made from another model, stale).
+    """
+
+    folder: Path
+    seed: int
+    metrics: dict[str, Any] | None
+    cam: dict[str, Any] | None
+    export: dict[str, Any] | None
+    backbone: str = ""
+    variant: str = ""
+    problems: dict[str, str] = field(default_factory=dict)
+    saliency: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # "occlusion" -> occlusion.json
+    kind: str = "trained"  # "trained" by harness run, or "check": an ONNX model judged by harness check
+
+
+def evidence_of(run: SeedRun, prefix: str) -> dict[str, Any] | None:
+    """The saliency evidence <prefix>.json of a seed run: Grad-CAM's cam.json, or a black-box method's."""
+    return run.saliency.get(prefix) if method_info(prefix).black_box else run.cam
+
+
+def _read(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """(parsed object, "") or (None, why): a missing file and one that does not parse are told apart."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, ""
+    except OSError as exc:
+        return None, f"{path.name}: unreadable ({exc.strerror or exc})"
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, f"{path.name}: invalid JSON ({exc}); rerun the step that writes it"
+    if not isinstance(obj, dict):
+        return None, f"{path.name}: invalid evidence (a JSON {type(obj).__name__}, not an object)"
+    return obj, ""
+
+
+def _consistency(
+    folder: Path,
+    config: dict,
+    history: dict | None,
+    export: dict | None,
+    metrics: dict | None,
+    cam: dict | None,
+    run_profile: dict | None,
+    others: dict[str, dict | None] | None = None,
+) -> dict[str, str]:
+    """Why some evidence of this folder does not describe its model (empty when all agree)."""
+    problems: dict[str, str] = {}
+    inputs = config.get("inputs")
+    if run_profile is not None and isinstance(inputs, dict) and isinstance(inputs.get("profile"), dict):
+        here = {k: v for k, v in inputs["profile"].items() if k != "backbone"}
+        there = {k: v for k, v in profile_train_fields(run_profile, str(inputs.get("init"))).items() if k != "backbone"}
+        changes = diff(here, there)
+        if changes:
+            stale = (
+                f"stale: trained with other settings than run.json's protocol ({describe(changes, 3)}); "
+                f"retrain it (harness run --force) or remove {folder.name}/"
+            )
+            return {
+                "metrics.json": stale,
+                "cam.json": stale,
+                "export.json": stale,
+                **{f"{p}.json": stale for p in BLACK_BOX},
+            }
+    model_sha = (history or {}).get("model_sha256")
+    export_made = ((export or {}).get("inputs") or {}).get("model_sha256")
+    if model_sha and export_made and export_made != model_sha:
+        problems["export.json"] = "export.json: made from another model.pt than the current one; rerun harness export"
+    onnx_sha = ((metrics or {}).get("model") or {}).get("sha256")
+    if export is not None and metrics is not None and onnx_sha != export.get("sha256"):
+        problems["metrics.json"] = (
+            "metrics.json: computed from another model.onnx than export.json's; rerun harness evaluate"
+        )
+    cam_made = ((cam or {}).get("inputs") or {}).get("model_sha256")
+    if model_sha and cam_made and cam_made != model_sha:
+        problems["cam.json"] = "cam.json: computed from another model.pt than the current one; rerun harness cam"
+    onnx_now = (export or {}).get("sha256") or ((metrics or {}).get("model") or {}).get("sha256")
+    for prefix, ev in (others or {}).items():
+        made = ((ev or {}).get("inputs") or {}).get("onnx_sha256")
+        if onnx_now and made and made != onnx_now:
+            problems[f"{prefix}.json"] = (
+                f"{prefix}.json: computed from another model.onnx than the current one; "
+                f"rerun the run (its saliency step redoes itself)"
+            )
+    return problems
+
+
+def collect(run_dir: Path, run_profile: dict | None = None) -> dict[str, list[SeedRun]]:
+    """Group the run's model folders by (backbone, variant) -> 'backbone-variant' key, in a stable order.
+
+    With `run_profile` (run.json's), folders trained with other training settings are marked stale.
+    """
+    groups: dict[str, list[SeedRun]] = {}
+    for cfg in sorted(Path(run_dir).glob("*/config.json")):
+        config, _ = _read(cfg)
+        if not config or "variant" not in config:
+            continue
+        folder = cfg.parent
+        backbone, variant = str(config.get("backbone") or ""), str(config["variant"])
+        names = ("metrics.json", "cam.json", "export.json", "history.json", *(f"{p}.json" for p in BLACK_BOX))
+        files = {name: _read(folder / name) for name in names}
+        problems = {k: why for k, (_, why) in files.items() if why and k != "history.json"}
+        metrics, cam, export = (files[k][0] for k in ("metrics.json", "cam.json", "export.json"))
+        others = {p: files[f"{p}.json"][0] for p in BLACK_BOX}
+        problems.update(
+            {
+                k: v
+                for k, v in _consistency(
+                    folder, config, files["history.json"][0], export, metrics, cam, run_profile, others
+                ).items()
+                if k not in problems
+            }
+        )
+        groups.setdefault(model_key(backbone, variant), []).append(
+            SeedRun(
+                folder,
+                int(config.get("seed", 0)),
+                None if "metrics.json" in problems else metrics,
+                None if "cam.json" in problems else cam,
+                None if "export.json" in problems else export,
+                backbone,
+                variant,
+                problems,
+                {p: None if f"{p}.json" in problems else ev for p, ev in others.items()},
+                str(config.get("kind") or "trained"),
+            )
+        )
+    return groups
