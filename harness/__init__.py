@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__version__ = "0.1.0"
+from harness.version import __version__
+
+__all__ = ["CheckResult", "__version__", "check_model"]
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,11 @@ def check_model(
     `spec` is a TOML file with the model's input/output contract, `sets` KEY=VALUE overrides of it (or of the check
     profile). Raises ConfigError / DataError (harness.config, harness.data) with a message naming the file and field.
     """
-    # Loaded on first use, not imported at the top: `import harness` (and so `harness --version` and `harness doctor`)
-    # must work where torch cannot be imported, and harness.check needs it.
-    check = importlib.import_module("harness.check")
-    report, run_dir = check.check_model(
+    # Imported on first use, not at the top: every `import harness.<module>` runs this file, and harness.check loads
+    # torch and the whole pipeline (`harness --version` and `harness doctor` must run without torch).
+    from harness.check import check_model as check_onnx_model
+
+    report, run_dir = check_onnx_model(
         Path(model),
         Path(data),
         Path(spec) if spec else None,

@@ -33,8 +33,7 @@ from harness.data import DataError, class_folders, discover_test_sets, load_test
 from harness.evaluate import split_metrics
 from harness.preprocess import make_forward, prepare, to_model
 from harness.report.build import build_report, write_reports
-from harness.run import point_latest
-from harness.rundir import is_current
+from harness.rundir import is_current, point_latest
 from harness.saliency.blackbox_step import blackbox_evidence, evidence_inputs, onnx_sanity_forward, write_evidence
 from harness.saliency.registry import GRADCAM, known_methods
 from harness.saliency.settings import SaliencySettings, parse_saliency
@@ -70,7 +69,8 @@ class CheckProfile:
 
 def split_sets(sets: Sequence[str]) -> tuple[list[str], list[str]]:
     """--set KEY=VALUE items -> (spec overrides, profile overrides): spec fields go to the model's spec."""
-    spec, profile = [], []
+    spec: list[str] = []
+    profile: list[str] = []
     for item in sets:
         key = item.partition("=")[0].strip()
         (spec if key.removeprefix("spec.") in FIELDS else profile).append(item.removeprefix("spec."))
@@ -112,9 +112,9 @@ def dataset_classes(root: Path) -> tuple[str, ...]:
     and COCO categories of its test sets."""
     root = Path(root)
     if (root / "train").is_dir():
-        names = tuple(f.name for f in class_folders(root / "train"))
-        if len(names) >= 2:
-            return names
+        train = tuple(f.name for f in class_folders(root / "train"))
+        if len(train) >= 2:
+            return train
     names: set[str] = set()
     for split in discover_test_sets(root):
         ann = root / "annotations" / f"{split}.json"

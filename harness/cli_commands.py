@@ -21,7 +21,8 @@ from harness.evaluate import evaluate_run
 from harness.executors import executor_options
 from harness.export import export_run
 from harness.report.build import build_report, thresholds_of_run, write_reports
-from harness.run import MatrixInterrupted, run_matrix, shown
+from harness.run import MatrixInterrupted, run_matrix
+from harness.rundir import shown
 from harness.runlock import RunLocked
 from harness.saliency.gradcam_step import cam_run
 from harness.thresholds import parse_thresholds

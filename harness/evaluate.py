@@ -46,7 +46,12 @@ def split_metrics(
 
     Give the logits, or (a model whose output is already probabilities, via harness check) the probabilities."""
     classes = list(classes)
-    probs = softmax(logits) if probabilities is None else np.asarray(probabilities, dtype=np.float64)
+    if probabilities is not None:
+        probs = np.asarray(probabilities, dtype=np.float64)
+    elif logits is not None:
+        probs = softmax(logits)
+    else:
+        raise ValueError("split_metrics needs the logits or the probabilities")
     preds = [classes[i] for i in probs.argmax(1)]
     acceptable = [sorted(s.acceptable) for s in ds.samples]
     primary = [s.label for s in ds.samples]

@@ -103,12 +103,13 @@ def to_onnx(module: nn.Module, image_size: int, exporter: str = DEFAULT_EXPORTER
                 optimize=True,
                 verbose=False,
             )
+            assert program is not None  # dynamo=True always returns the ONNXProgram
             return program.model_proto
         buf = io.BytesIO()
         torch.onnx.export(
             module,
             (example,),
-            buf,
+            buf,  # type: ignore[arg-type]  # a file-like object is documented as accepted; the stub says path only
             dynamo=False,
             opset_version=opset,
             input_names=[INPUT_NAME],

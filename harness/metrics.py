@@ -8,6 +8,8 @@ import operator
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from scipy.stats import binomtest, norm
+
 __all__ = [
     "soft_accuracy",
     "strict_accuracy",
@@ -101,8 +103,6 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     if not (math.isfinite(z) and z > 0):
         raise ValueError(f"z must be a positive finite number, got z={z!r}")
     # scipy's binomtest(...).proportion_ci(method="wilson") computes it; z is turned into its two-sided level
-    from scipy.stats import binomtest, norm
-
     p = k / n
     ci = binomtest(k, n).proportion_ci(confidence_level=float(2 * norm.cdf(z) - 1), method="wilson")
     lo = 0.0 if k == 0 else max(0.0, min(p, float(ci.low)))

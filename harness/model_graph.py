@@ -26,6 +26,8 @@ _ONNX_TYPES = {
 
 @dataclass(frozen=True)
 class TensorInfo:
+    """A graph input or output as declared: name, element type, shape."""
+
     name: str
     dtype: str  # float32, uint8, ... (numpy names; onnx names for the rest)
     shape: tuple[int | str | None, ...] | None  # None: rank unknown; int: static; str/None: dynamic
@@ -33,6 +35,8 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class GraphInfo:
+    """The declared inputs and outputs of a model and its metadata_props."""
+
     inputs: tuple[TensorInfo, ...]  # required inputs only (not initializers)
     outputs: tuple[TensorInfo, ...]
     metadata: Mapping[str, str]
@@ -50,6 +54,8 @@ def _dims(shape: Any) -> tuple[int | str | None, ...] | None:
 
 
 def graph_of_session(session) -> GraphInfo:
+    """What an onnxruntime session's model declares."""
+
     def conv(v) -> TensorInfo:
         return TensorInfo(v.name, _ort_type(v.type), _dims(v.shape))
 
@@ -58,6 +64,7 @@ def graph_of_session(session) -> GraphInfo:
 
 
 def graph_of_file(path: Path) -> GraphInfo:
+    """What the ONNX file declares (read without its external data); ModelLoadError naming the file otherwise."""
     if not path.is_file():
         raise ModelLoadError(f"{path} does not exist; pass the path of an ONNX model")
     try:
@@ -91,4 +98,5 @@ def graph_of_file(path: Path) -> GraphInfo:
 
 
 def shape_text(shape: tuple | None) -> str:
+    """A shape as messages show it: [1, 3, ?, ?], or 'unknown rank'."""
     return "unknown rank" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"

@@ -57,8 +57,8 @@ def compare(
         # largest |got - ref| / (atol + rtol * |ref|): the share of the allowed difference used; <= 1 passes
         "max_tolerance_used": float((diff / (atol + rtol * np.abs(ref))).max()) if diff.size else 0.0,
         "within_tolerance": within,
-        "top1_mismatches": [names[i] if i < len(names) else int(i) for i in flips],
-        "top1_near_tie_flips": [names[i] if i < len(names) else int(i) for i in ties],
+        "top1_mismatches": [names[int(i)] if i < len(names) else int(i) for i in flips],
+        "top1_near_tie_flips": [names[int(i)] if i < len(names) else int(i) for i in ties],
         "passed": within and len(flips) == 0,
     }
 

@@ -1,4 +1,5 @@
-"""What each step's artefacts were made from: the inputs that matter, fingerprinted, so a rerun can tell stale from current.
+"""What each step's artefacts were made from: the inputs that matter, fingerprinted, so a rerun can tell stale from
+current; and the versions and machine a step records beside them.
 
 A step records `inputs` (a small JSON-able dict) beside its artefacts; on a rerun it recomputes the same dict and
 compares. Training inputs differ -> the run stops (StaleRunError, naming the fields) unless --force; the inputs of
@@ -20,11 +21,11 @@ import onnxruntime
 import torch
 import torchvision
 
-import harness
 from harness.backbones import get_backbone
 from harness.config import Profile
 from harness.validate import ConfigError
 from harness.variants import split_variant
+from harness.version import __version__
 
 # Profile fields that change what training produces. Everything else (name, thresholds, test sets, the matrix
 # itself, device preference) does not change a trained model of a given (backbone, variant, seed).
@@ -113,7 +114,7 @@ def versions() -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
-        "harness": harness.__version__,
+        "harness": __version__,
         "numpy": np.__version__,
     }
 

@@ -171,8 +171,9 @@ def run_identity(proto: dict) -> dict:
     (where they were read from, not what they say)."""
     ident = {k: proto.get(k) for k in IDENTITY_KEYS}
     for k in ("profile", "thresholds"):
-        if isinstance(ident[k], dict):
-            ident[k] = {f: v for f, v in ident[k].items() if f != "source"}
+        table = ident[k]
+        if isinstance(table, dict):
+            ident[k] = {f: v for f, v in table.items() if f != "source"}
     return json.loads(json.dumps(ident, default=artifacts._json_default))  # tuples -> lists, as read back
 
 
@@ -191,7 +192,9 @@ def complete_jobs(
 
 def matrix_progress(run_dir: Path, proto: dict) -> tuple[int, int]:
     """(done, total) (variant, seed) jobs of the matrix a protocol (run.json) describes; done as complete_jobs."""
-    prof = proto.get("profile") if isinstance(proto.get("profile"), dict) else {}
+    prof = proto.get("profile")
+    if not isinstance(prof, dict):
+        prof = {}
     methods = (prof.get("saliency") or {}).get("methods") or ()
     jobs = [(v, s) for s in proto.get("seeds") or () for v in proto.get("variants") or ()]
     done = complete_jobs(run_dir, str(prof.get("backbone")), jobs, [m for m in methods if m != GRADCAM])

@@ -113,8 +113,8 @@ class ModelSpec:
 class RawSpec(dict):
     """`read_spec`'s result: the given fields, validated, and `sources[field]` saying where each was given."""
 
-    def __init__(self, values: Mapping[str, Any] = (), sources: Mapping[str, str] | None = None):
-        super().__init__(values)
+    def __init__(self, values: Mapping[str, Any] | None = None, sources: Mapping[str, str] | None = None):
+        super().__init__(values or {})
         self.sources: dict[str, str] = dict(sources or {})
 
 

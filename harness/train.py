@@ -181,13 +181,13 @@ def fit(
                 loss_sum += loss * len(idx)
                 correct += (logits.argmax(1) == target.argmax(1)).sum()
                 seen += len(idx)
-            loss_sum, correct = loss_sum.item(), int(correct.item())
+            epoch_loss, epoch_correct = loss_sum.item(), int(correct.item())
             val_loss, val_acc = _evaluate(model, data.val_x, data.val_y, device, bs * 2)
             row = {
                 "phase": phase.name,
                 "epoch": epoch,
-                "loss": loss_sum / max(seen, 1),
-                "accuracy": correct / max(seen, 1),
+                "loss": epoch_loss / max(seen, 1),
+                "accuracy": epoch_correct / max(seen, 1),
                 "val_loss": val_loss,
                 "val_accuracy": val_acc,
                 "lr": opt.param_groups[0]["lr"],

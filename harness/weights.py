@@ -15,7 +15,6 @@ Conventions:
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 from torchvision.models import VGG16_Weights
 
+from harness.artifacts import sha256_file
 from harness.backbones import BACKBONES, check_weights_available
 from harness.checkpoints import WeightsUnavailable
 from harness.lite0_weights import LITE0_WEIGHTS_DIST, LITE0_WEIGHTS_FILE, LITE0_WEIGHTS_PACKAGE, lite0_weights_path
@@ -100,14 +100,6 @@ def hash_prefix_of(file_name: str) -> str | None:
     """The sha256 prefix a torchvision-style checkpoint name carries (`vgg16-397923af.pth` -> '397923af'), or None."""
     m = _HASHED_NAME.fullmatch(file_name)
     return m["hash"] if m else None
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --- the registry's sources ------------------------------------------------------------------------------------------
@@ -288,7 +280,7 @@ def fetch_weights(
     cache = hub_checkpoints_dir()
     dest = cache / name
     if dest.is_file():
-        digest = sha256_of(dest)
+        digest = sha256_file(dest)
         if digest.startswith(prefix):
             return FetchResult(
                 backbone,

@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from harness.saliency.registry import method_info
+
 
 def _f(v, fmt="{:.3f}") -> str:
     return "-" if v is None else fmt.format(v)
@@ -33,7 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, json.JSONDecodeError) as exc:
         print(f"{path}: cannot read the report ({exc}); run `harness report {args.run_dir}`", file=sys.stderr)
         return 2
-    names = {"cam": "Grad-CAM", "occlusion": "occlusion", "rise": "RISE"}
     by_model = {}
     for entry in report.get("variants", {}).values():
         by_model.setdefault(entry["model"], entry)
@@ -50,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         ev = ev or {}
         agree = ((entry.get("agreement") or {}).get(row["method"]) or {}).get(row["split"]) or {}
         print(
-            f"| {row['model']} | {names.get(row['method'], row['method'])} | {row['split'] or '-'} | "
+            f"| {row['model']} | {method_info(row['method']).title} | {row['split'] or '-'} | "
             f"{_f(row.get('energy'))} ({_f(row.get('energy_chance'))}) | "
-            f"{_f(row.get('pointing'))} ({_f(row.get('pointing_chance'))}) | {_f(row.get('sanity_spearman'), '{:.2f}')} | "
+            f"{_f(row.get('pointing'))} ({_f(row.get('pointing_chance'))}) | "
+            f"{_f(row.get('sanity_spearman'), '{:.2f}')} | "
             f"{_f(agree.get('spearman'), '{:.2f}') if row['method'] != 'cam' else '-'} | "
             f"{_f(ev.get('seconds_per_image'), '{:.2f}')} | {_f(ev.get('passes_per_image'), '{:.0f}')} |"
         )

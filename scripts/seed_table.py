@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             soft = [r["test_sets"][split]["soft"]["value"] for r in runs if split in (r.get("test_sets") or {})]
             strict = [r["test_sets"][split]["strict"]["value"] for r in runs if split in (r.get("test_sets") or {})]
 
-            def energy(ev_of) -> list[float]:
+            def energy(ev_of, runs=runs, split=split) -> list[float]:
                 out = []
                 for r in runs:
                     s = ((ev_of(r) or {}).get("summary") or {}).get(split) or {}

@@ -12,7 +12,8 @@ from harness import artifacts
 from harness.config import load_profile
 from harness.data import DataError
 from harness.report.build import build_report, thresholds_of_run, write_reports
-from harness.run import default_run_dir, fit_profile, run_matrix
+from harness.run import fit_profile, run_matrix
+from harness.rundir import default_run_dir
 from harness.thresholds import parse_thresholds
 from harness.validate import ConfigError
 from harness.verdicts import Verdict, judge

@@ -1,8 +1,5 @@
-"""The gate must fail deliberately broken models: a random-weight checkpoint and a model that always answers 'bayes'.
-
-Both go through the real pipeline (run_matrix: export, onnxruntime evaluation, CAM, verdicts) with the cpu profile's
-real thresholds; only the model is broken. The profile is shrunk (VGG16 at 32 px, no training) to keep this fast.
-"""
+"""The gate must fail deliberately broken models (a random-weight checkpoint, a model that always answers 'bayes'),
+through the real pipeline and the cpu profile's thresholds; the profile is shrunk (VGG16 at 32 px, no training)."""
 
 from __future__ import annotations
 
@@ -14,9 +11,9 @@ import pytest
 import torch
 
 from harness import artifacts
+from harness.artifacts import sha256_file
 from harness.config import load_profile
 from harness.data import load_train
-from harness.export import sha256_file
 from harness.run import run_matrix
 from harness.thresholds import parse_thresholds
 from harness.train import train_variant

@@ -1,10 +1,5 @@
-"""The acceptance gate: one test per (criterion, model[, test set]) verdict. Gated failures fail; ablations pass or
-xfail, with values.
-
-The tests are made from the criteria table (harness.verdicts.criteria.CRITERIA): one test function test_<criterion>
-per criterion, each parametrized (conftest.py) over that criterion's verdicts, so the node ids stay
-test_<criterion>[<verdict id>] and a criterion added to the table gets its test.
-"""
+"""The acceptance gate: one test per criterion of the table (test_<criterion>[<verdict id>]), parametrized over its
+verdicts by conftest.py. Gated failures fail; ablations pass or xfail, with values."""
 
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from harness.export import set_metadata, to_onnx
+from harness.export import to_onnx
+from harness.onnx_contract import set_metadata
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

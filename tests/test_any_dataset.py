@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from harness import artifacts
 from harness.cli import main
 from tests.conftest import write_image
@@ -34,6 +36,7 @@ CHEAP = [
 ]
 
 
+@pytest.mark.slow
 def test_the_cpu_profile_on_an_imagefolder_dataset_needs_no_extra_option(tmp_path, capsys):
     root = tmp_path / "clothes"
     for k, (cls, color) in enumerate(CLOTHES.items()):

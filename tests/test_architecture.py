@@ -12,6 +12,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "harness"
 # Imports that may stay inside functions: optional extras (ray) and matplotlib, which costs a second at import
 # and is needed only when a figure is drawn.
 LAZY_ALLOWED = ("ray", "matplotlib")
+# (module, import) pairs that stay inside a function on purpose, each with its reason
+LAZY_EXCEPTIONS = {
+    # the public API's check_model: harness/__init__.py runs on every `import harness.<module>`, and harness.check
+    # loads torch and the whole pipeline (`harness --version` and `harness doctor` must run without torch)
+    ("harness", "harness.check"),
+}
 MAX_LINES = 520  # "under ~500 lines" as formatted by ruff (line length 120)
 
 
@@ -139,7 +145,11 @@ def test_no_import_cycles():
 
 def test_imports_inside_functions_only_for_optional_extras():
     _, inner = import_graph()
-    bad = [f"{m}:{line} imports {name}" for m, line, name in inner if name.split(".")[0] not in LAZY_ALLOWED]
+    bad = [
+        f"{m}:{line} imports {name}"
+        for m, line, name in inner
+        if name.split(".")[0] not in LAZY_ALLOWED and (m, name) not in LAZY_EXCEPTIONS
+    ]
     assert not bad, "imports inside functions (move them to the module's top):\n" + "\n".join(bad)
 
 

@@ -229,7 +229,8 @@ def test_a_foreign_nhwc_uint8_bgr_probability_wrapper_gives_identical_prediction
     "spec_text, match",
     [
         (
-            'dtype = "uint8"\nchannels = "BGR"\noutput_kind = "probabilities"\nclasses = ["red", "background", "blue"]\n'
+            'dtype = "uint8"\nchannels = "BGR"\noutput_kind = "probabilities"\n'
+            'classes = ["red", "background", "blue"]\n'
             'layout = "NCHW"\n',
             "layout",
         ),

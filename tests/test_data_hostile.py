@@ -261,7 +261,8 @@ def test_high_bit_depth_is_scaled_not_clipped(tmp_path, suffix, array, mode, exp
     im = Image.frombytes(mode, array.shape[::-1], array.astype(">u2").tobytes()) if mode else Image.fromarray(array)
     im.save(tmp_path / f"deep{suffix}")
     if mode:
-        assert Image.open(tmp_path / f"deep{suffix}").mode == mode
+        with Image.open(tmp_path / f"deep{suffix}") as stored:
+            assert stored.mode == mode
     t, _, size = decode_image(tmp_path / f"deep{suffix}")
     assert tuple(t.shape) == (3, 20, 24) and size == (24, 20)
     assert abs(int(t[0, 0, 0]) - expected) <= 1 and bool((t == t[0, 0, 0]).all())

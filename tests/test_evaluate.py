@@ -61,7 +61,7 @@ def test_metrics_json_is_written_and_matches_the_return_value(evaluated):
     ]
     assert {"schema", "variant", "classes", "image_size", "model", "runtime", "test_sets", "latency"} <= set(m)
     assert m["classes"] == list(CLASSES) and m["image_size"] == SIZE
-    assert m["model"]["sha256"] == export.sha256_file(vdir / "model.onnx") and m["model"]["parity_passed"]
+    assert m["model"]["sha256"] == artifacts.sha256_file(vdir / "model.onnx") and m["model"]["parity_passed"]
     if not runtime.gpu_usable():
         assert m["runtime"]["providers"] == [runtime.CPU] and m["runtime"]["requested"] == "auto"
 

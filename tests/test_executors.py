@@ -158,6 +158,7 @@ def test_ray_not_installed_is_one_clear_line(tiny_root, tmp_path, capsys, monkey
 # --- failures, serial --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_serial_failed_job_is_reported_while_the_other_finishes_and_a_rerun_retries_it(tiny_root, tmp_path):
     from tests.ray_jobs import fail_one
 
@@ -185,6 +186,7 @@ def test_serial_failed_job_is_reported_while_the_other_finishes_and_a_rerun_retr
     assert 'id="failed-jobs"' not in (out / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_a_failed_gated_variant_is_an_error(tiny_root, tmp_path):
     from tests import ray_jobs
 
@@ -453,8 +455,8 @@ def _ctx(tmp_path, tiny_root, sha="0" * 64, **kw):
 
 def test_a_worker_that_cannot_see_the_run_directory_fails_fast_saying_so(tiny_root, tmp_path):
     from harness import artifacts
+    from harness.artifacts import sha256_file
     from harness.executors import FAILED, Job, run_job
-    from harness.export import sha256_file
 
     job = Job("scratch-none", 0)
     result = run_job(_ctx(tmp_path, tiny_root), job)  # ds=None: as in a worker

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from harness import artifacts, export, runtime
+from harness import artifacts, export, onnx_contract, parity, runtime
 from harness.data import DataError
 from tests.tiny_run import CLASSES, SIZE, make_dataset, make_variant, snapshot
 
@@ -41,7 +41,7 @@ def test_export_writes_model_and_record_and_nothing_else(exported):
     assert artifacts.read_json(vdir / "export.json") == rec
     assert rec["exporter"]["kind"] == "dynamo" and rec["exporter"]["name"] == "torch.onnx.export(dynamo=True)"
     assert rec["opset"] >= 17 and rec["external_data"] is None
-    assert rec["sha256"] == export.sha256_file(vdir / "model.onnx")
+    assert rec["sha256"] == artifacts.sha256_file(vdir / "model.onnx")
     assert rec["checker"] == {"full_check": True, "passed": True}
     onnx.checker.check_model(str(vdir / "model.onnx"), full_check=True)
 
@@ -133,7 +133,7 @@ def test_tta_export_equals_average_of_image_and_flip_logits(tmp_path, data_root)
 
 
 def test_torchscript_exporter_with_external_data_beside_the_model(tmp_path, data_root, monkeypatch):
-    monkeypatch.setattr(export, "EXTERNAL_DATA_THRESHOLD", 0)  # force the > 2 GiB layout on a small model
+    monkeypatch.setattr(onnx_contract, "EXTERNAL_DATA_THRESHOLD", 0)  # force the > 2 GiB layout on a small model
     vdir = make_variant(tmp_path, data_root)
     rec = export.export_variant(vdir, exporter="torchscript")
     assert rec["exporter"]["kind"] == "torchscript" and rec["opset"] == 17 and rec["parity"]["passed"]
@@ -168,7 +168,10 @@ def test_failed_parity_is_recorded_and_installs_no_model(tmp_path, data_root, mo
 # --- graph contract and parity arithmetic (no export needed) ---------------------------------------------------------
 
 
-def _proto(batch, size=SIZE, classes=len(CLASSES), dtype=onnx.TensorProto.FLOAT, opset=18):
+N_CLASSES = len(CLASSES)
+
+
+def _proto(batch, size=SIZE, classes=N_CLASSES, dtype=onnx.TensorProto.FLOAT, opset=18):
     from onnx import helper
 
     graph = helper.make_graph(
@@ -186,31 +189,31 @@ def _proto(batch, size=SIZE, classes=len(CLASSES), dtype=onnx.TensorProto.FLOAT,
 
 
 def test_check_graph_contract():
-    info = export.check_graph(_proto("batch"), SIZE, len(CLASSES), "m.onnx")
+    info = onnx_contract.check_graph(_proto("batch"), SIZE, len(CLASSES), "m.onnx")
     assert info["input"]["shape"] == ["batch", 3, SIZE, SIZE] and info["opset"] == 18
-    with pytest.raises(export.ExportError, match="batch dimension is not symbolic"):
-        export.check_graph(_proto(2), SIZE, len(CLASSES), "m.onnx")
-    with pytest.raises(export.ExportError, match=r"expected \[N, 3, 64, 64\]"):
-        export.check_graph(_proto("batch"), 64, len(CLASSES), "m.onnx")
-    with pytest.raises(export.ExportError, match="BFLOAT16"):
-        export.check_graph(_proto("batch", dtype=onnx.TensorProto.BFLOAT16), SIZE, len(CLASSES), "m.onnx")
-    with pytest.raises(export.ExportError, match="opset 16"):
-        export.check_graph(_proto("batch", opset=16), SIZE, len(CLASSES), "m.onnx")
+    with pytest.raises(onnx_contract.ExportError, match="batch dimension is not symbolic"):
+        onnx_contract.check_graph(_proto(2), SIZE, len(CLASSES), "m.onnx")
+    with pytest.raises(onnx_contract.ExportError, match=r"expected \[N, 3, 64, 64\]"):
+        onnx_contract.check_graph(_proto("batch"), 64, len(CLASSES), "m.onnx")
+    with pytest.raises(onnx_contract.ExportError, match="BFLOAT16"):
+        onnx_contract.check_graph(_proto("batch", dtype=onnx.TensorProto.BFLOAT16), SIZE, len(CLASSES), "m.onnx")
+    with pytest.raises(onnx_contract.ExportError, match="opset 16"):
+        onnx_contract.check_graph(_proto("batch", opset=16), SIZE, len(CLASSES), "m.onnx")
 
 
 def test_compare_tolerance_and_top1():
     ref = np.array([[1.0, 0.0, -1.0], [0.0, 2.0, 1.0]], dtype=np.float32)
-    ok = export.compare(ref, ref + 5e-5, 1e-4, 1e-3)
+    ok = parity.compare(ref, ref + 5e-5, 1e-4, 1e-3)
     assert ok["passed"] and ok["max_abs"] == pytest.approx(5e-5, rel=1e-2)
     assert ok["max_tolerance_used"] == pytest.approx(5e-5 / (1e-4 + 1e-3 * 0.0), rel=1e-2)  # worst at ref == 0
-    bad = export.compare(ref, ref + np.array([[0, 0, 0], [0, 3e-3, 0]]), 1e-4, 1e-3)
+    bad = parity.compare(ref, ref + np.array([[0, 0, 0], [0, 3e-3, 0]]), 1e-4, 1e-3)
     assert not bad["passed"] and not bad["within_tolerance"]  # 3e-3 > 1e-4 + 1e-3 * 2
     assert bad["max_tolerance_used"] == pytest.approx(3e-3 / (1e-4 + 2e-3), rel=1e-3)
     near = np.array([[1.0, 0.999, 0.0]])
     flipped = np.array([[0.999, 1.0, 0.0]])
-    strict = export.compare(near, flipped, 1e-2, 1e-2, names=["a.jpg"])
+    strict = parity.compare(near, flipped, 1e-2, 1e-2, names=["a.jpg"])
     assert strict["within_tolerance"] and strict["top1_mismatches"] == ["a.jpg"] and not strict["passed"]
-    tie = export.compare(near, flipped, 1e-2, 1e-2, tie_margin=2e-2, names=["a.jpg"])
+    tie = parity.compare(near, flipped, 1e-2, 1e-2, tie_margin=2e-2, names=["a.jpg"])
     assert tie["passed"] and tie["top1_near_tie_flips"] == ["a.jpg"]
 
 

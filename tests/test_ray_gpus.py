@@ -77,6 +77,7 @@ def _gone(pids, within_s: float = 20.0) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_a_fractional_gpu_share_packs_jobs_onto_one_gpu_each_in_a_worker_that_exits(
     ray_with_a_gpu, tmp_path, tiny_root, capsys
 ):
@@ -91,6 +92,7 @@ def test_a_fractional_gpu_share_packs_jobs_onto_one_gpu_each_in_a_worker_that_ex
     assert len(pids) == 2 and _gone(pids), "a worker process outlived its job (max_calls=1 frees its GPU memory)"
 
 
+@pytest.mark.slow
 def test_a_job_given_no_gpu_sees_none(ray_with_a_gpu, tmp_path, tiny_root, capsys):
     results, err = _probe(tmp_path, tiny_root, 0.0, at_once=2, capsys=capsys)
     assert "each job 1 CPU(s) and 0 GPU: up to 2 job(s) at once" in err
@@ -98,6 +100,7 @@ def test_a_job_given_no_gpu_sees_none(ray_with_a_gpu, tmp_path, tiny_root, capsy
         assert r.extra["gpu_ids"] == [] and r.extra["seen_cuda"] == ""  # hidden, not every GPU of the node
 
 
+@pytest.mark.slow
 def test_a_whole_gpu_per_job_runs_them_one_at_a_time(ray_with_a_gpu, tmp_path, tiny_root, capsys):
     results, err = _probe(tmp_path, tiny_root, 1.0, at_once=1, capsys=capsys)
     assert "each job 1 CPU(s) and 1 GPU: up to 1 job(s) at once" in err
@@ -107,6 +110,7 @@ def test_a_whole_gpu_per_job_runs_them_one_at_a_time(ray_with_a_gpu, tmp_path, t
     assert first.extra["ended"] <= second.extra["started"]  # the second waited for the GPU
 
 
+@pytest.mark.slow
 def test_jobs_json_records_each_jobs_gpu_share_and_ids(ray_with_a_gpu, tmp_path, tiny_root):
     """The real job (train with 0 epochs -> export -> evaluate -> Grad-CAM) at a quarter of the GPU each."""
     prof = load_profile("smoke", TINY)

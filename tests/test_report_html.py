@@ -58,7 +58,7 @@ def run_dir(tmp_path: Path, report: dict) -> Path:
 
 
 def cell(html: str, variant: str) -> str:
-    m = re.search(r'<td class="cell[^"]*" data-variant="%s"[^>]*>(.*?)</td>' % re.escape(variant), html, re.DOTALL)
+    m = re.search(rf'<td class="cell[^"]*" data-variant="{re.escape(variant)}"[^>]*>(.*?)</td>', html, re.DOTALL)
     assert m, f"no accuracy-matrix cell for {variant}"
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", m.group(1)))
 
@@ -276,3 +276,20 @@ def test_chromium_renders_the_report(report: dict, run_dir: Path, tmp_path: Path
     assert re.search(r'<img[^>]*src="data:image/png;base64,', dom)
     rows = re.findall(r'<tr class="verdict-row[^"]*" data-verdict-id="([^"]+)"', dom)
     assert rows == [v["id"] for v in report["verdicts"]]
+
+
+def test_models_are_placed_by_their_identity_fields_not_their_names(report: dict, run_dir: Path) -> None:
+    """A model known only from report.json's `models` table and its verdicts (no folder) lands in the matrix cell its
+    init and level fields name; its key is never taken apart."""
+    report["protocol"]["variants"].append("imagenet-none")
+    report["models"] = {
+        "m1": {"kind": "trained", "backbone": "vgg16", "variant": "imagenet-none", "init": "imagenet", "level": "none"}
+    }
+    report["verdicts"].append(
+        report["verdicts"][0] | {"variant": "imagenet-none", "model": "m1", "id": "m1-test_easy", "gated": False}
+    )
+    html = render_html(report, run_dir)
+    assert "no metrics yet" in cell(html, "m1")
+    header = re.search(r'id="accuracy-matrix">(.*?)</table>', html, re.DOTALL).group(1)
+    row = next(r for r in header.split("<tr") if 'data-variant="m1"' in r)
+    assert "ImageNet" in row and row.index('data-variant="m1"') < row.index('data-variant="imagenet-all"')

@@ -21,8 +21,9 @@ from harness import artifacts, runlock
 from harness.cli import main
 from harness.cli_commands import _print_verdicts
 from harness.config import load_profile
-from harness.run import STEP_OUTPUTS, find_resumable, latest_run, matrix_eta, matrix_progress, run_identity
-from harness.train import clock
+from harness.run import matrix_eta
+from harness.rundir import STEP_OUTPUTS, find_resumable, latest_run, matrix_progress, run_identity
+from harness.timing import clock
 from tests.conftest import COLORS, write_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +86,7 @@ def _interrupt_at_once(monkeypatch) -> None:
     monkeypatch.setattr("harness.train.fit", fit)
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_matrix_then_the_same_command_resumes_without_retraining(project, monkeypatch, capsys):
     env = {**os.environ, "KILL_IN": SECOND, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
@@ -369,7 +371,7 @@ def test_the_gate_run_has_a_folder_of_its_own(tmp_path, monkeypatch):
     point_latest leaves `latest` (the user's main run) alone."""
     import importlib.util
 
-    from harness.run import default_run_dir, point_latest
+    from harness.rundir import default_run_dir, point_latest
 
     spec = importlib.util.spec_from_file_location("gate_conftest", REPO / "suites" / "conftest.py")
     gate_conftest = importlib.util.module_from_spec(spec)

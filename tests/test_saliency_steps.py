@@ -130,7 +130,7 @@ def test_the_occlusion_step_on_the_exported_model_is_recorded_and_resumable(tiny
     assert redone["passes_per_image"] == pytest.approx(4 * 4 + 1 + 1)
 
 
-def test_the_saliency_steps_use_the_test_sets_they_are_given_instead_of_decoding_them(tiny_run, monkeypatch, capsys):  # noqa: F811
+def test_the_steps_use_the_test_sets_given_instead_of_decoding_them(tiny_run, monkeypatch, capsys):  # noqa: F811
     vdir = _set_profile(
         tiny_run,
         'saliency.methods=["gradcam", "occlusion"]',

@@ -24,6 +24,7 @@ def tiny_profile():
     return load_profile("smoke", TINY)
 
 
+@pytest.mark.slow
 def test_train_writes_artifacts_and_resumes(tiny_root, tiny_profile, tmp_path, capsys):
     ds = load_train(tiny_root)
     vdir = train_variant(tmp_path / "run", tiny_profile, ds, tiny_root, "scratch-all", 0, progress=False)
@@ -40,6 +41,7 @@ def test_train_writes_artifacts_and_resumes(tiny_root, tiny_profile, tmp_path, c
     assert "already trained" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_on_cpu(tiny_root, tiny_profile, tmp_path):
     ds = load_train(tiny_root)
     a = train_variant(tmp_path / "a", tiny_profile, ds, tiny_root, "scratch-all", 3, progress=False)
@@ -52,6 +54,7 @@ def test_same_seed_same_weights_on_cpu(tiny_root, tiny_profile, tmp_path):
     assert [r["loss"] for r in ha] == [r["loss"] for r in hb]
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(tiny_root, tiny_profile, tmp_path):
     ds = load_train(tiny_root)
     vdir = train_variant(tmp_path, tiny_profile, ds, tiny_root, "scratch-mixup", 0, progress=False)
@@ -84,6 +87,7 @@ def test_truncated_checkpoint_is_named(tmp_path):
         load_checkpoint(bad)
 
 
+@pytest.mark.slow
 def test_training_learns_the_tiny_task(tiny_root, tmp_path):
     """Three solid colours are learnable: a few epochs from scratch must beat chance on the validation split."""
     profile = load_profile(

@@ -54,6 +54,7 @@ def _sets(*extra: str) -> list[str]:
 # --- stale resume --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rerun_with_other_settings_refuses_to_reuse_old_models(tiny_root, tmp_path, capsys):
     out = tmp_path / "run"
     ds = load_train(tiny_root)
@@ -88,6 +89,7 @@ def test_rerun_with_other_settings_refuses_to_reuse_old_models(tiny_root, tmp_pa
     assert config["inputs"]["profile"]["image_size"] == 48
 
 
+@pytest.mark.slow
 def test_changed_training_data_is_stale(tiny_root, tmp_path):
     out = tmp_path / "run"
     train_variant(out, _profile(), load_train(tiny_root), tiny_root, "scratch-none", 0, progress=False)
@@ -96,6 +98,7 @@ def test_changed_training_data_is_stale(tiny_root, tmp_path):
         train_variant(out, _profile(), load_train(tiny_root), tiny_root, "scratch-none", 0, progress=False)
 
 
+@pytest.mark.slow
 def test_same_inputs_resume_and_other_dataset_location_with_same_content_is_current(tiny_root, tmp_path, capsys):
     import shutil
 
@@ -107,6 +110,7 @@ def test_same_inputs_resume_and_other_dataset_location_with_same_content_is_curr
     assert "already trained from the same inputs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_matrix_stale_check_happens_before_any_training(tiny_root, tmp_path, monkeypatch):
     """A stale folder anywhere in the run dir stops the run before the first (other) variant trains."""
     from harness import run as run_mod
@@ -123,6 +127,7 @@ def test_run_matrix_stale_check_happens_before_any_training(tiny_root, tmp_path,
     assert not trained and not (out / "vgg16-scratch-usual-s0").exists()
 
 
+@pytest.mark.slow
 def test_report_marks_a_folder_trained_with_other_settings(tiny_root, tmp_path):
     """A folder slipped into a run dir by hand is never judged under run.json's protocol."""
     from harness.report.build import build_report
@@ -369,7 +374,7 @@ def test_unexpected_exception_is_one_line_with_a_log_file(tiny_root, tmp_path, c
     def boom(*a, **k):
         raise RuntimeError("kaboom inside")
 
-    monkeypatch.setattr("harness.run.run_matrix", boom)
+    monkeypatch.setattr("harness.cli_commands.run_matrix", boom)
     out = tmp_path / "run"
     out.mkdir()
     code = main(["run", "--profile", "smoke", *_sets(), "--data", str(tiny_root), "--out", str(out)])
@@ -420,12 +425,14 @@ def tiny_pipeline(tmp_path_factory):
     return root, out, base
 
 
+@pytest.mark.slow
 def test_latest_is_only_written_under_the_projects_reports(tiny_pipeline):
     _, out, base = tiny_pipeline
     assert (out / "report.json").is_file()
     assert not (base / "latest").exists() and not (base / "latest").is_symlink()
 
 
+@pytest.mark.slow
 def test_steps_accept_data_for_a_moved_dataset(tiny_pipeline, tmp_path, capsys):
     import shutil
 
@@ -446,6 +453,7 @@ def test_steps_accept_data_for_a_moved_dataset(tiny_pipeline, tmp_path, capsys):
     assert main(["cam", str(run), "--data", str(moved)]) == 0
 
 
+@pytest.mark.slow
 def test_cam_force_keeps_the_valid_cam_json_when_the_checkpoint_does_not_load(tiny_pipeline, tmp_path, capsys):
     import shutil
 
@@ -462,6 +470,7 @@ def test_cam_force_keeps_the_valid_cam_json_when_the_checkpoint_does_not_load(ti
     assert sorted(p.relative_to(vdir) for p in (vdir / "cam").rglob("*.png")) == overlays
 
 
+@pytest.mark.slow
 def test_retrained_model_makes_export_evaluate_and_cam_rerun(tiny_pipeline, tmp_path, capsys):
     """Downstream steps record what they were made from and redo themselves when it changed."""
     import shutil
@@ -486,6 +495,7 @@ def test_retrained_model_makes_export_evaluate_and_cam_rerun(tiny_pipeline, tmp_
     assert new["cam.json"]["inputs"]["model_sha256"] == new["export.json"]["inputs"]["model_sha256"]
 
 
+@pytest.mark.slow
 def test_path_traversal_writes_nothing_outside_the_run(tiny_pipeline, tmp_path, capsys):
     """An annotation pointing outside the dataset is refused before anything is read or written."""
     root, _, _ = tiny_pipeline
@@ -517,6 +527,7 @@ def test_path_traversal_writes_nothing_outside_the_run(tiny_pipeline, tmp_path, 
     assert {p for p in tmp_path.rglob("*")} == before  # no run dir, no overlay, nothing anywhere
 
 
+@pytest.mark.slow
 def test_train_lite0_imagenet_with_the_smoke_profile(tmp_path, bundled_root):
     """`harness train --backbone efficientnet_lite0 --variant imagenet-all --profile smoke` works: fine-tuning
     start points are named per backbone (smoke's "upper" is blocks.5 for lite0)."""

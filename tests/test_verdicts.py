@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.report.build import model_table
 from harness.thresholds import parse_thresholds
 from harness.validate import ConfigError
 from harness.verdicts import ERROR, FAIL, PASS, SKIP, judge, overall
+from harness.verdicts.collect import collect
 
 RAW = {
     "gated": ["imagenet-all"],
@@ -148,3 +150,37 @@ def test_user_file_overrides_key_by_key(tmp_path):
 def test_invalid_thresholds_are_named(raw, match):
     with pytest.raises(ConfigError, match=match):
         parse_thresholds(raw, "x.toml")
+
+
+def test_report_models_carry_their_identity_as_fields(tmp_path):
+    _variant(tmp_path, "imagenet-all", 0, soft=0.95, strict=0.6)
+    _variant(tmp_path, "imagenet-all", 1, soft=0.95, strict=0.6)
+    check = tmp_path / "onnx-colour"
+    check.mkdir()
+    (check / "config.json").write_text(
+        json.dumps({"variant": "colour", "seed": 0, "backbone": "onnx", "kind": "check"})
+    )
+    verdicts = judge(tmp_path, parse_thresholds(RAW, "t"), ["test_difficult"], ["scratch-none"])
+    table = model_table(verdicts, collect(tmp_path), {})
+    assert table["imagenet-all"] == {
+        "kind": "trained",
+        "backbone": "",
+        "variant": "imagenet-all",
+        "init": "imagenet",
+        "level": "all",
+        "name": None,
+        "seeds": [0, 1],
+        "gated": True,
+    }
+    assert table["scratch-none"] == {  # named, never trained: its identity all the same
+        "kind": "trained",
+        "backbone": "",
+        "variant": "scratch-none",
+        "init": "scratch",
+        "level": "none",
+        "name": None,
+        "seeds": [],
+        "gated": False,
+    }
+    assert table["onnx-colour"]["kind"] == "check" and table["onnx-colour"]["name"] == "colour"
+    assert table["onnx-colour"]["init"] is None and table["onnx-colour"]["level"] is None

@@ -1,7 +1,5 @@
 """Load and validate a dataset (ImageFolder train set; COCO-annotated or ImageFolder test sets), split, oversample.
-
-Decoding goes through `harness.data.images.decode_image` (looked up on that module at each call, so a test can patch
-it there)."""
+Every loader decodes through `harness.data.images.decode_image`, looked up there at each call (patch it there)."""
 
 from __future__ import annotations
 

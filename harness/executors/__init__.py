@@ -9,9 +9,11 @@ per job; the driver (harness.run) records them in `jobs.json` and builds the rep
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from harness.executors import ray as ray_executor
+from harness.executors import serial as serial_executor
 from harness.executors.job import DONE, FAILED, SKIPPED, Job, JobContext, JobResult, run_job
 from harness.validate import ConfigError
 
@@ -54,21 +56,10 @@ class ExecutorOptions:
         }
 
 
-def _serial(jobs, ctx, options, on_start, on_done, run_one):
-    from harness.executors.serial import execute
-
-    return execute(jobs, ctx, options, on_start, on_done, run_one)
-
-
-def _ray(jobs, ctx, options, on_start, on_done, run_one):
-    from harness.executors.ray import execute  # imports ray only here: it is an optional extra
-
-    return execute(jobs, ctx, options, on_start, on_done, run_one)
-
-
-# name -> execute(jobs, ctx, options, on_start(n, job), on_done(result), run_one(ctx, job) -> JobResult) -> results
+# name -> execute(jobs, ctx, options, on_start(n, job), on_done(result), run_one(ctx, job) -> JobResult) -> results;
+# the Ray executor imports ray only when it runs (an optional extra)
 Execute = Callable[..., list[JobResult]]
-EXECUTORS: dict[str, Execute] = {"serial": _serial, "ray": _ray}
+EXECUTORS: dict[str, Execute] = {"serial": serial_executor.execute, "ray": ray_executor.execute}
 
 
 def get_executor(name: str) -> Execute:

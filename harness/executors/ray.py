@@ -16,12 +16,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from harness import runlock
 from harness.executors.job import (
     Job,
     JobContext,
@@ -101,11 +103,7 @@ def plan(nodes: Sequence[dict], job_cpus: int, job_gpus: float | None) -> tuple[
 def _task(ctx: JobContext, job: Job, run_one: Callable[[JobContext, Job], JobResult]) -> JobResult:
     """One job in a Ray worker: no GPU unless given a share, its CPU share as thread count, what a killed attempt
     left removed, then the job; its result says which GPU(s) it was given (jobs.json)."""
-    import os
-
-    import ray
-
-    from harness import runlock
+    import ray  # an optional extra: only a Ray worker runs this
 
     hide_gpus_unless_given(ctx.gpus)
     set_threads(ctx.threads)

@@ -65,7 +65,8 @@ def _stats(values: list[float]) -> dict[str, Any]:
 def _saliency_entry(folder: Path, ev: dict) -> dict[str, Any]:
     """The report's view of one saliency evidence file (cam.json, occlusion.json...): summaries, protocol, sanity,
     per-image records with the overlay's path relative to the run directory."""
-    sanity = ev.get("sanity") if isinstance(ev.get("sanity"), dict) else {}
+    raw = ev.get("sanity")
+    sanity: dict[str, Any] = raw if isinstance(raw, dict) else {}
     return {
         "summary": ev.get("summary", {}),
         "protocol": ev.get("protocol", {}),
@@ -242,9 +243,10 @@ def failed_jobs(run_dir: Path, proto: dict[str, Any]) -> list[dict[str, Any]]:
         for e in ((log.get("jobs") or {}).values() if isinstance(log, dict) else [])
         if isinstance(e, dict) and e.get("status") == "failed"
     ]
-    prof = proto.get("profile") if isinstance(proto.get("profile"), dict) else {}
+    raw = proto.get("profile")
+    prof: dict[str, Any] = raw if isinstance(raw, dict) else {}
     methods = [m for m in (prof.get("saliency") or {}).get("methods") or () if m != GRADCAM]
-    jobs = [(str(e.get("variant")), e.get("seed")) for e in entries]
+    jobs = [(str(e.get("variant")), int(e["seed"])) for e in entries if isinstance(e.get("seed"), int)]
     complete = complete_jobs(run_dir, str(prof.get("backbone")), jobs, methods)
     keep = ("id", "variant", "seed", "error", "host", "seconds", "finished")
     return [

@@ -1,10 +1,4 @@
-"""compare.json -> one self-contained compare.html (inline CSS, thumbnails as base64 JPEG data URIs, no external URL).
-
-`render_compare_html(result)` turns the result of `harness.compare.compare_reports` into a view model of plain
-strings (every number formatted here) and renders `templates/compare.html`. Thumbnails of the flipped photos are
-read from NEW's recorded data root plus the image's relative name, at most THUMB_PX on a side; a missing file (or a
-name that leaves the data root) shows its name and "image not found".
-"""
+"""compare.json -> one self-contained compare.html (inline CSS, thumbnails as base64 JPEG data URIs, offline)."""
 
 from __future__ import annotations
 
@@ -37,10 +31,10 @@ def thumbnail_uri(data_root: str | Path | None, rel: str, max_px: int = THUMB_PX
         return None
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((max_px, max_px))
+            rgb = im.convert("RGB")
+            rgb.thumbnail((max_px, max_px))
             buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=80)
+            rgb.save(buf, format="JPEG", quality=80)
     except (OSError, UnidentifiedImageError, ValueError):
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -243,5 +237,10 @@ def context(result: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def render_compare_html(result: Mapping[str, Any]) -> str:
-    """One self-contained page: the verdict, what regressed, the paired figures, the flipped photos."""
+    """One self-contained page: the verdict, what regressed, the paired figures, the flipped photos.
+
+    The result of `harness.compare.compare_reports` becomes a view model of plain strings (every number formatted
+    here) rendered with `templates/compare.html`. Thumbnails of the flipped photos are read from NEW's recorded data
+    root plus the image's relative name, at most THUMB_PX on a side; a missing file (or a name that leaves the data
+    root) shows its name and "image not found"."""
     return template_env().get_template("compare.html").render(**context(result))

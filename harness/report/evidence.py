@@ -1,12 +1,5 @@
-"""The strength of each claim, from the per-image predictions in every variant's metrics.json (report time, so any
-run can be re-read): paired exact McNemar tests of each gated model against every other model, one-sided exact
-binomial tests of accuracy against the best constant answer, calibration (ECE, reliability diagram) and selective
-prediction (risk-coverage curve, AURC, the operating point at a target accuracy).
-
-Confidence is the top-1 probability; correctness is soft (the answer is one of the photo's acceptable labels) unless
-said otherwise. Over several seeds, McNemar pairs (image, seed) of the seeds both models have; calibration and
-selective prediction pool the seeds' predictions; the binomial test reports the worst (largest) p over the seeds.
-"""
+"""The strength of each claim, from the per-image predictions in every model's metrics.json: paired McNemar tests,
+binomial tests against the constant answer, calibration and selective prediction (report.json's 'evidence')."""
 
 from __future__ import annotations
 
@@ -66,10 +59,21 @@ def mcnemar_line(a: str, b: str, split: str, kind: str, r: Mapping[str, Any]) ->
 
 
 def evidence(report: Mapping[str, Any], gated: Sequence[str], target: float = 0.95) -> dict[str, Any]:
-    """The report's 'evidence' block. `gated`: the gated models' keys (the report's verdict models)."""
+    """The report's 'evidence' block. `gated`: the gated models' keys (the report's verdict models).
+
+    Computed at report time, so any run can be re-read: paired exact McNemar tests of each gated model against every
+    other model, one-sided exact binomial tests of accuracy against the best constant answer, calibration (ECE,
+    reliability diagram) and selective prediction (risk-coverage curve, AURC, the operating point at a target accuracy).
+    Confidence is the top-1 probability; correctness is soft (the answer is one of the image's acceptable labels)
+    unless said otherwise. Over several seeds, McNemar pairs (image, seed) of the seeds both models have; calibration
+    and selective prediction pool the seeds' predictions; the binomial test reports the worst (largest) p over the
+    seeds."""
     models = _by_model(report.get("variants") or {})
     splits = list(((report.get("protocol") or {}).get("profile") or {}).get("test_sets") or [])
-    paired, binomial, calibration, selective = [], [], {}, {}
+    paired: list[dict[str, Any]] = []
+    binomial: list[dict[str, Any]] = []
+    calibration: dict[str, dict[str, Any]] = {}
+    selective: dict[str, dict[str, Any]] = {}
     for a in [m for m in models if m in gated]:
         for b in [m for m in models if m != a]:
             for split in splits:

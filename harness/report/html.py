@@ -1,10 +1,5 @@
-"""report.json -> one self-contained report.html (inline CSS, every image a base64 data URI, no external URL).
-
-`render_html(report, run_dir)` turns the report dict of `harness.report.build` into a view model of plain strings
-and lists (the section modules: every number is formatted there, every missing piece becomes "not available") and
-renders it with the jinja2 template `templates/report.html`. Derived figures (confusion matrices summed over seeds,
-the training-curve plots) are computed at render time; report.json stays the single source of the numbers.
-"""
+"""report.json -> one self-contained report.html (inline CSS, every image a base64 data URI, no external URL):
+the view model of the section modules rendered with the jinja2 template templates/report.html."""
 
 from __future__ import annotations
 
@@ -89,5 +84,9 @@ def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def render_html(report: Mapping[str, Any], run_dir: Path) -> str:
-    """One self-contained HTML page for the business owner: verdict first, then the evidence, then the protocol."""
+    """One self-contained HTML page for the business owner: verdict first, then the evidence, then the protocol.
+
+    The report dict of `harness.report.build` becomes a view model of plain strings and lists (every number formatted,
+    every missing piece "not available"); derived figures (confusion matrices summed over seeds, training curves) are
+    computed at render time, so report.json stays the single source of the numbers."""
     return template_env().get_template("report.html").render(**context(report, Path(run_dir)))

@@ -66,7 +66,7 @@ def identities(report: Mapping[str, Any]) -> dict[str, Identity]:
 def gated_models(report: Mapping[str, Any], verdicts: Sequence[Mapping[str, Any]]) -> list[str]:
     """The gated models' keys: those the `models` table marks gated, then those with a gated verdict."""
     gated = [str(k) for k, m in (report.get("models") or {}).items() if isinstance(m, Mapping) and m.get("gated")]
-    return gated + sorted({model_of(v) for v in verdicts if v.get("gated") and model_of(v)} - set(gated))
+    return gated + sorted({m for v in verdicts if v.get("gated") and (m := model_of(v))} - set(gated))
 
 
 def protocol_models(report: Mapping[str, Any], ids: Mapping[str, Identity]) -> set[str]:

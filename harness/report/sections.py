@@ -109,8 +109,9 @@ def _range_str(stats: Mapping[str, Any]) -> str:
 
 def _ci_str(stats: Mapping[str, Any]) -> str:
     w = stats.get("wilson_worst")
-    ok = isinstance(w, (list, tuple)) and len(w) == 2 and all(is_num(x) for x in w)
-    return f"{w[0]:.2f}–{w[1]:.2f}" if ok else "n/a"
+    if isinstance(w, (list, tuple)) and len(w) == 2 and all(is_num(x) for x in w):
+        return f"{w[0]:.2f}–{w[1]:.2f}"
+    return "n/a"
 
 
 def accuracy_matrix(
@@ -135,9 +136,9 @@ def accuracy_matrix(
     by_parts = {(i.backbone if several else "", *i.parts): n for n, i in ids.items() if n in in_run}
     by_parts_any = {i.parts: n for n, i in ids.items()}
     show_ref = book and {"test_easy", "test_difficult"} <= set(splits)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for backbone, init in [(b, i) for b in (backbones if several else [""]) for i in inits_o]:
-        cells = []
+        cells: list[dict[str, Any]] = []
         for level in levels_o:
             name = by_parts.get((backbone, init, level)) or (None if several else by_parts_any.get((init, level)))
             cell: dict[str, Any] = {
@@ -191,7 +192,8 @@ def accuracy_matrix(
             cells.append(cell)
         label = INIT_LABELS.get(init, init)
         rows.append({"init": init, "label": f"{backbone} · {label}" if several else label, "cells": cells})
-    base_rows, lines = [], []
+    base_rows: list[dict[str, Any]] = []
+    constant_lines: list[str] = []
     for s in splits:
         b = baselines.get(s)
         n = None
@@ -215,7 +217,7 @@ def accuracy_matrix(
             }
         )
         if cs.get("value") is not None:
-            lines.append(
+            constant_lines.append(
                 f"always answering “{cs.get('label')}” already scores {fmt_acc(cs.get('value'))} "
                 f"(soft) on the {split_label(s)} set"
             )
@@ -224,7 +226,7 @@ def accuracy_matrix(
         "rows": rows,
         "splits": [split_label(s) for s in splits],
         "baselines": base_rows,
-        "constant_lines": lines,
+        "constant_lines": constant_lines,
         "show_reference": show_ref and any(c["reference"] for r in rows for c in r["cells"]),
         "multi_seed": any(c["seeds"] > 1 for r in rows for c in r["cells"]),
         "seeds_text": _seeds_text([c["seeds"] for r in rows for c in r["cells"] if c["seeds"]]),
@@ -319,7 +321,8 @@ def confusion(
 
 def evidence_view(report: Mapping[str, Any], order: Sequence[str], gated: Sequence[str], book: bool) -> dict[str, Any]:
     """Paired tests, binomial tests against the constant answer, calibration and selective prediction."""
-    ev = report.get("evidence") if isinstance(report.get("evidence"), Mapping) else {}
+    raw = report.get("evidence")
+    ev: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     paired = [p for p in ev.get("paired") or [] if isinstance(p, Mapping)]
     binomial = [b for b in ev.get("binomial") or [] if isinstance(b, Mapping)]
     cal, sel = ev.get("calibration") or {}, ev.get("selective") or {}

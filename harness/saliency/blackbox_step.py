@@ -22,11 +22,11 @@ import numpy as np
 import onnx
 
 from harness import artifacts, runtime
+from harness.artifacts import sha256_file
 from harness.data import Dataset, Sample
-from harness.export import read_variant_config, sha256_file
 from harness.preprocess import make_forward, map_to_image, prepare
 from harness.provenance import dataset_fingerprint
-from harness.rundir import is_current
+from harness.rundir import is_current, read_variant_config
 from harness.saliency.perturbation import Forward
 from harness.saliency.registry import get_method, resolve_params, saliency
 from harness.saliency.sanity import map_rank_correlation, randomize_onnx_head

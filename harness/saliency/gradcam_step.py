@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from harness import artifacts
+from harness.artifacts import sha256_file
 from harness.backbones import get_backbone
 from harness.data import Dataset, Sample, resize_batch
-from harness.export import read_variant_config, sha256_file, variant_dirs
 from harness.provenance import dataset_fingerprint
-from harness.rundir import is_current
+from harness.rundir import is_current, read_variant_config, variant_dirs
 from harness.saliency.gradcam import gradcam_maps
 from harness.saliency.sanity import map_rank_correlation, randomize_torch_head
 from harness.saliency.scoring import (

@@ -1,7 +1,5 @@
-"""Thresholds -> verdicts: the judge reads each model's evidence and states criterion, threshold, value and status.
-
-`criteria` is the table of criteria, `collect` reads a run's evidence, `readers` read one value, `judge` judges.
-"""
+"""Thresholds -> verdicts: the judge reads each model's evidence and states criterion, threshold, value and status
+(`criteria`: the table of criteria; `collect`: a run's evidence; `readers`: one value; `judge`: the verdicts)."""
 
 from harness.verdicts.judge import judge, judged_table
 from harness.verdicts.verdict import ERROR, FAIL, PASS, SKIP, UNGATED, Verdict, overall

@@ -1,9 +1,5 @@
-"""Every criterion a verdict can have, as data: how the judge reads and compares it, how the report words and shows it.
-
-The one table read by the judge (comparison, reader, seed aggregate), the HTML report (wording, units) and the pytest
-gate (one test per criterion). The localization criteria are <evidence>_energy, _pointing and _sanity of every method
-of the saliency registry.
-"""
+"""Every criterion a verdict can have, as data: one table read by the judge (comparison, reader, seed aggregate), the
+HTML report (wording, unit) and the pytest gate (one test each); localization criteria come from the registry."""
 
 from __future__ import annotations
 

@@ -1,0 +1,57 @@
+"""A job decodes each image once: the training set when it loads it, the test sets once after training, handed to
+every step (export, evaluate, Grad-CAM, black-box saliency) instead of each step decoding them again."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from harness import artifacts
+from harness.config import load_profile
+from harness.data import images, load_train, working_short_side
+from harness.executors import DONE, Job, JobContext, run_job
+from harness.provenance import dataset_fingerprint
+
+TINY = [
+    "backbone=vgg16",
+    "image_size=32",
+    "batch_size=4",
+    "val_fraction=0.4",
+    "device=cpu",
+    "tta_hflip=false",
+    "test_sets=['test_plain']",
+    "inits=['scratch']",
+    "levels=['none']",
+    'phases.scratch=[{name="all", epochs=0}]',
+]
+
+
+def test_one_job_decodes_every_image_once(tiny_root, tmp_path, monkeypatch):
+    profile = load_profile("smoke", TINY)
+    run_dir = (tmp_path / "run").resolve()
+    artifacts.write_json(run_dir / "run.json", {"written by": "the driver"})
+    train = load_train(tiny_root, max_short_side=working_short_side(profile.image_size))
+    ctx = JobContext(
+        run_dir=run_dir,
+        profile=profile,
+        data_root=tiny_root.resolve(),
+        weights_file=None,
+        train_fingerprint=dataset_fingerprint(train),
+        run_json_sha256=artifacts.sha256_file(run_dir / "run.json"),
+        black_box=("occlusion",),
+    )
+    decoded: Counter[str] = Counter()
+    real = images.decode_image
+
+    def counting(path, *args, **kwargs):
+        decoded[Path(path).resolve().relative_to(tiny_root.resolve()).as_posix()] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(images, "decode_image", counting)
+    result = run_job(ctx, Job("scratch-none", 0))  # no dataset given: as in a Ray worker, the job loads it
+    assert result.status == DONE, result.traceback
+    vdir = run_dir / "vgg16-scratch-none-s0"
+    assert all((vdir / f).is_file() for f in ("model.pt", "model.onnx", "metrics.json", "cam.json", "occlusion.json"))
+    photos = sorted(p.relative_to(tiny_root).as_posix() for p in tiny_root.rglob("*.jpg"))
+    assert len(photos) == 18 and sorted(decoded) == photos  # 15 training images, 3 test images
+    assert set(decoded.values()) == {1}, {name: n for name, n in decoded.items() if n != 1}
