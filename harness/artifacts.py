@@ -8,7 +8,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,11 @@ def read_json(path: Path) -> Any:
         raise FileNotFoundError(f"{path} is missing; run the step that writes it first") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: invalid JSON ({exc}); delete it and rerun the step that writes it") from exc
+
+
+def has_fields(obj: Any, fields: Mapping[str, type]) -> bool:
+    """Whether `obj` (read from a JSON file) is an object whose `fields` hold values of the given types."""
+    return isinstance(obj, dict) and all(isinstance(obj.get(key), kind) for key, kind in fields.items())
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:

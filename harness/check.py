@@ -14,9 +14,7 @@ shape of `harness run`'s (run.json, one model folder, report.json, report.html),
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -25,16 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime
 
 from harness import artifacts, provenance, runlock, runtime
 from harness.config import apply_overrides, read_profile_toml
 from harness.data import DataError, class_folders, discover_test_sets, load_test, working_short_side
-from harness.evaluate import split_metrics
+from harness.evaluate import split_metrics, write_metrics
 from harness.preprocess import make_forward, prepare, to_model
 from harness.report.build import build_report, write_reports
 from harness.rundir import is_current, point_latest
-from harness.saliency.blackbox_step import blackbox_evidence, evidence_inputs, onnx_sanity_forward, write_evidence
+from harness.saliency.blackbox_step import evidence_inputs, evidence_step
 from harness.saliency.registry import GRADCAM, known_methods
 from harness.saliency.settings import SaliencySettings, parse_saliency
 from harness.spec import FIELDS, read_spec, resolve_spec
@@ -251,32 +248,20 @@ def check_model(
                 )
             latency = _latency(session, spec)
             log(f"[{name}] latency CPU: " + ", ".join(f"batch {b} {v['median_ms']:.1f} ms" for b, v in latency.items()))
-            artifacts.write_json(
-                metrics_path,
-                {
-                    "schema": 1,
-                    "variant": name,
-                    "kind": "check",
-                    "inputs": made_from,
-                    "backbone": CHECK_BACKBONE,
-                    "classes": list(classes),
-                    "image_size": list(spec.size),
-                    "model": {"file": str(model_path.resolve()), "sha256": model_sha},
-                    "runtime": {
-                        "requested": "cpu",
-                        "providers": session.get_providers(),
-                        "onnxruntime": onnxruntime.__version__,
-                        "cpu_count": os.cpu_count(),
-                    },
-                    "test_sets": test_results,
-                    "latency": {
-                        "batch_sizes": list(LATENCY_BATCHES),
-                        "statistic": "median wall time of session.run per batch",
-                        "input": "uniform random images in the model's own input format",
-                        "by_provider": {runtime.CPU: latency},
-                    },
-                    "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                },
+            write_metrics(
+                folder,
+                kind="check",
+                inputs=made_from,
+                backbone=CHECK_BACKBONE,
+                classes=classes,
+                image_size=list(spec.size),
+                model={"file": str(model_path.resolve()), "sha256": model_sha},
+                requested="cpu",
+                providers=session.get_providers(),
+                test_sets=test_results,
+                latency_settings={"batch_sizes": list(LATENCY_BATCHES)},
+                latency_input="uniform random images in the model's own input format",
+                latency={runtime.CPU: latency},
             )
         else:
             log(f"[{name}] metrics.json is current, skipping")
@@ -290,46 +275,20 @@ def check_model(
             if is_current(path, inputs):
                 log(f"[{name}] {method}.json is current, skipping")
                 continue
-            staging = folder / f".cam-staging-{method}-{os.getpid()}"
-            shutil.rmtree(staging, ignore_errors=True)
-            try:
-                sanity_forward, names = (None, list[str]())
-                if sanity:
-                    try:
-                        sanity_forward, names = onnx_sanity_forward(
-                            model_path, staging / ".model", spec, classes, settings.sanity_seed, settings.sanity_layers
-                        )
-                    except ValueError as exc:  # no final weight initializer to re-draw
-                        log(f"[{name}] sanity check impossible: {exc}")
-                content = blackbox_evidence(
-                    method,
-                    params,
-                    forward,
-                    spec,
-                    datasets,
-                    classes,
-                    staging,
-                    label=name,
-                    sanity=sanity if sanity_forward is not None else None,
-                    sanity_forward=sanity_forward,
-                    sanity_layers=names,
-                )
-                if sanity and sanity_forward is None:
-                    content["sanity"] = {
-                        "spearman_mean": None,
-                        "impossible": True,
-                        "skipped": "the model has no final weight initializer to randomise",
-                    }
-                content = {
-                    "variant": name,
-                    "backbone": CHECK_BACKBONE,
-                    "inputs": inputs,
-                    "spec": spec.to_dict(),
-                    **content,
-                }
-                write_evidence(folder, method, content, staging)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            evidence_step(
+                folder,
+                method,
+                params,
+                forward,
+                spec,
+                datasets,
+                classes,
+                model_path,
+                settings,
+                inputs,
+                CHECK_BACKBONE,
+                no_head=lambda exc: log(f"[{name}] sanity check impossible: {exc}"),
+            )
         report = build_report(run_dir, thresholds)
         report["protocol"]["seconds"] = time.perf_counter() - t0
         write_reports(run_dir, report)

@@ -71,12 +71,7 @@ def load_report(path: Path | str) -> tuple[dict[str, Any], Path]:
     else:
         raise FileNotFoundError(f"{path} does not exist (expected a run directory or a report.json file)")
     report = artifacts.read_json(file)
-    if (
-        not isinstance(report, dict)
-        or not isinstance(report.get("variants"), dict)
-        or not isinstance(report.get("protocol"), dict)
-        or not isinstance(report.get("verdicts"), list)
-    ):
+    if not artifacts.has_fields(report, {"variants": dict, "protocol": dict, "verdicts": list}):
         raise ValueError(
             f"{file}: not a harness report.json (needs 'variants', 'protocol' and 'verdicts'); "
             f"rewrite it with `harness report {run_dir}`"

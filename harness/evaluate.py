@@ -20,6 +20,7 @@ from harness.data import Dataset
 from harness.metrics import accuracy_summary
 from harness.provenance import dataset_fingerprint
 from harness.rundir import read_variant_config, variant_dirs
+from harness.stats import softmax
 from harness.testsets import as_arrays, load_test_sets
 
 DEFAULT_REPEATS = 10
@@ -31,12 +32,6 @@ EVAL_BATCH = 8
 
 class EvaluateError(ValueError):
     """The variant cannot be evaluated as it stands; the message names the file and the step to rerun."""
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def split_metrics(
@@ -154,15 +149,14 @@ def evaluate_variant(
             )
         )
 
-    metrics = {
-        "schema": 1,
-        "variant": vdir.name,
-        "inputs": made_from,
-        "backbone": config.get("backbone", record.get("backbone")),
-        "classes": classes,
-        "image_size": size,
-        "tta_hflip": bool(record.get("tta_hflip")),
-        "model": {
+    return write_metrics(
+        vdir,
+        inputs=made_from,
+        backbone=config.get("backbone", record.get("backbone")),
+        classes=classes,
+        image_size=size,
+        tta_hflip=bool(record.get("tta_hflip")),
+        model={
             "file": onnx_path.name,
             "sha256": sha,
             "exporter": record.get("exporter", {}).get("name"),
@@ -170,27 +164,71 @@ def evaluate_variant(
             "parity_passed": True,
             "parity_max_abs": record["parity"]["cpu"].get("max_abs"),
         },
-        "runtime": {
-            "requested": request,
-            "providers": session.get_providers(),
-            "gpu_usable": runtime.gpu_usable(),
-            "onnxruntime": onnxruntime.__version__,
-            "cpu_count": os.cpu_count(),
-        },
-        "test_sets": test_sets,
-        "latency": {
+        requested=request,
+        providers=session.get_providers(),
+        gpu_usable=runtime.gpu_usable(),
+        test_sets=test_sets,
+        latency_settings={
             "batch_sizes": list(batch_sizes),
             "repeats": repeats,
             "warmup": warmup,
             "budget_s": LATENCY_BUDGET_S,
+        },
+        latency_input="uniform random float32",
+        latency=latency,
+        started=t0,
+    )
+
+
+def write_metrics(
+    folder: Path,
+    *,
+    inputs: Mapping[str, Any],
+    backbone: str | None,
+    classes: Sequence[str],
+    image_size: Any,
+    model: Mapping[str, Any],
+    requested: str,
+    providers: Sequence[str],
+    test_sets: Mapping[str, Any],
+    latency_settings: Mapping[str, Any],
+    latency_input: str,
+    latency: Mapping[str, Any],
+    kind: str | None = None,
+    tta_hflip: bool | None = None,
+    gpu_usable: bool | None = None,
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Write <folder>/metrics.json (atomically) and return it: the record `harness evaluate` and `harness check`
+    both write, for the model folder `folder` (its name is the variant). `latency`: {provider: {batch: timing}};
+    `latency_settings`: how it was measured (batch sizes first). Given only when not None: `kind` (after the
+    variant), `tta_hflip` (after the image size), `gpu_usable` (in runtime), the `seconds` since `started`
+    (time.perf_counter(), last)."""
+    metrics: dict[str, Any] = {"schema": 1, "variant": folder.name}
+    if kind is not None:
+        metrics["kind"] = kind
+    metrics |= {"inputs": inputs, "backbone": backbone, "classes": list(classes), "image_size": image_size}
+    if tta_hflip is not None:
+        metrics["tta_hflip"] = tta_hflip
+    host: dict[str, Any] = {"requested": requested, "providers": providers}
+    if gpu_usable is not None:
+        host["gpu_usable"] = gpu_usable
+    host |= {"onnxruntime": onnxruntime.__version__, "cpu_count": os.cpu_count()}
+    metrics |= {
+        "model": model,
+        "runtime": host,
+        "test_sets": test_sets,
+        "latency": {
+            **latency_settings,
             "statistic": "median wall time of session.run per batch",
-            "input": "uniform random float32",
+            "input": latency_input,
             "by_provider": latency,
         },
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "seconds": time.perf_counter() - t0,
     }
-    artifacts.write_json(vdir / "metrics.json", metrics)
+    if started is not None:
+        metrics["seconds"] = time.perf_counter() - started
+    artifacts.write_json(folder / "metrics.json", metrics)
     return metrics
 
 

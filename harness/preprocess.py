@@ -21,6 +21,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from harness.data import resize_batch
 from harness.spec import SRC_DEFAULT, ModelSpec, SpecError
+from harness.stats import softmax
 
 ROW_SUM_TOL = 1e-3  # probabilities: rows >= 0 summing to 1 within this
 _NP = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
@@ -109,12 +110,6 @@ def map_to_image(spec: ModelSpec, saliency: np.ndarray, image_hw: tuple[int, int
     return out
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def make_forward(
     session, spec: ModelSpec, dataset_classes: Sequence[str], batch: int = 32
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -153,7 +148,7 @@ def make_forward(
         if not checked[0]:
             _check_output(spec, y)
             checked[0] = True
-        p = _softmax(y) if spec.output_kind == "logits" else y
+        p = softmax(y, dtype=None) if spec.output_kind == "logits" else y
         return p[:, order].astype(np.float32)
 
     return forward

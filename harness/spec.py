@@ -55,16 +55,7 @@ NONE_WORDS = ("none", "graph")  # mean = "none": the graph normalises (TOML has 
 # What a `harness export` is (harness/export.py): the defaults its metadata stands for.
 HARNESS_META_CLASSES = "harness.classes"
 HARNESS_META_SIZE = "harness.image_size"
-HARNESS_DEFAULTS: dict[str, Any] = {
-    "layout": "NCHW",
-    "dtype": "float32",
-    "value_range": "0..1",
-    "mean": None,
-    "std": None,
-    "channels": "RGB",
-    "resize": "stretch",
-    "output_kind": "logits",
-}
+# the defaults of any model's spec; a harness export's add its layout and dtype
 DEFAULTS: dict[str, Any] = {
     "value_range": "0..1",
     "mean": None,
@@ -73,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "resize": "stretch",
     "output_kind": "logits",
 }
+HARNESS_DEFAULTS: dict[str, Any] = {"layout": "NCHW", "dtype": "float32", **DEFAULTS}
 
 SRC_SET, SRC_META, SRC_GRAPH, SRC_SHAPE, SRC_DEFAULT = "--set", "ONNX metadata", "graph", "graph shape", "default"
 

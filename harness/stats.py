@@ -32,7 +32,17 @@ __all__ = [
     "ece",
     "risk_coverage",
     "operating_point",
+    "softmax",
 ]
+
+
+def softmax(scores: np.ndarray, dtype: type[np.floating[Any]] | None = np.float64) -> np.ndarray:
+    """Row-wise softmax of (N, C) scores (max-subtracted, so large logits do not overflow), computed in `dtype`;
+    None computes in the scores' own dtype."""
+    z = np.asarray(scores) if dtype is None else np.asarray(scores).astype(dtype)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
 
 
 # --- validation -------------------------------------------------------------------------------------

@@ -225,8 +225,9 @@ def read_toml(
     error: type[ConfigError] = ConfigError,
 ) -> dict[str, Any]:
     """The TOML file `path` as a dict, or `error` (a ConfigError) naming the file: "<what> file <path> does not
-    exist<hint>" (or "is a folder, not a file") when it is not a file, "<where>: cannot read <unreadable>: ..." (default: "the <what> file") when it
-    is not UTF-8 text, "<where>: invalid TOML: ..." when it is not TOML. `where` defaults to the path."""
+    exist<hint>" (or "is a folder, not a file") when it is not a file, "<where>: cannot read <unreadable>: ..."
+    (default: "the <what> file") when it is not UTF-8 text, "<where>: invalid TOML: ..." when it is not TOML.
+    `where` defaults to the path."""
     path = Path(path)
     where = where or str(path)
     if path.is_dir():

@@ -13,7 +13,8 @@ import torch
 from harness import artifacts, export, runtime
 from harness.cli import main
 from harness.data import DataError, load_test, resize_batch
-from harness.evaluate import EvaluateError, evaluate_run, evaluate_variant, softmax
+from harness.evaluate import EvaluateError, evaluate_run, evaluate_variant
+from harness.stats import softmax
 from tests.tiny_run import CLASSES, SIZE, make_dataset, make_variant, snapshot
 
 REPEATS = dict(repeats=2, warmup=1)

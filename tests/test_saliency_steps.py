@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import artifacts
+from harness import artifacts, testsets
 from harness.config import load_profile
 from harness.data import load_test, working_short_side
 from harness.export import export_variant
-from harness.saliency import localization, scoring
+from harness.saliency import localization
 from harness.saliency.blackbox_step import variant_blackbox
 from harness.saliency.gradcam_step import CAM_PROTOCOL, cam_variant
 from harness.thresholds import parse_thresholds
@@ -151,7 +151,7 @@ def test_the_steps_use_the_test_sets_given_instead_of_decoding_them(tiny_run, mo
     def no_decoding(*args, **kwargs):
         raise AssertionError("a test set was decoded again")
 
-    monkeypatch.setattr(scoring, "load_test", no_decoding)
+    monkeypatch.setattr(testsets, "load_test", no_decoding)  # the decoder behind the steps' load_test_sets
     cam_variant(vdir, tests=tests)
     variant_blackbox(vdir, "occlusion", tests=tests)
     err = capsys.readouterr().err

@@ -287,6 +287,7 @@ def test_a_live_holder_keeps_the_lock_and_a_dead_one_is_taken_over(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
     lock = runlock.acquire(run)  # the holder is dead: its lock is taken over
     assert json.loads(lock.read_text())["pid"] == os.getpid()
     runlock.release(lock)

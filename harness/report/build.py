@@ -27,11 +27,7 @@ def read_protocol(run_dir: Path) -> dict[str, Any]:
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
     proto = artifacts.read_json(path)
-    if (
-        not isinstance(proto, dict)
-        or not isinstance(proto.get("profile"), dict)
-        or not isinstance(proto.get("thresholds"), dict)
-    ):
+    if not artifacts.has_fields(proto, {"profile": dict, "thresholds": dict}):
         raise ValueError(
             f"{path}: not a harness run.json (needs the objects 'profile' and 'thresholds'); "
             f"rerun harness run into this directory"

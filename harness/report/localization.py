@@ -52,6 +52,10 @@ def _chance_text(summ: Mapping[str, Any], what: str) -> str:
     return f" (a uniform map: {fmt_acc(c)})" if is_num(c) else ""
 
 
+def _threshold_text(thr: Mapping[str, Any], key: str) -> str:
+    return f" (threshold ≥ {fmt_acc(thr.get(key))})" if thr.get(key) is not None else ""
+
+
 def saliency_section(
     report: Mapping[str, Any],
     run_dir: Path,
@@ -110,20 +114,12 @@ def saliency_section(
                 group["summary"].append(
                     f"energy inside {regions} {fmt_acc(summ.get('energy_share_mean'))}"
                     + _chance_text(summ, "energy")
-                    + (
-                        f" (threshold ≥ {fmt_acc(thr.get('energy_share_min'))})"
-                        if thr.get("energy_share_min") is not None
-                        else ""
-                    )
+                    + _threshold_text(thr, "energy_share_min")
                 )
                 group["summary"].append(
                     f"pointing-game hit rate {fmt_acc(summ.get('pointing_hit_rate'))}"
                     + _chance_text(summ, "pointing")
-                    + (
-                        f" (threshold ≥ {fmt_acc(thr.get('pointing_rate_min'))})"
-                        if thr.get("pointing_rate_min") is not None
-                        else ""
-                    )
+                    + _threshold_text(thr, "pointing_rate_min")
                 )
                 rho = dig(ev, "sanity", "spearman_mean")
                 if is_num(rho):

@@ -39,11 +39,11 @@ from harness.saliency.scoring import (
     overlay_path,
     sanity_thumb,
     split_summary,
-    test_sets,
     write_overlay,
 )
 from harness.saliency.settings import SaliencySettings
 from harness.spec import ModelSpec, resolve_spec
+from harness.testsets import load_test_sets
 
 # Bumped whenever a <method>.json changes meaning or content, so an older one is redone.
 EVIDENCE_PROTOCOL = 1
@@ -204,6 +204,67 @@ def write_evidence(folder: Path, method: str, content: dict[str, Any], staging: 
     return artifacts.write_json(out_json, content)
 
 
+def evidence_step(
+    folder: Path,
+    method: str,
+    params: Mapping[str, Any],
+    forward: Forward,
+    spec: ModelSpec,
+    datasets: Mapping[str, Dataset],
+    classes: Sequence[str],
+    onnx_path: Path,
+    settings: SaliencySettings,
+    inputs: Mapping[str, Any],
+    backbone: str | None,
+    *,
+    overlays: bool = True,
+    no_head: Callable[[ValueError], None] | None = None,
+) -> dict[str, Any]:
+    """One black-box method on the model of the folder `folder` (its name is the variant): the sanity check's
+    randomised copy of `onnx_path`, blackbox_evidence, then <folder>/<method>.json (with `inputs`, the model's
+    `backbone` and spec) and its overlays written by write_evidence; returns the JSON content. Work happens in a
+    staging folder inside `folder`, removed at the end. A model with no final weight initializer to re-draw raises
+    ValueError, or, given `no_head`, is passed to it and its sanity check is recorded as impossible."""
+    sanity = settings.sanity_inputs()
+    staging = folder / f".cam-staging-{method}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        sanity_forward, names = (None, list[str]())
+        if sanity:
+            try:
+                sanity_forward, names = onnx_sanity_forward(
+                    onnx_path, staging / ".model", spec, classes, settings.sanity_seed, settings.sanity_layers
+                )
+            except ValueError as exc:  # no final weight initializer to re-draw
+                if no_head is None:
+                    raise
+                no_head(exc)
+        content = blackbox_evidence(
+            method,
+            params,
+            forward,
+            spec,
+            datasets,
+            classes,
+            staging if overlays else None,
+            label=folder.name,
+            sanity=sanity if sanity_forward is not None else None,
+            sanity_forward=sanity_forward,
+            sanity_layers=names,
+        )
+        if sanity and sanity_forward is None:
+            content["sanity"] = {
+                "spearman_mean": None,
+                "impossible": True,
+                "skipped": "the model has no final weight initializer to randomise",
+            }
+        content = {"variant": folder.name, "backbone": backbone, "inputs": inputs, "spec": spec.to_dict(), **content}
+        write_evidence(folder, method, content, staging if overlays else None)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return content
+
+
 def onnx_sanity_forward(
     onnx_path: Path, staging: Path, spec: ModelSpec, classes: Sequence[str], seed: int, layers: int
 ) -> tuple[Forward, list[str]]:
@@ -230,7 +291,7 @@ def variant_blackbox(
 ) -> dict[str, Any]:
     """The black-box saliency step of one harness-trained variant: its exported model.onnx through onnxruntime
     (the spec comes from the export's metadata) -> <vdir>/<method>.json and overlays; redone when stale.
-    `tests`: the test sets already decoded by the caller (harness.data.load_test at the working size), by split;
+    `tests`: the test sets already decoded by the caller (harness.testsets.load_test_sets), by split;
     a test set of the profile not among them (or every one, without `tests`) is loaded here."""
     vdir = Path(vdir)
     config, profile = read_variant_config(vdir, data_root)
@@ -242,7 +303,7 @@ def variant_blackbox(
     params = dict(settings.params.get(method) or {})
     if not params:
         params = resolve_params(method, {}, f"{vdir / 'config.json'}: saliency.{method}")
-    datasets = test_sets(config["data_root"], profile.test_sets, classes, profile.image_size, tests)
+    datasets = load_test_sets(config["data_root"], profile.test_sets, classes, profile.image_size, tests)
     session = runtime.create_session(onnx_path, [runtime.CPU])
     spec = resolve_spec(onnx_path, {}, classes, session=session)
     sanity = settings.sanity_inputs()
@@ -251,38 +312,17 @@ def variant_blackbox(
     if not force and is_current(out_json, made_from):
         print(f"[{vdir.name}] {method}.json is current, skipping (--force to redo)", file=sys.stderr)
         return artifacts.read_json(out_json)
-    staging = vdir / f".cam-staging-{method}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        forward = make_forward(session, spec, classes)
-        sanity_forward, names = (
-            onnx_sanity_forward(
-                onnx_path, staging / ".model", spec, classes, settings.sanity_seed, settings.sanity_layers
-            )
-            if sanity
-            else (None, [])
-        )
-        content = blackbox_evidence(
-            method,
-            params,
-            forward,
-            spec,
-            datasets,
-            classes,
-            staging if overlays else None,
-            label=vdir.name,
-            sanity=sanity,
-            sanity_forward=sanity_forward,
-            sanity_layers=names,
-        )
-        content = {
-            "variant": vdir.name,
-            "backbone": config.get("backbone"),
-            "inputs": made_from,
-            "spec": spec.to_dict(),
-            **content,
-        }
-        write_evidence(vdir, method, content, staging if overlays else None)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return content
+    return evidence_step(
+        vdir,
+        method,
+        params,
+        make_forward(session, spec, classes),
+        spec,
+        datasets,
+        classes,
+        onnx_path,
+        settings,
+        made_from,
+        config.get("backbone"),
+        overlays=overlays,
+    )

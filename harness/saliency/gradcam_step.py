@@ -31,10 +31,10 @@ from harness.saliency.scoring import (
     overlay_path,
     sanity_thumb,
     split_summary,
-    test_sets,
     write_overlay,
 )
 from harness.saliency.settings import SaliencySettings
+from harness.testsets import load_test_sets
 from harness.train import load_checkpoint, pick_device
 
 # Bumped whenever the evidence a cam.json holds changes meaning or content (2: chance levels, sanity check), so that
@@ -119,7 +119,7 @@ def cam_variant(
     Everything that can fail on input (config, checkpoint, test sets) is read first; maps and overlays are computed
     into a staging folder, and only then do the new cam/ and cam.json replace the old ones. cam.json records what it
     was made from (checkpoint sha256, test-set fingerprints); a stale one is redone without --force.
-    `tests`: the test sets already decoded by the caller (harness.data.load_test at the working size), by split;
+    `tests`: the test sets already decoded by the caller (harness.testsets.load_test_sets), by split;
     a split not among them (or every split, without `tests`) is loaded here.
     """
     vdir = Path(vdir)
@@ -128,7 +128,7 @@ def cam_variant(
     model, meta = load_checkpoint(vdir / "model.pt")
     classes = list(meta["classes"])
     splits = list(splits) if splits else list(profile.test_sets)
-    datasets = test_sets(config["data_root"], splits, classes, int(meta["image_size"]), tests)
+    datasets = load_test_sets(config["data_root"], splits, classes, int(meta["image_size"]), tests)
     settings = profile.saliency or SaliencySettings()
     sanity = settings.sanity_inputs()
     made_from = cam_inputs(vdir, datasets, sanity)

@@ -27,6 +27,7 @@ from harness.saliency.perturbation import (
     Method,
     SaliencyResult,
     check_image,
+    check_sizes,
     check_targets,
     float_param,
     int_param,
@@ -41,9 +42,7 @@ DEFAULTS: Mapping[str, Any] = {"window": 32, "stride": 16, "baseline": 0.5, "bat
 def window_positions(size: int, window: int, stride: int) -> list[int]:
     """Start offsets of the window along an axis of ``size`` pixels: 0, stride, ... <= size - window, plus
     size - window when not already there. ValueError unless 1 <= window <= size and 1 <= stride <= window."""
-    for key, v in (("size", size), ("window", window), ("stride", stride)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{key} must be an integer >= 1, got {key}={v!r}")
+    check_sizes(size=size, window=window, stride=stride)
     if window > size:
         raise ValueError(f"window {window} is larger than the image side {size}")
     if stride > window:

@@ -70,6 +70,13 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return a
 
 
+def check_sizes(**sizes: Any) -> None:
+    """ValueError naming the first of ``sizes`` (name=value, in the order given) that is not an integer >= 1."""
+    for key, v in sizes.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{key} must be an integer >= 1, got {key}={v!r}")
+
+
 def check_targets(targets: Sequence[int]) -> list[int]:
     """The target classes as a list of ints >= 0 (duplicates collapse); ValueError when empty or not integers."""
     out: list[int] = []

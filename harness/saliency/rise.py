@@ -31,6 +31,7 @@ from harness.saliency.perturbation import (
     Method,
     SaliencyResult,
     check_image,
+    check_sizes,
     check_targets,
     float_param,
     int_param,
@@ -59,9 +60,7 @@ class MaskSet:
     """The ``n`` RISE masks of an H x W image, drawn once from ``seed``; ``mask(i)`` builds mask i (float32, [0, 1])."""
 
     def __init__(self, n: int, height: int, width: int, grid: int = 8, p: float = 0.5, seed: int = 0):
-        for key, v in (("n", n), ("height", height), ("width", width), ("grid", grid)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{key} must be an integer >= 1, got {key}={v!r}")
+        check_sizes(n=n, height=height, width=width, grid=grid)
         if not (0.0 < float(p) < 1.0):
             raise ValueError(f"p must be in (0, 1), got p={p!r}")
         self.n, self.height, self.width, self.grid, self.p = int(n), int(height), int(width), int(grid), float(p)

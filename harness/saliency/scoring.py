@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.data import DataError, Dataset, Region, Sample, load_test, working_short_side
+from harness.data import DataError, Dataset, Region, Sample
 from harness.saliency import localization
 from harness.saliency.gradcam import save_overlay
 
@@ -21,24 +21,6 @@ CAM_BOX_THRESHOLD = 0.15  # Selvaraju et al. 2017: the CAM box keeps pixels >= 1
 IOU_THRESHOLD = 0.5  # ILSVRC localization criterion
 BACKGROUND = "background"
 OVERLAY_DPI = 72
-
-
-def test_sets(
-    data_root: str | Path,
-    splits: Sequence[str],
-    classes: Sequence[str],
-    image_size: int,
-    tests: Mapping[str, Dataset] | None = None,
-) -> dict[str, Dataset]:
-    """The test sets a step scores, by split: those in `tests` (decoded once by the caller), the others loaded here
-    (harness.data.load_test at the working size of a model of `image_size` px)."""
-    short = working_short_side(image_size)
-    return {
-        split: tests[split]
-        if tests is not None and split in tests
-        else load_test(Path(data_root), split, list(classes), max_short_side=short)
-        for split in splits
-    }
 
 
 def rate(values: Sequence[Any]) -> float | None:
