@@ -1,4 +1,4 @@
-"""Tests for harness.localization: masks, pointing game, energy share and Grad-CAM box localization."""
+"""Tests for harness.saliency.localization: masks, pointing game, energy share and Grad-CAM box localization."""
 
 from __future__ import annotations
 
