@@ -1,4 +1,4 @@
-"""A tiny dataset and a tiny trained-looking variant, as harness.data and harness.train lay them out (shared by tests)."""
+"""A tiny dataset and a tiny trained-looking variant, laid out as harness.data and harness.train do (for tests)."""
 
 from __future__ import annotations
 
