@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from harness.metrics import accuracy_summary
 from harness.report.evidence import evidence, operating_text
 from harness.thresholds import parse_thresholds
 from harness.verdicts import judge
@@ -91,7 +92,13 @@ def test_coverage_at_target_is_an_optional_gated_criterion(tmp_path):
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"variant": "imagenet-all", "seed": 0, "backbone": "vgg16"}))
     rights = [True] * 8 + [False, True]
-    (d / "metrics.json").write_text(json.dumps({"test_sets": {"t": _split(rights, [0.9] * 8 + [0.8, 0.5])}}))
+    entry = _split(rights, [0.9] * 8 + [0.8, 0.5])
+    preds = entry["predictions"]
+    # the summary the verdicts check against the per-image predictions, as harness evaluate writes it
+    entry |= accuracy_summary(
+        [p["predicted"] for p in preds], [p["acceptable"] for p in preds], ["bayes"] * 10, CLASSES
+    )
+    (d / "metrics.json").write_text(json.dumps({"test_sets": {"t": entry}}))
     t = parse_thresholds({"gated": ["imagenet-all"], "selective": {"target": 0.95, "coverage_at_target_min": 0.8}}, "t")
     v = next(v for v in judge(tmp_path, t, ["t"]) if v.criterion == "coverage_at_target")
     assert v.status == "PASS" and v.value == pytest.approx(0.8)  # answers the 8 at 0.9, all right

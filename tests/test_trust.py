@@ -25,6 +25,7 @@ from harness.thresholds import parse_thresholds
 from harness.train import train_variant
 from harness.verdicts import ERROR, FAIL, PASS, judge, overall
 from tests.conftest import write_image
+from tests.split_evidence import split_entry
 
 TINY = [
     "backbone=vgg16",
@@ -166,15 +167,8 @@ def _evidence(
     d = run / f"{backbone}-{variant}-s{seed}"
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"variant": variant, "seed": seed, "backbone": backbone}))
-    s = {
-        "n": n,
-        "soft": {"value": soft, "k": round(soft * n), "wilson": [max(0, soft - 0.2), min(1, soft + 0.1)]},
-        "strict": {"value": soft, "k": round(soft * n), "wilson": [0, 1]},
-        "baselines": {
-            "constant_soft": {"label": "bayes", "value": constant},
-            "constant_strict": {"label": "bayes", "value": 0.3},
-        },
-    }
+    k = round(soft * n)
+    s = split_entry(n, k, k, constant_soft_k=round(constant * n), constant_strict_k=round(0.3 * n))
     (d / "metrics.json").write_text(json.dumps({"test_sets": {split: s}}))
 
 

@@ -12,6 +12,7 @@ from harness.thresholds import parse_thresholds
 from harness.validate import ConfigError
 from harness.verdicts import ERROR, FAIL, PASS, SKIP, judge, overall
 from harness.verdicts.collect import collect
+from tests.split_evidence import split_entry
 
 RAW = {
     "gated": ["imagenet-all"],
@@ -36,15 +37,7 @@ def _variant(
     d = run / f"lite0-{variant}-s{seed}"
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"variant": variant, "seed": seed}))
-    split = {
-        "n": 20,
-        "soft": {"value": soft, "k": round(soft * 20), "wilson": [soft - 0.2, min(1, soft + 0.1)]},
-        "strict": {"value": strict, "k": round(strict * 20), "wilson": [0, 1]},
-        "baselines": {
-            "constant_soft": {"label": "bayes", "value": 0.70},
-            "constant_strict": {"label": "geeks", "value": 0.30},
-        },
-    }
+    split = split_entry(20, round(soft * 20), round(strict * 20), constant_soft_k=14, constant_strict_k=6)
     (d / "metrics.json").write_text(
         json.dumps(
             {

@@ -19,6 +19,7 @@ from harness.validate import ConfigError
 from harness.verdicts import Verdict, judge, judged_table, overall
 from harness.verdicts.collect import SeedRun, collect
 from harness.verdicts.criteria import CRITERIA, LOCALIZATION, SANITY
+from harness.verdicts.readers import split_metrics
 
 
 def read_protocol(run_dir: Path) -> dict[str, Any]:
@@ -186,14 +187,17 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
     for variant, runs in groups.items():
         matrix[variant] = {}
         for split in test_sets:
-            per = [r.metrics["test_sets"][split] for r in runs if r.metrics and split in r.metrics.get("test_sets", {})]
+            # recomputed from the per-image predictions; a summary that disagrees with them is left out (its
+            # verdicts are ERROR and say why)
+            checked = {f"s{r.seed}": split_metrics(r, split) for r in runs}
+            per = [s for s in checked.values() if s]
             if not per:
                 continue
             baselines.setdefault(split, per[0]["baselines"])
             matrix[variant][split] = {
                 kind: _stats([p[kind]["value"] for p in per])
                 | {
-                    "per_seed": {f"s{r.seed}": r.metrics["test_sets"][split][kind]["value"] for r in runs if r.metrics},
+                    "per_seed": {seed: s[kind]["value"] for seed, s in checked.items() if s},
                     "wilson_worst": min((p[kind]["wilson"] for p in per), key=lambda w: w[0]),
                     "k": [p[kind]["k"] for p in per],
                     "n": per[0]["n"],

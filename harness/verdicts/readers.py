@@ -9,14 +9,23 @@ from harness import stats
 from harness.saliency.registry import method_info
 from harness.thresholds import CamRule
 from harness.verdicts.collect import SeedRun, evidence_of
+from harness.verdicts.recheck import checked_split
 
 Reading = tuple[float | None, str, str]
 Reader = Callable[[SeedRun, Any], Reading]  # (seed run, the criterion's argument: a test set, (method, split...))
 
 
 def split_metrics(run: SeedRun, split: str) -> dict[str, Any] | None:
-    """metrics.json's entry of one test set, None when absent."""
-    return (run.metrics or {}).get("test_sets", {}).get(split)
+    """One test set's accuracy summary, recomputed from metrics.json's per-image predictions; None when absent or
+    when the file's summary disagrees with them (`_split` says why)."""
+    return checked_split(run, split)[0]
+
+
+def _split(run: SeedRun, split: str) -> tuple[dict[str, Any] | None, str]:
+    """(the checked summary, "") or (None, why there is none: the file's problem, the test set missing, or the
+    stored summary not matching its per-image predictions)."""
+    s, why = checked_split(run, split)
+    return s, ("" if s else why or _absent(run, "metrics.json", f"no {split} in metrics.json"))
 
 
 def _absent(run: SeedRun, file: str, what: str) -> str:
@@ -25,9 +34,9 @@ def _absent(run: SeedRun, file: str, what: str) -> str:
 
 
 def _metric(run: SeedRun, split: str, value: Callable[[dict[str, Any]], float]) -> Reading:
-    s = split_metrics(run, split)
+    s, why = _split(run, split)
     if not s:
-        return None, "metrics.json", _absent(run, "metrics.json", f"no {split} in metrics.json")
+        return None, "metrics.json", why
     try:
         return float(value(s)), "metrics.json", ""
     except (KeyError, TypeError, IndexError, ValueError):
@@ -135,14 +144,21 @@ def read_coverage_at_target(run: SeedRun, arg: tuple[str, float]) -> Reading:
     """Coverage of the operating point: the share of the test set answered at the lowest confidence threshold where
     soft accuracy on the answered images reaches the target (0 when none does)."""
     split, target = arg
-    s = split_metrics(run, split)
+    s, why = _split(run, split)
     if not s:
-        return None, "metrics.json", _absent(run, "metrics.json", f"no {split} in metrics.json")
-    preds = s.get("predictions") or []
-    if not preds:
-        return None, "metrics.json", f"metrics.json: no per-image predictions for {split}; rerun harness evaluate"
+        return None, "metrics.json", why
+    preds = s["predictions"]
     conf = [max((p.get("probabilities") or {0: 0.0}).values()) for p in preds]
-    op = stats.operating_point(conf, [bool(p["soft_correct"]) for p in preds], target)
+    if not all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0.0 <= c <= 1.0 for c in conf):
+        return (
+            None,
+            "metrics.json",
+            (
+                f"metrics.json: test_sets.{split}.predictions has a probability that is not a number in [0, 1]; "
+                "the file was edited or is corrupt: rerun harness evaluate"
+            ),
+        )
+    op = stats.operating_point(conf, [p["predicted"] in p["acceptable"] for p in preds], target)
     return (op["coverage"] if op else 0.0), "metrics.json", ""
 
 
