@@ -1,4 +1,4 @@
-"""Command line: harness train | export | evaluate | cam | run | check | compare | report."""
+"""Command line: harness train | export | evaluate | cam | run | check | compare | report | verify."""
 
 # This module parses the command line and dispatches; harness.cli_commands runs each command. (The docstring above is
 # `harness --help`'s description.) `harness --version` and `harness doctor` run where torch, or anything else the
@@ -171,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="recompute verdicts and rewrite report.json / report.html of RUN_DIR")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--thresholds", type=Path, help="TOML file overriding the thresholds recorded in run.json")
+
+    p = sub.add_parser(
+        "verify",
+        help="are RUN_DIR's files the ones its report.json was written from? (sha256 manifest; exit 1 naming each "
+        "file that changed, went missing or appeared)",
+    )
+    p.add_argument("run_dir", type=Path)
 
     p = sub.add_parser(
         "compare",

@@ -29,6 +29,8 @@ from harness.thresholds import parse_thresholds
 from harness.train import pick_device, train_variant
 from harness.validate import ConfigError
 from harness.variants import split_variant
+from harness.verify import check as check_manifest
+from harness.verify import recorded_manifest
 from harness.weights import fetch_weights, format_weights_table, weights_statuses
 
 DEFAULT_DATA = BUNDLED_DATA  # where bundled_data looks: under the current folder, else under the project
@@ -226,6 +228,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    run_dir = _existing_run(args.run_dir)
+    recorded, why = recorded_manifest(run_dir)
+    if recorded is None:
+        print(f"verify: {why}")
+        return 1
+    problems = check_manifest(run_dir, recorded)
+    for line in problems:
+        print(f"MISMATCH {line}")
+    if problems:
+        n = len(problems)
+        print(f"verify: {n} file{' differs' if n == 1 else 's differ'} from the manifest of {run_dir}")
+        return 1
+    print(f"verified {len(recorded)} files in {run_dir}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     result, _ = compare_paths(args.baseline, args.new, args.thresholds)
     _, html_path = write_compare(result, args.out)
@@ -263,6 +282,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "check": cmd_check,
     "report": cmd_report,
+    "verify": cmd_verify,
     "compare": cmd_compare,
     "weights list": cmd_weights_list,
     "weights fetch": cmd_weights_fetch,

@@ -17,6 +17,8 @@ from harness.rundir import default_run_dir
 from harness.thresholds import parse_thresholds
 from harness.validate import ConfigError
 from harness.verdicts import Verdict, judge
+from harness.verify import check as check_manifest
+from harness.verify import recorded_manifest
 
 _STATE: dict[str, object] = {}
 
@@ -49,6 +51,18 @@ def _plan(config: pytest.Config) -> dict:
         raise pytest.UsageError(f"harness gate: {exc}") from None
 
 
+def _verify(run_dir: Path) -> None:
+    """Refuse a run whose files are not the ones its report.json's manifest records (checked before the gate rewrites
+    report.json); a run without a manifest is judged on its files alone (each verdict checks its model's hash)."""
+    recorded, _ = recorded_manifest(run_dir)
+    problems = check_manifest(run_dir, recorded) if recorded is not None else []
+    if problems:
+        raise pytest.UsageError(
+            f"--run-dir {run_dir}: {len(problems)} file(s) differ from the manifest of its report.json "
+            f"(harness verify {run_dir}):\n  " + "\n  ".join(problems)
+        )
+
+
 def _make_plan(config: pytest.Config) -> dict:
     if "plan" in _STATE:
         return _STATE["plan"]  # type: ignore[return-value]
@@ -59,6 +73,7 @@ def _make_plan(config: pytest.Config) -> dict:
     if run_dir is not None:
         if not (run_dir / "run.json").is_file():
             raise pytest.UsageError(f"--run-dir {run_dir}: no run.json there; is it a harness run directory?")
+        _verify(run_dir)
         proto = artifacts.read_json(run_dir / "run.json")
         plan = {
             "run_dir": run_dir,

@@ -4,10 +4,14 @@ unsupported summary is an ERROR naming the file and the key, never a PASS."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from harness import artifacts, cli
+from harness.report.build import build_report, write_reports
 from harness.thresholds import parse_thresholds
 from harness.verdicts import ERROR, FAIL, PASS, judge, overall
 from tests.split_evidence import split_entry
@@ -92,3 +96,91 @@ def test_missing_or_malformed_predictions_are_an_error(tmp_path, predictions):
     v = _accuracy(tmp_path)
     assert all(v[c].status == ERROR for c in ACCURACY) and v["overall"] == ERROR
     assert "metrics.json: test_sets.test_difficult.predictions" in v["accuracy"].detail
+
+
+# --- the evidence vouches for the model on disk, and report.json's manifest for every file -------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "vgg16-imagenet-all-s0"
+
+
+def _hashed_run(run: Path) -> Path:
+    """A passing run whose evidence records its model's hash as harness export / evaluate do, and its report."""
+    _run(run, 15, 12)
+    proto = {"profile": {"test_sets": ["test_difficult"], "backbone": "vgg16"}, "thresholds": GATE}
+    (run / "run.json").write_text(json.dumps(proto | {"variants": ["imagenet-all"]}))
+    d = run / MODEL
+    (d / "model.onnx").write_bytes(b"the model that was evaluated" * 100)
+    sha = artifacts.sha256_file(d / "model.onnx")
+    (d / "export.json").write_text(json.dumps({"sha256": sha, "parity": {"cpu": {"max_abs": 1e-6}}}))
+    m = json.loads((d / "metrics.json").read_text())
+    (d / "metrics.json").write_text(json.dumps(m | {"inputs": {"onnx_sha256": sha}, "model": {"sha256": sha}}))
+    write_reports(run, build_report(run))
+    return d
+
+
+def _verify(run: Path, capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    code = cli.main(["verify", str(run)])
+    return code, capsys.readouterr().out
+
+
+def test_an_untouched_run_is_judged_as_before_and_verifies(tmp_path, capsys):
+    _hashed_run(tmp_path)
+    v = _accuracy(tmp_path)
+    assert all(v[c].status == PASS for c in ACCURACY) and v["overall"] == PASS
+    code, out = _verify(tmp_path, capsys)
+    assert code == 0 and "verified 5 files" in out, out  # run.json, config.json, model.onnx, export.json, metrics.json
+    assert set(json.loads((tmp_path / "report.json").read_text())["manifest"]) == {
+        "run.json",
+        *(f"{MODEL}/{f}" for f in ("config.json", "model.onnx", "export.json", "metrics.json")),
+    }
+
+
+def test_a_replaced_model_is_an_error_and_fails_verify(tmp_path, capsys):
+    d = _hashed_run(tmp_path)
+    (d / "model.onnx").write_bytes(b"another model" * 100)
+    v = _accuracy(tmp_path)
+    assert all(v[c].status == ERROR for c in ACCURACY) and v["overall"] == ERROR
+    detail = v["accuracy"].detail
+    assert "model.onnx (sha256 " in detail and "is not the model metrics.json was computed from" in detail, detail
+    assert "rerun harness evaluate" in detail
+    code, out = _verify(tmp_path, capsys)
+    assert code == 1 and f"{MODEL}/model.onnx: changed since the report was written" in out, out
+    (d / "model.onnx").unlink()
+    assert (
+        "model.onnx is missing: metrics.json was computed from a model.onnx" in _accuracy(tmp_path)["accuracy"].detail
+    )
+
+
+def test_run_json_edited_after_the_report_fails_verify(tmp_path, capsys):
+    _hashed_run(tmp_path)
+    proto = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps(proto | {"note": "edited"}))
+    code, out = _verify(tmp_path, capsys)
+    assert code == 1 and "run.json: changed since the report was written" in out, out
+    assert "model.onnx" not in out
+    (tmp_path / "report.json").unlink()
+    code, out = _verify(tmp_path, capsys)
+    assert code == 1 and "no manifest to verify against" in out, out
+
+
+def _gate(run: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/test_gate.py", "--run-dir", str(run), "-p", "no:cacheprovider", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+
+
+def test_the_gate_refuses_a_run_whose_files_changed_since_its_report(tmp_path):
+    _hashed_run(tmp_path)
+    ok = _gate(tmp_path)
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
+    proto = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps(proto | {"note": "edited"}))  # the verdicts do not read it
+    proc = _gate(tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "run.json: changed since the report was written" in out, out[-3000:]

@@ -20,6 +20,7 @@ from harness.verdicts import Verdict, judge, judged_table, overall
 from harness.verdicts.collect import SeedRun, collect
 from harness.verdicts.criteria import CRITERIA, LOCALIZATION, SANITY
 from harness.verdicts.readers import split_metrics
+from harness.verify import manifest
 
 
 def read_protocol(run_dir: Path) -> dict[str, Any]:
@@ -318,8 +319,10 @@ def model_table(verdicts: list[Verdict], groups: dict[str, list[SeedRun]], proto
 
 
 def write_reports(run_dir: Path, report: dict[str, Any]) -> tuple[Path, Path | None]:
-    """report.json always; report.html when the HTML renderer is available."""
+    """report.json always, with the manifest of the files it stands on (harness.verify); report.html when the HTML
+    renderer is available."""
     run_dir = Path(run_dir)
+    report["manifest"] = manifest(run_dir)
     json_path = artifacts.write_json(run_dir / "report.json", report)
     html_path = artifacts.write_text(run_dir / "report.html", render_html(report, run_dir))
     return json_path, html_path

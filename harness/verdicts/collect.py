@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.artifacts import sha256_file
 from harness.provenance import describe, diff, profile_train_fields
 from harness.saliency.registry import METHODS, method_info
 from harness.verdicts.verdict import model_key
@@ -105,6 +106,66 @@ def _consistency(
     return problems
 
 
+def _model_file(folder: Path, config: dict) -> Path:
+    """The ONNX model the folder's evidence is about: its model.onnx, or the file harness check judged."""
+    checked = config.get("model") if config.get("kind") == "check" else None
+    if isinstance(checked, dict) and checked.get("path") and not (folder / "model.onnx").exists():
+        return Path(str(checked["path"]))
+    return folder / "model.onnx"
+
+
+def _recorded(ev: dict | None, *paths: tuple[str, ...]) -> list[str]:
+    """The model hashes `ev` records at `paths` (e.g. ("inputs", "onnx_sha256")), those present."""
+    found = []
+    for path in paths:
+        node: Any = ev
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node:
+            found.append(str(node))
+    return found
+
+
+def _on_disk(folder: Path, config: dict, evidence: dict[str, dict | None]) -> dict[str, str]:
+    """Why some evidence is not about the model on disk: the model hash each file records is compared with the file
+    (model.onnx; model.pt for Grad-CAM's cam.json), each model hashed once; a missing model is a problem too."""
+    onnx = _model_file(folder, config)
+    hashes: dict[Path, str | None] = {}
+    problems: dict[str, str] = {}
+    for name, ev in evidence.items():
+        if name == "export.json":
+            model, want, made, fix = onnx, _recorded(ev, ("sha256",)), "recorded", "rerun harness export --force"
+        elif name == "cam.json":
+            model, want, made, fix = (
+                folder / "model.pt",
+                _recorded(ev, ("inputs", "model_sha256")),
+                "",
+                "rerun harness cam",
+            )
+        else:
+            model, want = onnx, _recorded(ev, ("inputs", "onnx_sha256"), ("model", "sha256"))
+            fix = (
+                "rerun harness evaluate"
+                if name == "metrics.json"
+                else "rerun the run (its saliency step redoes itself)"
+            )
+            made = ""
+        if ev is None or not want:
+            continue
+        made = made or "was computed from"
+        if model not in hashes:
+            hashes[model] = sha256_file(model) if model.is_file() else None
+        have = hashes[model]
+        wrong = [w for w in want if w != have]
+        if have is None:
+            problems[name] = f"{model.name} is missing: {name} {made} a {model.name} (sha256 {want[0][:12]}...); {fix}"
+        elif wrong:
+            problems[name] = (
+                f"{model.name} (sha256 {have[:12]}...) is not the model {name} {made} ({wrong[0][:12]}...): {fix}"
+            )
+    return problems
+
+
 def collect(run_dir: Path, run_profile: dict | None = None) -> dict[str, list[SeedRun]]:
     """Group the run's model folders by (backbone, variant) -> 'backbone-variant' key, in a stable order.
 
@@ -122,6 +183,8 @@ def collect(run_dir: Path, run_profile: dict | None = None) -> dict[str, list[Se
         problems = {k: why for k, (_, why) in files.items() if why and k != "history.json"}
         metrics, cam, export = (files[k][0] for k in ("metrics.json", "cam.json", "export.json"))
         others = {p: files[f"{p}.json"][0] for p in BLACK_BOX}
+        evidence = {k: obj for k, (obj, _) in files.items() if k != "history.json" and k not in problems}
+        problems.update(_on_disk(folder, config, evidence))
         problems.update(
             {
                 k: v
