@@ -327,6 +327,7 @@ def test_cam_variant_writes_schema_overlays_and_counts_skips(tiny_run):
             assert im.format == "PNG"
 
 
+@pytest.mark.slow
 def test_existing_cam_json_is_skipped_unless_forced(tiny_run, capsys):
     vdir = tiny_run / "vgg16-scratch-none-s0"
     first = cam_variant(vdir, splits=["test_plain"])

@@ -176,6 +176,7 @@ def test_a_working_model_passes_and_its_occlusion_map_finds_the_object(boxes_roo
     ]
 
 
+@pytest.mark.slow
 def test_the_pytest_gate_judges_a_check_run_unchanged(boxes_root, tmp_path):
     model = colour_model(tmp_path / "colour.onnx")
     out = tmp_path / "run"
@@ -273,6 +274,7 @@ def test_the_class_order_omitted_on_a_permuted_model_is_never_a_silent_pass(boxe
     assert any(v["criterion"] == "soft_above_constant" for v in result.failures())
 
 
+@pytest.mark.slow
 def test_a_constant_answer_model_and_a_random_weight_model_fail_the_gate(boxes_root, tmp_path):
     const = check_model(
         colour_model(tmp_path / "const.onnx", constant=True),
@@ -342,6 +344,7 @@ def test_hostile_check_inputs_are_one_line_errors(boxes_root, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_check_of_a_harness_export_needs_no_spec_and_reproduces_its_evaluation_exactly(tmp_path):
     """The exported model of a harness run, checked from its file alone: the same predictions and probabilities as
     `harness evaluate` computed, on every test set (the spec comes from the export's metadata)."""

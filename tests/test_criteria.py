@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness.report.wording import criteria_meanings
 from harness.saliency.registry import METHODS
 from harness.thresholds import parse_thresholds
@@ -71,6 +73,7 @@ def test_the_gate_module_has_one_test_per_criterion() -> None:
         assert "verdict" in inspect.signature(getattr(gate, f"test_{name}")).parameters
 
 
+@pytest.mark.slow
 def test_the_gate_collects_a_test_for_every_criterion_of_the_table(tmp_path: Path) -> None:
     """pytest's own collection of the gate on a run that judges every criterion (no model trained: all ERROR)."""
     run = tmp_path / "run"

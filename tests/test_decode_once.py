@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from harness import artifacts
 from harness.config import load_profile
 from harness.data import images, load_train, working_short_side
@@ -26,6 +28,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_one_job_decodes_every_image_once(tiny_root, tmp_path, monkeypatch):
     profile = load_profile("smoke", TINY)
     run_dir = (tmp_path / "run").resolve()

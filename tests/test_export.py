@@ -115,6 +115,7 @@ def test_export_with_a_replaced_model_is_not_current(tmp_path, exported):
 # --- TTA and the legacy exporter -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tta_export_equals_average_of_image_and_flip_logits(tmp_path, data_root):
     from harness.train import load_checkpoint
 

@@ -97,6 +97,7 @@ def test_no_test_set_with_regions_makes_localization_skip_not_error(tmp_path):
     assert "no test set of this run has labelled regions" in verdicts[0].detail
 
 
+@pytest.mark.slow
 def test_the_occlusion_step_on_the_exported_model_is_recorded_and_resumable(tiny_run, capsys):  # noqa: F811
     vdir = _set_profile(
         tiny_run,
@@ -130,6 +131,7 @@ def test_the_occlusion_step_on_the_exported_model_is_recorded_and_resumable(tiny
     assert redone["passes_per_image"] == pytest.approx(4 * 4 + 1 + 1)
 
 
+@pytest.mark.slow
 def test_the_steps_use_the_test_sets_given_instead_of_decoding_them(tiny_run, monkeypatch, capsys):  # noqa: F811
     vdir = _set_profile(
         tiny_run,

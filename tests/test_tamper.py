@@ -175,6 +175,7 @@ def _gate(run: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_the_gate_refuses_a_run_whose_files_changed_since_its_report(tmp_path):
     _hashed_run(tmp_path)
     ok = _gate(tmp_path)
