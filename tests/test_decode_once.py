@@ -13,19 +13,7 @@ from harness.config import load_profile
 from harness.data import images, load_train, working_short_side
 from harness.executors import DONE, Job, JobContext, run_job
 from harness.provenance import dataset_fingerprint
-
-TINY = [
-    "backbone=vgg16",
-    "image_size=32",
-    "batch_size=4",
-    "val_fraction=0.4",
-    "device=cpu",
-    "tta_hflip=false",
-    "test_sets=['test_plain']",
-    "inits=['scratch']",
-    "levels=['none']",
-    'phases.scratch=[{name="all", epochs=0}]',
-]
+from tests.test_trust import TINY  # one tiny profile (vgg16, 32 px, no epochs) for the tests that run a job
 
 
 @pytest.mark.slow
