@@ -24,18 +24,22 @@ from typing import Any
 
 import numpy as np
 
-from harness import artifacts, provenance, runlock, runtime
+from harness import artifacts, provenance, runlock, runtime, verify
+from harness.audit.step import audit_step, training_set
 from harness.config import apply_overrides, read_profile_toml
-from harness.data import DataError, class_folders, discover_test_sets, load_test, working_short_side
+from harness.data import DataError, class_folders, discover_test_sets, ignored_note, load_test, working_short_side
 from harness.evaluate import split_metrics, write_metrics
-from harness.preprocess import make_forward, prepare, to_model
+from harness.preprocess import make_forward, predict, to_model
 from harness.report.build import build_report, write_reports
+from harness.robustness.settings import RobustnessSettings, parse_robustness
+from harness.robustness.step import robustness_step
 from harness.rundir import is_current, point_latest
 from harness.saliency.blackbox_step import evidence_inputs, evidence_step
 from harness.saliency.registry import GRADCAM, known_methods
 from harness.saliency.settings import SaliencySettings, parse_saliency
+from harness.seal import make_seal
 from harness.spec import FIELDS, read_spec, resolve_spec
-from harness.thresholds import Thresholds, check_applies, fit_to_run, parse_thresholds
+from harness.thresholds import Thresholds, check_applies, check_user_file, fit_to_run, parse_thresholds
 from harness.validate import ConfigError, check_keys, read_str, read_str_list, read_table
 
 CHECK_BACKBONE = "onnx"  # the "backbone" of a model judged from its ONNX file: nothing is known about its insides
@@ -49,6 +53,7 @@ class CheckProfile:
     name: str
     test_sets: tuple[str, ...] = ()
     saliency: SaliencySettings = field(default_factory=lambda: SaliencySettings(methods=("occlusion",)))
+    robustness: RobustnessSettings = field(default_factory=RobustnessSettings)  # corruptions, masking, faithfulness
     thresholds: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
 
@@ -59,6 +64,7 @@ class CheckProfile:
             "backbone": CHECK_BACKBONE,
             "test_sets": list(self.test_sets),
             "saliency": self.saliency.to_dict(),
+            "robustness": self.robustness.to_dict(),
             "thresholds": dict(self.thresholds),
             "source": self.source,
         }
@@ -86,7 +92,9 @@ def load_check_profile(name_or_path: str = "check", overrides: Sequence[str] = (
             f'{where}: not a profile for harness check (it needs kind = "check"); the built-in one is '
             f"`check`; training profiles (smoke, cpu, full) are for harness run"
         )
-    check_keys(raw, ["name", "kind", "test_sets", "saliency", "thresholds"], "", where, required=("name",))
+    check_keys(
+        raw, ["name", "kind", "test_sets", "saliency", "robustness", "thresholds"], "", where, required=("name",)
+    )
     thresholds = read_table(raw.get("thresholds", {}), "thresholds", where)
     parse_thresholds(thresholds, where)
     saliency = parse_saliency(raw.get("saliency", {"methods": ["occlusion"]}), where)
@@ -99,6 +107,7 @@ def load_check_profile(name_or_path: str = "check", overrides: Sequence[str] = (
         name=read_str(raw["name"], "name", where),
         test_sets=read_str_list(raw["test_sets"], "test_sets", where) if "test_sets" in raw else (),
         saliency=saliency,
+        robustness=parse_robustness(raw.get("robustness"), where),
         thresholds=thresholds,
         source=source,
     )
@@ -142,6 +151,46 @@ def default_check_dir(name: str, reports: Path) -> Path:
     return Path(reports) / "runs" / f"{stamp}-check-{name}"
 
 
+def check_out_dir(run_dir: Path, data_root: Path, name: str, model_path: Path, model_sha: str) -> None:
+    """Refuse, before anything is written, an --out that would lose or mix evidence: the dataset folder or a folder
+    inside it, a training run of `harness run` (its run.json and reports would be overwritten), or the check of
+    another model (its model folder would be judged under this model's run.json). The same model again resumes."""
+    where, inside = Path(run_dir).resolve(), Path(data_root).resolve()
+    if where == inside or where.is_relative_to(inside):
+        raise ConfigError(
+            f"--out {run_dir} is {'the dataset folder' if where == inside else 'inside the dataset folder'} --data "
+            f"{data_root}; harness check never writes into a dataset. Choose an --out outside it (or leave --out "
+            f"out: reports/runs/<time>-check-{name})"
+        )
+    proto_path = Path(run_dir) / "run.json"
+    other = f"choose another --out (or leave --out out: reports/runs/<time>-check-{name})"
+    try:
+        proto = artifacts.read_json(proto_path) if proto_path.is_file() else None
+    except ValueError as exc:
+        raise ConfigError(f"--out {run_dir}: {exc}; it is not a harness check run directory: {other}") from None
+    if proto is None:
+        folders = sorted(p.parent.name for p in Path(run_dir).glob("*/config.json") if p.parent.name != name)
+        if folders:
+            raise ConfigError(
+                f"--out {run_dir} holds model folders {folders} but no run.json: not a harness check run of "
+                f"{model_path}; {other}"
+            )
+        return
+    if not isinstance(proto, dict) or proto.get("kind") != "check":
+        raise ConfigError(
+            f"--out {run_dir} holds a training run of `harness run` (its run.json); harness check would overwrite "
+            f"its run.json and reports and lose its protocol: {other}"
+        )
+    recorded = proto.get("model")
+    earlier: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+    if earlier.get("sha256") != model_sha or proto.get("variants") != [name]:
+        raise ConfigError(
+            f"--out {run_dir} holds the check of another model ({earlier.get('path')}, sha256 "
+            f"{str(earlier.get('sha256'))[:12]}...); checking {model_path} there would judge that model's folder "
+            f"under this run.json: {other}"
+        )
+
+
 def _latency(session, spec, batch_sizes=LATENCY_BATCHES) -> dict[str, Any]:
     h, w = spec.size
 
@@ -175,26 +224,31 @@ def check_model(
     test_sets = prof.test_sets
     if not test_sets:
         test_sets = discover_test_sets(data_root)
+        check_user_file(thresholds_file, test_sets)  # the user's own rules are never set aside, only the profile's
         thresholds, notes = fit_to_run(thresholds, test_sets)
     classes = dataset_classes(data_root)
-    session = runtime.create_session(model_path, [runtime.CPU])
+    session = runtime.create_session(model_path, [runtime.CPU], foreign=True)
     spec = resolve_spec(model_path, read_spec(spec_file, spec_sets), classes, session=session)
     name = model_name(model_path, session)
     check_applies(thresholds, test_sets, [name], thresholds.source or prof.source, backbones=[CHECK_BACKBONE])
     short = working_short_side(max(spec.size))
     datasets = {split: load_test(data_root, split, classes, max_short_side=short) for split in test_sets}
+    for note in filter(None, map(ignored_note, datasets.values())):
+        log(f"note: {note}")
     model_sha = artifacts.sha256_file(model_path)
     test_fp = provenance.fingerprints(datasets)
     recorded_prof = prof.to_dict() | {"test_sets": list(test_sets)}
 
     forward = make_forward(session, spec, classes)
-    first = next((ds.samples[0] for ds in datasets.values() if ds.samples), None)
+    first = next(((split, ds.samples[0]) for split, ds in datasets.items() if ds.samples), None)
     if first is not None:  # the output's contract (width, probabilities or logits) is checked on a real image
-        forward(prepare(spec, [first.image]))
+        predict(forward, spec, first[1:], first[0])
 
+    train = training_set(data_root, max(spec.size))  # the audit's reference (its loader's errors come first)
     run_dir = Path(out) if out else default_check_dir(name, reports)
+    check_out_dir(run_dir, data_root, name, model_path, model_sha)
     folder = run_dir / name
-    with runlock.hold(run_dir):
+    with runlock.hold(run_dir), verify.recording(run_dir) as written:  # the ledger of harness's writes
         folder.mkdir(parents=True, exist_ok=True)
         proto = {
             "kind": "check",
@@ -211,10 +265,11 @@ def check_model(
             "versions": provenance.versions(),
             "argv": sys.argv,
         }
-        artifacts.write_json(run_dir / "run.json", proto)
+        artifacts.write_json(run_dir / "run.json", proto | {"seal": make_seal(proto, run_dir / "run.json")})
         point_latest(run_dir, reports)
         for note in notes:
             log(f"note: {note}")
+        audit_step(run_dir, train, datasets, data_root, {"test": test_fp}, log=log)  # can the data be trusted?
         artifacts.write_json(
             folder / "config.json",
             {
@@ -236,10 +291,9 @@ def check_model(
         metrics_path = folder / "metrics.json"
         if not is_current(metrics_path, made_from):
             test_results = {}
+            probs = {split: predict(forward, spec, ds.samples, split) for split, ds in datasets.items()}  # all finite
             for split, ds in datasets.items():
-                x = prepare(spec, [s.image for s in ds.samples])
-                probs = np.concatenate([forward(x[i : i + 16]) for i in range(0, len(x), 16)], axis=0)
-                test_results[split] = split_metrics(ds, None, classes, probabilities=probs)
+                test_results[split] = split_metrics(ds, None, classes, probabilities=probs[split])
                 s = test_results[split]
                 log(
                     f"[{name}] {split}: soft {s['soft']['value']:.3f} strict {s['strict']['value']:.3f} "
@@ -289,6 +343,20 @@ def check_model(
                 CHECK_BACKBONE,
                 no_head=lambda exc: log(f"[{name}] sanity check impossible: {exc}"),
             )
+        robustness_step(
+            folder,
+            forward,
+            spec,
+            datasets,
+            classes,
+            prof.robustness,
+            model_sha,
+            CHECK_BACKBONE,
+            settings.black_box,
+            log=log,
+        )
+        written.commit()
+        verify.refuse_unvouched(run_dir)  # a file edited by hand that no step rewrote is never judged
         report = build_report(run_dir, thresholds)
         report["protocol"]["seconds"] = time.perf_counter() - t0
         write_reports(run_dir, report)

@@ -1,4 +1,4 @@
-"""Command line: harness train | export | evaluate | cam | run | check | compare | report | verify."""
+"""Command line: harness train | export | evaluate | cam | run | check | audit | compare | report | verify."""
 
 # This module parses the command line and dispatches; harness.cli_commands runs each command. (The docstring above is
 # `harness --help`'s description.) `harness --version` and `harness doctor` run where torch, or anything else the
@@ -40,6 +40,23 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data", type=Path, default=None, help=f"dataset root (default: the bundled {BUNDLED_DATA})")
     p.add_argument("--weights-file", type=Path, help="explicit ImageNet weights file for the backbone (VGG16)")
+
+
+def _add_integration_args(p: argparse.ArgumentParser) -> None:
+    """--mlflow and --card of harness run / harness check."""
+    p.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="log the run to MLflow ($MLFLOW_TRACKING_URI, else reports/mlflow/mlflow.db): one MLflow run, a nested "
+        "run per model; a rerun updates it (pip install 'smallset-harness[mlflow]')",
+    )
+    p.add_argument(
+        "--card",
+        type=Path,
+        metavar="FILE",
+        help="TOML file whose [card] table (owner, license, intended_use, out_of_scope, description, limitations, "
+        "contact, tags) fills the gated models' model cards",
+    )
 
 
 def _add_data_arg(p: argparse.ArgumentParser) -> None:
@@ -142,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(killed, out of memory, node lost; default 3); a job that "
         "raises is never retried",
     )
+    _add_integration_args(p)
 
     p = sub.add_parser(
         "check",
@@ -167,10 +185,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="check", help="check profile: built-in `check` or a .toml path")
     p.add_argument("--thresholds", type=Path, help="TOML file overriding the profile's thresholds")
     p.add_argument("--out", type=Path, help="run directory (default reports/runs/<time>-check-<model>)")
+    _add_integration_args(p)
+
+    p = sub.add_parser(
+        "audit",
+        help="can the test sets be trusted? near copies of training images (exact, perceptual hash, frozen ImageNet "
+        "features beside the training set's own spread), label suspects (cleanlab), dataset health -> OUT/audit.json; "
+        "exit 1 when a gated data criterion fails",
+    )
+    p.add_argument("--data", type=Path, default=None, help=f"dataset root (default: the bundled {BUNDLED_DATA})")
+    p.add_argument(
+        "--out", type=Path, help="folder for audit.json (default reports/audit/<dataset folder>; a run directory too)"
+    )
+    p.add_argument(
+        "--profile",
+        default="cpu",
+        help="profile whose [thresholds.audit] judges (default cpu); an --out run directory uses its own thresholds",
+    )
+    p.add_argument("--thresholds", type=Path, help="TOML file overriding the profile's thresholds ([thresholds.audit])")
+    p.add_argument("--force", action="store_true", help="recompute the audit even where audit.json is current")
 
     p = sub.add_parser("report", help="recompute verdicts and rewrite report.json / report.html of RUN_DIR")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--thresholds", type=Path, help="TOML file overriding the thresholds recorded in run.json")
+    p.add_argument(
+        "--format",
+        choices=("text", "markdown"),
+        default="text",
+        help="what to print: the verdict lines (text) or summary.md (markdown: verdict, gated criteria, accuracy "
+        "beside the baselines, artefacts; for a CI job summary)",
+    )
+    p.add_argument("--card", type=Path, metavar="FILE", help="TOML file whose [card] table fills the model cards")
 
     p = sub.add_parser(
         "verify",
@@ -184,8 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="what changed from BASELINE to NEW (run directories or report.json files): "
         "paired accuracy, flipped photos, McNemar p; exit 1 on a regression",
     )
-    p.add_argument("baseline", type=Path, metavar="BASELINE", help="run directory or report.json of the reference run")
-    p.add_argument("new", type=Path, metavar="NEW", help="run directory or report.json of the run to judge")
+    p.add_argument(
+        "baseline",
+        type=Path,
+        metavar="BASELINE",
+        help="run directory or report.json of the reference run, or mlflow:<run id> (a run logged with --mlflow)",
+    )
+    p.add_argument("new", type=Path, metavar="NEW", help="run directory, report.json or mlflow:<run id> to judge")
     p.add_argument(
         "--thresholds",
         type=Path,

@@ -5,22 +5,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from harness import runlock
+from harness.audit.command import audit_dataset
+from harness.audit.statements import lines as audit_lines
 from harness.backbones import check_weights_available
 from harness.check import check_model
 from harness.checkpoints import WeightsUnavailable
 from harness.compare import compare_paths, write_compare
 from harness.config import load_profile
-from harness.data import DataError, load_train, working_short_side
+from harness.data import MIN_TRAIN_PER_CLASS, DataError, load_train, working_short_side
 from harness.doctor import BUNDLED_DATA
 from harness.evaluate import evaluate_run
 from harness.executors import executor_options
 from harness.export import export_run
+from harness.mlflow_log import client as mlflow_client
+from harness.mlflow_log import fetch_report, is_reference, log_run, tracking_uri
 from harness.report.build import build_report, thresholds_of_run, write_reports
+from harness.report.markdown import SUMMARY, append_step_summary, compare_summary
+from harness.report.model_card import keep_card, read_card
 from harness.run import MatrixInterrupted, run_matrix
 from harness.rundir import shown
 from harness.runlock import RunLocked
@@ -29,9 +36,9 @@ from harness.thresholds import parse_thresholds
 from harness.train import pick_device, train_variant
 from harness.validate import ConfigError
 from harness.variants import split_variant
+from harness.verify import PROTOCOL, protocol_check, recorded_manifest, recording, unvouched
 from harness.verify import check as check_manifest
-from harness.verify import recorded_manifest
-from harness.weights import fetch_weights, format_weights_table, weights_statuses
+from harness.weights import check_weights_file, fetch_weights, format_weights_table, weights_statuses
 
 DEFAULT_DATA = BUNDLED_DATA  # where bundled_data looks: under the current folder, else under the project
 
@@ -82,10 +89,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     pick_device(profile.device)
     if init == "imagenet":
         check_weights_available(profile.backbone, args.weights_file)
+        check_weights_file(profile.backbone, args.weights_file)
     args.data = bundled_data(args.data)
-    ds = load_train(args.data, max_short_side=working_short_side(profile.image_size))
+    ds = load_train(args.data, max_short_side=working_short_side(profile.image_size), min_per_class=MIN_TRAIN_PER_CLASS)
     seeds = [args.seed] if args.seed is not None else list(profile.seeds)
-    with runlock.hold(args.out):
+    with runlock.hold(args.out), recording(args.out):
         for seed in seeds:
             vdir = train_variant(args.out, profile, ds, args.data, args.variant, seed, args.weights_file, args.force)
             print(vdir)
@@ -100,7 +108,7 @@ def _existing_run(run_dir: Path) -> Path:
 
 def cmd_cam(args: argparse.Namespace) -> int:
     splits = [x.strip() for x in args.splits.split(",") if x.strip()] if args.splits else None
-    with runlock.hold(_existing_run(args.run_dir)):
+    with runlock.hold(_existing_run(args.run_dir)), recording(args.run_dir):
         results = cam_run(args.run_dir, args.force, splits, data_root=args.data)
     for name, result in results.items():
         parts = []
@@ -118,7 +126,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    with runlock.hold(_existing_run(args.run_dir)):
+    with runlock.hold(_existing_run(args.run_dir)), recording(args.run_dir):
         records = export_run(args.run_dir, args.force, args.exporter, data_root=args.data)
     for rec in records:
         cpu = rec["parity"]["cpu"]
@@ -131,7 +139,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    with runlock.hold(_existing_run(args.run_dir)):
+    with runlock.hold(_existing_run(args.run_dir)), recording(args.run_dir):
         results = evaluate_run(args.run_dir, args.provider, args.repeats, data_root=args.data)
     for m in results:
         sets = "; ".join(
@@ -175,6 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"with --out {args.out} (drop one of them)"
         )
     executor = executor_options(args.executor, args.ray_address, args.job_cpus, args.job_gpus, args.max_retries)
+    _check_integrations(args)
     try:
         report = run_matrix(
             profile,
@@ -187,6 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.force,
             new=args.new,
             executor=executor,
+            thresholds_file=args.thresholds,
         )
     except MatrixInterrupted as exc:
         if exc.still_running:
@@ -206,25 +216,60 @@ def cmd_run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{len(failed)} job(s) failed (tracebacks in jobs.json); rerun the same command to retry them")
     print(f"report: {Path(args.out or shown(Path(report['run_dir']))) / 'report.html'}")
+    _integrations(args, Path(report["run_dir"]), report)
     return 1 if report["verdict"] in ("FAIL", "ERROR") or failed else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    _check_integrations(args)
     report, run_dir = check_model(
         args.model, bundled_data(args.data), args.spec, args.set, args.profile, args.thresholds, args.out
     )
     _print_verdicts(report)
     print(f"report: {run_dir / 'report.html'}")
+    _integrations(args, Path(run_dir), report)
     return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    result = audit_dataset(bundled_data(args.data), args.out, args.profile, args.thresholds, args.force)
+    for note in result.notes:
+        print(f"note: {note}")
+    print("\n".join(audit_lines(result.summary)))
+    for v in result.verdicts:
+        value = "-" if v.value is None else f"{v.value:.3g}"
+        thr = "-" if v.threshold is None else f"{v.threshold:.3g}"
+        tag = "GATE" if v.gated else "    "
+        print(f"{v.status:5} {tag} {v.criterion}[{v.id}] {value} {v.comparison} {thr}  {v.detail}")
+    print(f"audit: {result.out / 'audit.json'}")
+    return 1 if result.failed else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     thresholds = thresholds_of_run(args.run_dir, args.thresholds)
     with runlock.hold(args.run_dir):
+        refused = unvouched(args.run_dir)  # hand edits since the report (or since harness wrote them): never judged
+        if refused:
+            for line in refused:
+                print(f"REFUSED {line}", file=sys.stderr)
+            n = len(refused)
+            print(
+                f"harness report: refused: {n} evidence file{' was' if n == 1 else 's were'} edited since harness "
+                f"wrote {'it' if n == 1 else 'them'} (neither report.json's manifest nor a harness step vouches for "
+                f"{'it' if n == 1 else 'them'}); report.json is left as it was",
+                file=sys.stderr,
+            )
+            return 1
+        keep_card(args.run_dir, args.card)  # the owner's [card] table, read by every later report too
         report = build_report(args.run_dir, thresholds)
         write_reports(args.run_dir, report)
-    _print_verdicts(report)
-    print(f"report: {args.run_dir / 'report.html'}")
+    summary = (args.run_dir / SUMMARY).read_text(encoding="utf-8")
+    if args.format == "markdown":
+        print(summary)
+    else:
+        _print_verdicts(report)
+        print(f"report: {args.run_dir / 'report.html'}")
+    append_step_summary(summary)
     return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
 
 
@@ -234,20 +279,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if recorded is None:
         print(f"verify: {why}")
         return 1
-    problems = check_manifest(run_dir, recorded)
+    problems, protocol = check_manifest(run_dir, recorded), protocol_check(run_dir)
     for line in problems:
         print(f"MISMATCH {line}")
-    if problems:
-        n = len(problems)
-        print(f"verify: {n} file{' differs' if n == 1 else 's differ'} from the manifest of {run_dir}")
+    for line in protocol:
+        print(f"ERROR {line}")
+    if problems or protocol:
+        n, m = len(problems), len(protocol)
+        said = [f"{n} file{' differs' if n == 1 else 's differ'} from the manifest"] if n else []
+        said += [f"{m} protocol problem{'' if m == 1 else 's'}"] if m else []
+        print(f"verify: {' and '.join(said)} of {run_dir}")
         return 1
-    print(f"verified {len(recorded)} files in {run_dir}")
+    print(f"verified {sum(1 for k in recorded if k != PROTOCOL)} files in {run_dir}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    result, _ = compare_paths(args.baseline, args.new, args.thresholds)
-    _, html_path = write_compare(result, args.out)
+    if is_reference(args.new) and args.out is None:
+        raise ConfigError(f"NEW is an MLflow run ({args.new}): give --out DIR for compare.json / compare.html")
+    with tempfile.TemporaryDirectory(prefix="harness-mlflow-") as tmp:  # an MLflow side's report.json, downloaded
+        base, new = fetch_report(args.baseline, Path(tmp)), fetch_report(args.new, Path(tmp))
+        result, _ = compare_paths(base, new, args.thresholds)
+        _, html_path = write_compare(result, args.out)
+    append_step_summary(compare_summary(result))
     for r in result["regressions"]:
         where = f" {r['subject']}" if r["subject"] else ""
         print(f"REGRESSION {r['kind']} {r['model']}{where}: {r['detail']}")
@@ -257,9 +311,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
             f"verdict {c['baseline'] or 'absent'} -> {c['new'] or 'absent'} {c['criterion']}[{c['id']}] "
             f"{value(c['baseline_value'])} -> {value(c['new_value'])}"
         )
-    print(f"compare: {result['verdict']}")
+    same = result.get("same_run")  # BASELINE and NEW are one run: an OK that means nothing
+    print(f"compare: {result['verdict']}" + (f" ({same})" if same else ""))
     print(f"report: {html_path}")
     return 1 if result["verdict"] == "REGRESSION" else 0
+
+
+def _check_integrations(args: argparse.Namespace) -> None:
+    """--card and --mlflow checked before any work: a bad card file or a missing MLflow fails in a second."""
+    if args.card is not None:
+        read_card(args.card)
+    if args.mlflow:
+        mlflow_client(tracking_uri())
+
+
+def _integrations(args: argparse.Namespace, run_dir: Path, report: dict) -> None:
+    """Once a run's report is written: the owner's card into it (cards rewritten), and MLflow (--mlflow). (Its
+    summary.md goes to a CI job page with `harness report RUN --format markdown`.)"""
+    if args.card is not None:
+        with runlock.hold(run_dir):
+            keep_card(run_dir, args.card)
+            write_reports(run_dir, report)
+    if args.mlflow:
+        with runlock.hold(run_dir):
+            logged = log_run(run_dir)
+        print(
+            f"mlflow: {'updated' if logged.reused else 'logged'} run {logged.run_id} ({len(logged.models)} model "
+            f"run(s)) in {logged.tracking_uri}"
+        )
+    print(f"summary: {run_dir / SUMMARY}")
 
 
 def cmd_weights_list(args: argparse.Namespace) -> int:
@@ -281,6 +361,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": cmd_evaluate,
     "run": cmd_run,
     "check": cmd_check,
+    "audit": cmd_audit,
     "report": cmd_report,
     "verify": cmd_verify,
     "compare": cmd_compare,

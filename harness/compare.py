@@ -14,7 +14,12 @@ Conventions:
   accuracy drop above max_drop, a McNemar-significant fall). Localization and latency changes are reported, not
   judged: their gated criteria are verdicts.
 - Nothing to pair (different classes, no common test set, a common test set whose images or recorded fingerprint
-  differ) is a CompareError naming both report files.
+  differ) is a CompareError naming both report files. A report.json of the wrong shape, or whose counts are not what
+  its per-image predictions give, is a ReportShapeError naming the file and the key (harness.report_shape); a run
+  directory whose evidence files changed since its report.json was written is a CompareError naming them.
+- Correctness is recomputed from each prediction (predicted label among the acceptable ones: soft; the primary label:
+  strict). Both sides one run (the same directory or file, or two reports whose manifests are identical): the result
+  says so (`same_run`).
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import artifacts
+from harness import artifacts, verify
 from harness.regression import regressions, verdict_changes
 from harness.report.compare_html import render_compare_html
+from harness.report.markdown import SUMMARY, compare_summary
+from harness.report_shape import check_report
+from harness.robustness.compare import compare_robustness
 from harness.saliency.registry import GRADCAM, METHODS
 from harness.stats import paired, wilson
 from harness.thresholds import Thresholds, is_gated, parse_thresholds
@@ -71,12 +79,24 @@ def load_report(path: Path | str) -> tuple[dict[str, Any], Path]:
     else:
         raise FileNotFoundError(f"{path} does not exist (expected a run directory or a report.json file)")
     report = artifacts.read_json(file)
-    if not artifacts.has_fields(report, {"variants": dict, "protocol": dict, "verdicts": list}):
-        raise ValueError(
-            f"{file}: not a harness report.json (needs 'variants', 'protocol' and 'verdicts'); "
-            f"rewrite it with `harness report {run_dir}`"
-        )
+    check_report(report, str(file))
+    _check_evidence(report, run_dir, str(file))
     return report, run_dir
+
+
+def _check_evidence(report: Mapping[str, Any], run_dir: Path, file: str) -> None:
+    """CompareError when evidence files of the run directory changed since its report.json was written (a report
+    copied without its run directory is compared as it is: only files present are checked)."""
+    recorded = report.get("manifest")
+    if not isinstance(recorded, dict) or not recorded:
+        return
+    present = {k: v for k, v in recorded.items() if k != verify.PROTOCOL and (Path(run_dir) / str(k)).is_file()}
+    changed = [line.split(":")[0] for line in verify.check(run_dir, present) if "changed since" in line]
+    if changed:
+        raise CompareError(
+            f"{file}: {_some(changed)} changed since this report was written, so it no longer describes the "
+            f"run; rerun `harness report {run_dir}` (harness verify {run_dir} lists every difference)"
+        )
 
 
 def thresholds_of_report(report: Mapping[str, Any], where: str, user_file: Path | None = None) -> Thresholds:
@@ -172,23 +192,21 @@ def _check_pairable(base: Mapping[str, Any], new: Mapping[str, Any], files: tupl
 
 
 def _side_accuracy(per_seed: Mapping[int, Mapping[str, Any]], kind: str) -> dict[str, Any] | None:
-    vals = [ts[kind] for ts in per_seed.values() if isinstance(ts.get(kind), Mapping)]
-    if not vals:
+    """Counted from the per-image predictions: k and n pooled over the seeds, the value the mean of the seeds'."""
+    seeds = [[_correct(p, kind) for p in ts.get("predictions") or []] for ts in per_seed.values()]
+    seeds = [s for s in seeds if s]
+    if not seeds:
         return None
-    k = sum(int(v["k"]) for v in vals)
-    n = sum(int(ts["n"]) for ts in per_seed.values() if isinstance(ts.get(kind), Mapping))
-    value = statistics.fmean(float(v["value"]) for v in vals)
-    return {"value": value, "k": k, "n": n, "seeds": len(vals), "wilson": list(wilson(k, n)) if n else None}
+    k, n = sum(sum(s) for s in seeds), sum(len(s) for s in seeds)
+    value = statistics.fmean(sum(s) / len(s) for s in seeds)
+    return {"value": value, "k": k, "n": n, "seeds": len(seeds), "wilson": list(wilson(k, n)) if n else None}
 
 
-def _correct(pred: Mapping[str, Any], key: str, file: str) -> bool:
-    v = pred.get(key)
-    if not isinstance(v, bool):
-        raise ValueError(
-            f"{file}: prediction of {pred.get('image')!r} has {key} = {v!r}, not true/false; rewrite "
-            f"the report with `harness report DIR`"
-        )
-    return v
+def _correct(pred: Mapping[str, Any], kind: str) -> bool:
+    """Whether a per-image prediction is right (soft: one of its acceptable labels; strict: its primary label)."""
+    if kind == "strict":
+        return pred.get("predicted") == pred.get("primary")
+    return pred.get("predicted") in (pred.get("acceptable") or ())
 
 
 def _pairs(
@@ -259,21 +277,20 @@ def _compare_split(
         "test_set": split,
         "gated": gated,
         "seeds": {"baseline": sorted(tb), "new": sorted(tn), "paired": common},
-        "n": next(iter(tn.values()))["n"] if tn else None,
+        "n": len(next(iter(tn.values())).get("predictions") or []) if tn else None,
         "pairs": len(pairs),
     }
     for kind in ("soft", "strict"):
         ab, an = _side_accuracy(tb, kind), _side_accuracy(tn, kind)
-        key = f"{kind}_correct"
         p = (
-            paired([_correct(b, key, files[0]) for _, b, _ in pairs], [_correct(n, key, files[1]) for _, _, n in pairs])
+            paired([_correct(b, kind) for _, b, _ in pairs], [_correct(n, kind) for _, _, n in pairs])
             if pairs
             else None
         )
         row[kind] = {"baseline": ab, "new": an, "delta": an["value"] - ab["value"] if ab and an else None, "paired": p}
     row["flips"] = {
-        "right_to_wrong": [_flip(s, b, n) for s, b, n in pairs if b["soft_correct"] and not n["soft_correct"]],
-        "wrong_to_right": [_flip(s, b, n) for s, b, n in pairs if not b["soft_correct"] and n["soft_correct"]],
+        "right_to_wrong": [_flip(s, b, n) for s, b, n in pairs if _correct(b, "soft") and not _correct(n, "soft")],
+        "wrong_to_right": [_flip(s, b, n) for s, b, n in pairs if not _correct(b, "soft") and _correct(n, "soft")],
     }
     row["localization"] = _localization({s: base[s] for s in tb}, {s: new[s] for s in tn}, split)
     return row
@@ -338,6 +355,8 @@ def compare_reports(
     <dir>/report.json).
     """
     files = (baseline_file or str(Path(baseline_dir) / REPORT), new_file or str(Path(new_dir) / REPORT))
+    check_report(baseline, files[0])
+    check_report(new, files[1])
     if thresholds is None:
         thresholds = thresholds_of_report(new, files[1])
     common = _check_pairable(baseline, new, files)
@@ -364,7 +383,8 @@ def compare_reports(
         if lat:
             latency.append(lat | {"gated": gated})
     changes = verdict_changes(baseline, new, thresholds)
-    found = regressions(rows, changes, thresholds)
+    robust = compare_robustness(baseline, new, thresholds)  # corruption / masking / faithfulness deltas
+    found = regressions(rows, changes, thresholds) + robust.pop("regressions")
     rule = thresholds.regression
     return {
         "schema": 1,
@@ -382,10 +402,26 @@ def compare_reports(
         "only_in_new": {"test_sets": [s for s in tn if s not in common], "models": only_n},
         "comparisons": rows,
         "latency": latency,
+        "robustness": robust,
         "verdict_changes": changes,
         "regressions": found,
         "verdict": "REGRESSION" if found else "OK",
+        "same_run": same_run(baseline, new, files),
     }
+
+
+def same_run(baseline: Mapping[str, Any], new: Mapping[str, Any], files: tuple[str, str]) -> str | None:
+    """Why BASELINE and NEW are one run (the same report file, or reports with identical non-empty manifests: the
+    same evidence files), or None."""
+    if Path(files[0]).resolve() == Path(files[1]).resolve():
+        return f"both sides are one run: {files[0]} is compared with itself; there is nothing to compare"
+    mb, mn = baseline.get("manifest"), new.get("manifest")
+    if isinstance(mb, dict) and mb and mb == mn:
+        return (
+            f"both sides are one run: {files[0]} and {files[1]} vouch for the same evidence files (identical "
+            f"manifests: a copy of one run); there is nothing to compare"
+        )
+    return None
 
 
 def compare_paths(
@@ -407,8 +443,10 @@ def default_out_dir(result: Mapping[str, Any]) -> Path:
 
 
 def write_compare(result: Mapping[str, Any], out_dir: Path | str | None = None) -> tuple[Path, Path]:
-    """compare.json and a self-contained compare.html in out_dir (default: default_out_dir), written atomically."""
+    """compare.json, a self-contained compare.html and summary.md in out_dir (default: default_out_dir), written
+    atomically."""
     out = Path(out_dir) if out_dir is not None else default_out_dir(result)
     json_path = artifacts.write_json(out / "compare.json", result)
     html_path = artifacts.write_text(out / "compare.html", render_compare_html(result))
+    artifacts.write_text(out / SUMMARY, compare_summary(result))  # for a CI job summary or a pull request
     return json_path, html_path

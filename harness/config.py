@@ -14,6 +14,7 @@ from typing import Any
 from harness.augment import LEVELS, AugmentParams
 from harness.backbones import BACKBONES, get_backbone, train_from_names
 from harness.data import discover_test_sets
+from harness.robustness.settings import RobustnessSettings, parse_robustness
 from harness.saliency.settings import SaliencySettings, parse_saliency
 from harness.thresholds import parse_thresholds
 from harness.validate import (
@@ -80,6 +81,7 @@ class Profile:
     dropout: float = 0.0
     device: str = "auto"
     saliency: SaliencySettings = field(default_factory=SaliencySettings)  # [saliency]: methods, parameters, sanity
+    robustness: RobustnessSettings = field(default_factory=RobustnessSettings)  # [robustness]: corruptions, masking
     thresholds: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
 
@@ -92,6 +94,7 @@ class Profile:
         d["phases"] = {k: [asdict(p) for p in v] for k, v in self.phases.items()}
         d["thresholds"] = copy.deepcopy(dict(self.thresholds))
         d["saliency"] = self.saliency.to_dict()
+        d["robustness"] = self.robustness.to_dict()
         if not self.test_sets:
             del d["test_sets"]  # not named: validate() reads an absent key as "discover" (a named [] is an error)
         return d
@@ -226,6 +229,7 @@ PROFILE_FIELDS: dict[str, Reader] = {
     "dropout": lambda v, k, w: read_num(v, k, w, 0, 1, max_open=True),
     "device": lambda v, k, w: read_choice(v, k, w, DEVICES),
     "saliency": lambda v, k, w: parse_saliency(v, w),
+    "robustness": lambda v, k, w: parse_robustness(v, w),
 }
 REQUIRED = ("name", "backbone", "image_size", "batch_size", "seeds", "inits", "levels", "phases")
 

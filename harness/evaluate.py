@@ -39,14 +39,20 @@ def split_metrics(
 ) -> dict[str, Any]:
     """accuracy_summary + baselines beside each accuracy + per-image predictions with all class probabilities.
 
-    Give the logits, or (a model whose output is already probabilities, via harness check) the probabilities."""
+    Give the logits, or (a model whose output is already probabilities, via harness check) the probabilities. An image
+    whose row is NaN or infinite is an EvaluateError naming it."""
     classes = list(classes)
-    if probabilities is not None:
-        probs = np.asarray(probabilities, dtype=np.float64)
-    elif logits is not None:
-        probs = softmax(logits)
-    else:
+    if probabilities is None and logits is None:
         raise ValueError("split_metrics needs the logits or the probabilities")
+    raw = np.asarray(logits if probabilities is None else probabilities)  # a -inf logit softmaxes to a finite 0
+    bad = [s.name for s, row in zip(ds.samples, raw) if not np.isfinite(row).all()]
+    if bad:  # an argmax over NaN is column 0: never a prediction, never counted
+        raise EvaluateError(
+            f"{ds.name}: the model's output is NaN or infinite for {len(bad)} of {len(raw)} images: "
+            f"{', '.join(bad[:5])}{f' (+{len(bad) - 5} more)' if len(bad) > 5 else ''}; these images cannot be "
+            f"scored; check the model (and its export) on them"
+        )
+    probs = np.asarray(probabilities, dtype=np.float64) if probabilities is not None else softmax(raw)
     preds = [classes[i] for i in probs.argmax(1)]
     acceptable = [sorted(s.acceptable) for s in ds.samples]
     primary = [s.label for s in ds.samples]

@@ -19,12 +19,21 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from harness.data import resize_batch
+from harness.data import Sample, resize_batch
 from harness.spec import SRC_DEFAULT, ModelSpec, SpecError
 from harness.stats import softmax
 
 ROW_SUM_TOL = 1e-3  # probabilities: rows >= 0 summing to 1 within this
 _NP = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
+PREDICT_BATCH = 16  # photos prepared and run at a time by `predict`
+
+
+class NonFiniteOutput(SpecError):
+    """The model's output holds NaN or infinite values; `rows` are the offending rows of the batch."""
+
+    def __init__(self, message: str, rows: tuple[int, ...]):
+        super().__init__(message)
+        self.rows = rows
 
 
 # --- images in, model input out -------------------------------------------------------------------------------------
@@ -117,7 +126,7 @@ def make_forward(
     DATASET class order. Logits are softmaxed; "probabilities" outputs are checked on the first call (rows >= 0,
     summing to 1 within 1e-3), and so are logits whose kind was only defaulted (they must not already be
     probabilities). Runs in batches of `batch` (of the graph's static batch size when it has one; the last one is
-    then padded)."""
+    then padded). Any row of NaN or infinite values, in any call, raises NonFiniteOutput (its `rows`)."""
     order = [spec.classes.index(c) for c in dataset_classes]
     if len(set(order)) != len(spec.classes):
         raise SpecError(f"classes = {list(spec.classes)} are not the dataset's classes {list(dataset_classes)}")
@@ -145,6 +154,14 @@ def make_forward(
             return np.zeros((0, len(order)), np.float32)
         y = np.concatenate([run(canonical[i : i + step]) for i in range(0, len(canonical), step)], axis=0)
         y = y.astype(np.float64)
+        if y.ndim == 2 and y.shape[1] == len(spec.classes):  # a wrong width is _check_output's to say
+            rows = np.flatnonzero(~np.isfinite(y).all(axis=1))
+            if len(rows):  # every call: a NaN row must never become class 0 (argmax) or a saliency score
+                raise NonFiniteOutput(
+                    f"output {spec.output!r} holds NaN or infinite values for {len(rows)} of {len(y)} inputs; "
+                    f"check the input spec (dtype, value_range, mean/std) and the model",
+                    tuple(int(r) for r in rows),
+                )
         if not checked[0]:
             _check_output(spec, y)
             checked[0] = True
@@ -152,6 +169,34 @@ def make_forward(
         return p[:, order].astype(np.float32)
 
     return forward
+
+
+def predict(
+    forward: Callable[[np.ndarray], np.ndarray],
+    spec: ModelSpec,
+    samples: Sequence[Sample],
+    split: str,
+    batch: int = PREDICT_BATCH,
+) -> np.ndarray:
+    """Probabilities (N, classes) in dataset class order of the photos of `samples`, prepared and run `batch` at a
+    time (never the whole test set at the model's size at once). Every image is checked: those whose output is NaN
+    or infinite are a SpecError naming them (never an argmax of NaN, read as the first class)."""
+    out: list[np.ndarray] = []
+    bad: list[str] = []
+    for i in range(0, len(samples), batch):
+        chunk = samples[i : i + batch]
+        try:
+            out.append(forward(prepare(spec, [s.image for s in chunk])))
+        except NonFiniteOutput as exc:
+            bad += [chunk[r].name for r in exc.rows]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise SpecError(
+            f"output {spec.output!r} is NaN or infinite for {len(bad)} of {len(samples)} images of {split}: "
+            f"{shown}; such an image cannot be scored. Check the input spec (dtype, value_range, mean/std) and the "
+            f"model on these images"
+        )
+    return np.concatenate(out, axis=0) if out else np.zeros((0, len(spec.classes)), np.float32)
 
 
 def _check_output(spec: ModelSpec, y: np.ndarray) -> None:

@@ -20,7 +20,8 @@ EPS = 1e-9  # accuracies are k/n floats: 1.0 - 0.95 is 0.05000000000000004, whic
 
 
 def _verdict_gated(v: Mapping[str, Any], thresholds: Thresholds) -> bool:
-    if "variant" in v and "backbone" in v:
+    """A model's verdict: whether the thresholds gate its model; the run's own (protocol, no variant): its gated."""
+    if v.get("variant") and "backbone" in v:
         return is_gated(thresholds, str(v.get("backbone") or ""), str(v.get("variant") or ""))
     return bool(v.get("gated"))
 

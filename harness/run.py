@@ -12,10 +12,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from harness import artifacts, provenance, runlock
+from harness import artifacts, provenance, runlock, verify
+from harness.audit.step import audit_step
 from harness.backbones import check_weights_available
 from harness.config import Profile, with_test_sets
-from harness.data import Dataset, load_test, load_train, working_short_side
+from harness.data import MIN_TRAIN_PER_CLASS, Dataset, ignored_note, load_test, load_train, working_short_side
 from harness.executors import FAILED, SKIPPED, ExecutorOptions, Job, JobContext, JobResult, get_executor, run_job
 from harness.export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS
 from harness.report.build import build_report, write_reports
@@ -34,10 +35,16 @@ from harness.rundir import (
     training_state,
 )
 from harness.runtime import select_providers
-from harness.thresholds import Thresholds, check_applies, fit_to_run
+from harness.seal import make_seal
+from harness.thresholds import Thresholds, check_applies, check_user_file, fit_to_run
 from harness.timing import clock
 from harness.train import pick_device, stale_message
 from harness.variants import split_variant
+from harness.weights import check_weights_file
+
+
+def _say(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
 
 
 class MatrixInterrupted(KeyboardInterrupt):
@@ -78,12 +85,17 @@ def protocol(
     }
 
 
-def fit_profile(profile: Profile, thresholds: Thresholds, data_root: Path) -> tuple[Profile, Thresholds, list[str]]:
+def fit_profile(
+    profile: Profile, thresholds: Thresholds, data_root: Path, thresholds_file: Path | None = None
+) -> tuple[Profile, Thresholds, list[str]]:
     """A profile that names no test sets gets the dataset's (discovered), and its thresholds are fitted to them:
-    rules for test sets this dataset does not have are set aside, with a note saying so (run.json, the report)."""
+    the profile's rules for test sets this dataset does not have are set aside, with a note saying so (run.json, the
+    report); a rule of the user's `thresholds_file` naming a test set the run does not have is a ConfigError."""
     if profile.test_sets:
+        check_user_file(thresholds_file, profile.test_sets)
         return profile, thresholds, []
     profile = with_test_sets(profile, data_root)
+    check_user_file(thresholds_file, profile.test_sets)
     thresholds, notes = fit_to_run(thresholds, profile.test_sets)
     return profile, thresholds, notes
 
@@ -102,8 +114,9 @@ def preflight(
     pick_device(profile.device)
     if any(split_variant(v)[0] == "imagenet" for v in variants):
         check_weights_available(profile.backbone, weights_file)
+        check_weights_file(profile.backbone, weights_file)  # its keys and shapes: a foreign file never trains
     size = working_short_side(profile.image_size)
-    ds = load_train(data_root, max_short_side=size)
+    ds = load_train(data_root, max_short_side=size, min_per_class=MIN_TRAIN_PER_CLASS)
     tests = {split: load_test(data_root, split, ds.classes, max_short_side=size) for split in profile.test_sets}
     return ds, tests
 
@@ -182,6 +195,7 @@ def run_matrix(
     new: bool = False,
     executor=None,
     run_one=None,
+    thresholds_file: Path | None = None,
 ) -> dict:
     """Run every (variant, seed) through all steps on an executor; completed, current steps are skipped, so a rerun
     resumes.
@@ -192,15 +206,18 @@ def run_matrix(
     (default serial); `run_one(ctx, job, ds=None, complete=False) -> JobResult`: one job's work (default
     harness.executors.run_job; a test passes one that fails). A job that fails is recorded in jobs.json and the
     report while the other jobs run on. Ctrl-C removes the current step's temporaries, releases the lock and raises
-    MatrixInterrupted naming the run directory.
+    MatrixInterrupted naming the run directory. `thresholds_file`: the user's file `thresholds` was read with (its
+    rules are checked against the run's test sets, never set aside).
     Returns the report (also written as report.json and report.html in run_dir; report["run_dir"] is where).
     """
     executor = executor or ExecutorOptions()
     get_executor(executor.name)
     variants = list(variants or profile.variants)
     seeds = list(seeds if seeds is not None else profile.seeds)
-    profile, thresholds, notes = fit_profile(profile, thresholds, data_root)
+    profile, thresholds, notes = fit_profile(profile, thresholds, data_root, thresholds_file)
     ds, tests = preflight(profile, thresholds, data_root, variants, weights_file)
+    for note in filter(None, map(ignored_note, (ds, *tests.values()))):  # hidden files: skipped, and said so
+        tqdm.write(f"note: {note}", file=sys.stderr)
     train_fp = provenance.dataset_fingerprint(ds)
     data = {"train": train_fp, "test": provenance.fingerprints(tests), "classes": list(ds.classes)}
     jobs = [(v, s) for s in seeds for v in variants]
@@ -227,14 +244,18 @@ def run_matrix(
             raise runlock.RunLocked(f"{exc}; or start a fresh run with --new") from None
         try:
             check_not_stale(run_dir, profile, jobs, train_fp, weights_file, force)
-            artifacts.write_json(run_dir / "run.json", proto | {"executor": executor.to_dict()})
-            for note in notes:
-                tqdm.write(f"note: {note}", file=sys.stderr)
-            point_latest(run_dir, reports)
-            show = sys.stderr.isatty() if progress is None else progress
-            execute_matrix(
-                run_dir, profile, ds, data_root, jobs, weights_file, train_fp, force, show, executor, run_one
-            )
+            with verify.recording(run_dir):  # what this run writes goes into the ledger of harness's writes
+                made = proto | {"executor": executor.to_dict()}
+                artifacts.write_json(run_dir / "run.json", made | {"seal": make_seal(made, run_dir / "run.json")})
+                for note in notes:
+                    tqdm.write(f"note: {note}", file=sys.stderr)
+                point_latest(run_dir, reports)
+                audit_step(run_dir, ds, tests, data_root, data, force=force, log=_say)  # first: can the data be trusted
+                show = sys.stderr.isatty() if progress is None else progress
+                execute_matrix(
+                    run_dir, profile, ds, data_root, jobs, weights_file, train_fp, force, show, executor, run_one
+                )
+            verify.refuse_unvouched(run_dir)  # a file of another folder edited by hand is never judged
             report = build_report(run_dir, thresholds)
             write_reports(run_dir, report)
         except KeyboardInterrupt as exc:

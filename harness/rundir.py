@@ -1,7 +1,8 @@
 """The run directory: its layout, `latest`, resume, jobs.json, model identity, and whether a step's output is current.
 
 Every step records the `inputs` it was made from in its own JSON record; `step_state` / `is_current` are the one
-place that compares a record with the inputs a rerun would use.
+place that compares a record with the inputs a rerun would use, and that refuses a record or output edited since
+harness wrote it (harness.verify: neither report.json's manifest nor the ledger of harness's writes has its sha256).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness import artifacts, provenance
+from harness import artifacts, provenance, verify
 from harness.config import Profile, profile_from_dict, with_test_sets
 from harness.saliency.registry import GRADCAM
 from harness.variants import split_variant
@@ -73,13 +74,18 @@ def step_state(
 ) -> tuple[str, str]:
     """(CURRENT | ABSENT | STALE, why) of a step whose JSON `record` stores the `inputs` it was made from.
 
-    ABSENT: one of `outputs` does not exist, or (a step with no other outputs) the record. STALE: the record is
+    ABSENT: one of `outputs` does not exist, or (a step with no other outputs) the record. STALE: the record or an
+    output of the run's manifest files was edited since harness wrote it (verify.stale_reason), the record is
     missing beside its outputs, cannot be read, is not a JSON object, records no inputs (`what` names them in the
     message), or its inputs differ from `inputs` (only the `keys` of them when given; a key whose wanted value is None
     is never current). `why` names the difference."""
     record = Path(record)
     if any(not Path(p).is_file() for p in outputs) or (not outputs and not record.is_file()):
         return ABSENT, ""
+    for path in (record, *outputs):
+        edited = verify.stale_reason(Path(path))
+        if edited:
+            return STALE, edited
     try:
         rec = artifacts.read_json(record)
     except (FileNotFoundError, ValueError) as exc:

@@ -96,10 +96,14 @@ def select_providers(request: str = "auto") -> list[str]:
     return [TENSORRT, CUDA, CPU] if request == "tensorrt" else [CUDA, CPU]
 
 
-def create_session(path: Path, providers: Sequence[str] | None = None, threads: int | None = None):
+def create_session(
+    path: Path, providers: Sequence[str] | None = None, threads: int | None = None, foreign: bool = False
+):
     """An InferenceSession for `path` on `providers` (default: select_providers('auto')).
 
-    A missing, corrupt or truncated file raises ModelLoadError naming the file. If a GPU provider was asked for but
+    A missing, corrupt or truncated file raises ModelLoadError naming the file; its advice is `harness export`'s for
+    a model of a run, and not for a `foreign` one (harness check: a model trained elsewhere, which `harness export`
+    cannot remake and which must not be deleted on its say-so). If a GPU provider was asked for but
     the session came up without it (onnxruntime falls back silently), that is an error too: a run must not record
     CUDA numbers that were measured on the CPU.
     """
@@ -107,6 +111,8 @@ def create_session(path: Path, providers: Sequence[str] | None = None, threads: 
     path = Path(path)
     providers = list(providers) if providers else select_providers("auto")
     if not path.is_file():
+        if foreign:
+            raise ModelLoadError(f"{path} does not exist; pass the path of an ONNX model file")
         raise ModelLoadError(f"{path} is missing; run `harness export` for this variant first")
     opts = ort.SessionOptions()
     opts.log_severity_level = ORT_LOG_SEVERITY
@@ -118,9 +124,14 @@ def create_session(path: Path, providers: Sequence[str] | None = None, threads: 
         session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises InvalidProtobuf, InvalidGraph, Fail, RuntimeException, ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        remedy = (
+            "check the path, or convert the model to ONNX again with the tools it was trained with"
+            if foreign
+            else "delete it and rerun `harness export --force`"
+        )
         raise ModelLoadError(
             f"{path}: cannot load the ONNX model ({type(exc).__name__}: {first}); the file is corrupt, "
-            f"truncated or not an ONNX model; delete it and rerun `harness export --force`"
+            f"truncated or not an ONNX model; {remedy}"
         ) from exc
     missing = [p for p in providers if p != CPU and p not in session.get_providers()]
     if missing:

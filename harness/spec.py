@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,11 @@ DEFAULTS: dict[str, Any] = {
 HARNESS_DEFAULTS: dict[str, Any] = {"layout": "NCHW", "dtype": "float32", **DEFAULTS}
 
 SRC_SET, SRC_META, SRC_GRAPH, SRC_SHAPE, SRC_DEFAULT = "--set", "ONNX metadata", "graph", "graph shape", "default"
+
+# The largest input harness check feeds: 2048 x 2048 pixels (48 MiB per float32 image; a batch of 16 is 0.8 GB).
+# Image classifiers are trained at 224 to 600 pixels; a declared 100000 x 100000 input would need 120 GB per image.
+MAX_SIDE = 2048
+MAX_INPUT_PIXELS = MAX_SIDE * MAX_SIDE
 
 
 class SpecError(ConfigError):
@@ -226,12 +231,19 @@ def read_spec(path: Path | None, overrides: Sequence[str] = ()) -> RawSpec:
 # --- resolving and checking -----------------------------------------------------------------------------------------
 
 
-def _harness_meta(graph: GraphInfo, model: Path) -> dict[str, Any] | None:
-    """The fields a harness export's metadata stands for, or None for a foreign model."""
+def _harness_meta(graph: GraphInfo, model: Path, given: Collection[str] = ()) -> dict[str, Any] | None:
+    """The fields a harness export's metadata stands for, or None for a foreign model. A field the spec gives
+    (`given`) is not read from the metadata, so a spec's classes or size override broken metadata, as its errors
+    say."""
     meta = graph.metadata
     if HARNESS_META_CLASSES not in meta:
         return None
     where = f"ONNX metadata of {model}"
+    if "classes" in given:
+        out = dict(HARNESS_DEFAULTS)
+        if HARNESS_META_SIZE in meta and "size" not in given:
+            out["size"] = _meta_size(meta, where)
+        return out
     try:
         classes = json.loads(meta[HARNESS_META_CLASSES])
     except json.JSONDecodeError:
@@ -243,16 +255,21 @@ def _harness_meta(graph: GraphInfo, model: Path) -> dict[str, Any] | None:
             f"in a spec"
         )
     out = dict(HARNESS_DEFAULTS, classes=validate_field("classes", classes, where))
-    if HARNESS_META_SIZE in meta:
-        try:
-            size = int(meta[HARNESS_META_SIZE])
-        except ValueError:
-            raise SpecError(
-                f"{where}: {HARNESS_META_SIZE} = {meta[HARNESS_META_SIZE]!r} is not an integer; "
-                f"re-export with `harness export --force`, or give size = [H, W] in a spec"
-            ) from None
-        out["size"] = validate_field("size", size, where)
+    if HARNESS_META_SIZE in meta and "size" not in given:
+        out["size"] = _meta_size(meta, where)
     return out
+
+
+def _meta_size(meta: Mapping[str, str], where: str) -> tuple[int, int]:
+    try:
+        size = int(meta[HARNESS_META_SIZE])
+    except ValueError:
+        raise SpecError(
+            f"{where}: {HARNESS_META_SIZE} = {meta[HARNESS_META_SIZE]!r} is not an integer; "
+            f"re-export with `harness export --force`, or give size = [H, W] in a spec"
+        ) from None
+    size_hw: tuple[int, int] = validate_field("size", size, where)
+    return size_hw
 
 
 def _pick(kind: str, tensors: Sequence[TensorInfo], named: str | None, where: str, model: Path) -> TensorInfo:
@@ -313,6 +330,27 @@ def _check_input_shape(spec: dict[str, Any], src: Mapping[str, str], t: TensorIn
                 f"[{shape[hw[0]] if isinstance(shape[hw[0]], int) else spec['size'][0]}, "
                 f"{shape[hw[1]] if isinstance(shape[hw[1]], int) else spec['size'][1]}]"
             )
+
+
+def _check_input_size(size: tuple[int, int], source: str, t: TensorInfo, model: Path) -> None:
+    """Refuse, before anything is allocated, an input larger than MAX_INPUT_PIXELS per image (the photos of a test
+    set are prepared at that size, a batch at a time, and occlusion runs many batches of them)."""
+    h, w = size
+    if h * w <= MAX_INPUT_PIXELS:
+        return
+    cost = f"{h} x {w} = {h * w:,} pixels per image, {3 * 4 * h * w / 1e9:.1f} GB as one float32 image"
+    limit = f"harness check's limit is {MAX_INPUT_PIXELS:,} pixels ({MAX_SIDE} x {MAX_SIDE})"
+    if source in (SRC_GRAPH, SRC_SHAPE):
+        raise SpecError(
+            f"{model}: input {t.name!r} declares shape {shape_text(t.shape)}: {cost}; {limit}. No override: "
+            f"export the model with the input size it was trained at (or with a dynamic height and width, and "
+            f"give size = [H, W] in a spec)"
+        )
+    where = f"ONNX metadata of {model}" if source == SRC_META else source
+    raise SpecError(
+        f"{where}: size = [{h}, {w}] (input {t.name!r}, shape {shape_text(t.shape)}): {cost}; {limit}. Set "
+        f"size = [H, W] to the size the model was trained at"
+    )
 
 
 def _infer_layout(t: TensorInfo, model: Path) -> str:
@@ -376,7 +414,7 @@ def resolve_spec(model_path: Path, raw: Mapping[str, Any], dataset_classes: Sequ
         spec[key] = validate_field(key, value, where)
         src[key] = where
     graph = graph_of_session(session) if session is not None else graph_of_file(model)
-    meta = _harness_meta(graph, model)
+    meta = _harness_meta(graph, model, given=spec)
     meta_where = f"ONNX metadata of {model}"
 
     def fill(key: str, value: Any, source: str) -> None:
@@ -403,6 +441,7 @@ def resolve_spec(model_path: Path, raw: Mapping[str, Any], dataset_classes: Sequ
             )
         fill("size", size, SRC_SHAPE)
     _check_input_shape(spec, {k: _where(src, k, model) for k in src}, inp, model)
+    _check_input_size(spec["size"], src["size"], inp, model)
 
     if inp.dtype not in DTYPES:
         raise SpecError(f"{model}: input {inp.name!r} is {inp.dtype}; harness check feeds {list(DTYPES)}")

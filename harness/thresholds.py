@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.backbones import BACKBONES
+from harness.robustness.rules import FIELDS as ROBUSTNESS_FIELDS
+from harness.robustness.rules import RobustnessRule
 from harness.saliency.registry import METHODS, method_info
 from harness.validate import (
     ConfigError,
@@ -95,6 +97,36 @@ class SelectiveRule:
 
 
 @dataclass(frozen=True)
+class AuditRule:
+    """The data audit (harness.audit). A test image is a near copy of a training image when it is an exact copy,
+    at least as close to it (frozen-feature cosine similarity) as the near_copy_quantile of the training images are to
+    their nearest other training image, or within hash_distance_max bits of it by perceptual hash (mirror included).
+    test_independence[<test set>] fails above near_copy_share_max near copies; label_suspects[<set>] above
+    label_suspect_share_max suspect labels. `gated`: test sets whose independence gates ("*": every one);
+    `labels_gated`: label_suspects gates too; `reason`: why gated or not, shown in the report. Defaults: measured on
+    the bundled dataset (docs/audit.md)."""
+
+    near_copy_quantile: float = 0.5
+    hash_distance_max: int = 6
+    near_copy_share_max: float | None = 0.75
+    label_suspect_share_max: float | None = 0.1
+    gated: tuple[str, ...] = ()
+    labels_gated: bool = False
+    reason: str = ""
+
+
+AUDIT_FIELDS: dict[str, Reader] = {
+    "near_copy_quantile": lambda v, k, w: read_num(v, k, w, 0, 1),
+    "hash_distance_max": lambda v, k, w: read_int(v, k, w, 0, 64),
+    "near_copy_share_max": lambda v, k, w: read_opt_num(v, k, w, 0, 1),
+    "label_suspect_share_max": lambda v, k, w: read_opt_num(v, k, w, 0, 1),
+    "gated": lambda v, k, w: read_str_list(v, k, w, nonempty=False),
+    "labels_gated": read_bool,
+    "reason": lambda v, k, w: read_str(v, k, w, nonempty=False),
+}
+
+
+@dataclass(frozen=True)
 class Thresholds:
     gated: tuple[str, ...] = ("imagenet-all",)  # variants ('imagenet-all', any backbone) or 'vgg16-imagenet-all'
     seed_aggregate: str = "worst"  # "worst" seed gates, or "mean" over seeds
@@ -105,6 +137,8 @@ class Thresholds:
     rise: CamRule = field(default_factory=CamRule)  # black-box RISE
     regression: RegressionRule = field(default_factory=RegressionRule)
     selective: SelectiveRule = field(default_factory=SelectiveRule)
+    robustness: RobustnessRule = field(default_factory=RobustnessRule)  # corruptions, object masking, faithfulness
+    audit: AuditRule = field(default_factory=AuditRule)  # the data audit: test sets' independence, labels
     parity_atol: float = 1e-4
     parity_rtol: float = 1e-3
     latency_batch: int = 1
@@ -222,6 +256,8 @@ THRESHOLDS_FIELDS: dict[str, Reader] = {
         SelectiveRule,
         {"target": lambda v, k, w: read_num(v, k, w, 0, 1, min_open=True), "coverage_at_target_min": _unit},
     ),
+    "robustness": _rule(RobustnessRule, ROBUSTNESS_FIELDS),
+    "audit": _rule(AuditRule, AUDIT_FIELDS),
     "parity_atol": lambda v, k, w: read_num(v, k, w, min=0, min_open=True),
     "parity_rtol": lambda v, k, w: read_num(v, k, w, min=0),
     "latency_batch": lambda v, k, w: read_int(v, k, w, min=1),
@@ -281,6 +317,12 @@ def check_applies(
                 f"{where}: thresholds.{key}.split = {rule.split!r} is not a test set of this run "
                 f"(test sets: {test_sets}){_closest(rule.split, test_sets)}"
             )
+    for n, name in enumerate(thresholds.audit.gated):
+        if name != EVERY_MODEL and name not in test_sets:
+            raise ConfigError(
+                f"{where}: thresholds.audit.gated[{n}] = {name!r} is not a test set of this run "
+                f"(test sets: {test_sets}){_closest(name, test_sets)}"
+            )
     for n, entry in enumerate(thresholds.gated):
         backbone, variant = gated_entry(entry)
         if entry == EVERY_MODEL:
@@ -322,4 +364,41 @@ def fit_to_run(thresholds: Thresholds, test_sets: Sequence[str]) -> tuple[Thresh
                     f"thresholds.{key}.split = {rule.split!r} is not a test set of this dataset: "
                     f"localization is judged on every test set with labelled regions"
                 )
+    absent = [name for name in thresholds.audit.gated if name != EVERY_MODEL and name not in test_sets]
+    if absent:
+        kept = tuple(name for name in thresholds.audit.gated if name not in absent)
+        changes["audit"] = dataclasses.replace(thresholds.audit, gated=kept, reason="")
+        notes.append(
+            f"thresholds.audit.gated {absent} not applied: this dataset's test sets are {test_sets} (their "
+            f"test_independence is reported, not gated, unless a --thresholds file gates it)"
+        )
     return dataclasses.replace(thresholds, **changes), notes
+
+
+def check_user_file(user_file: Path | None, test_sets: Sequence[str]) -> None:
+    """A user's own thresholds file is never fitted to the dataset (fit_to_run sets aside only the profile's rules):
+    a [thresholds.accuracy.<name>] or a localization `split` in it naming a test set this run does not have is a
+    ConfigError naming the file, as check_applies says of it in `harness report`."""
+    if user_file is None:
+        return
+    where, test_sets = str(user_file), list(test_sets)
+    own = parse_thresholds({}, where, Path(user_file))  # the file alone: a split it does not set is ""
+    for name in own.accuracy:
+        if name not in test_sets:
+            raise ConfigError(
+                f"{where}: thresholds.accuracy.{name} names test set {name!r}, which this run does not "
+                f"have (test sets: {test_sets}){_closest(name, test_sets)}"
+            )
+    for method in METHODS.values():
+        key, rule = method.thresholds_key, own.localization(method.name)
+        if rule.split and rule.split not in test_sets:
+            raise ConfigError(
+                f"{where}: thresholds.{key}.split = {rule.split!r} is not a test set of this run "
+                f"(test sets: {test_sets}){_closest(rule.split, test_sets)}"
+            )
+    for n, name in enumerate(own.audit.gated):
+        if name != EVERY_MODEL and name not in test_sets:
+            raise ConfigError(
+                f"{where}: thresholds.audit.gated[{n}] = {name!r} is not a test set of this run "
+                f"(test sets: {test_sets}){_closest(name, test_sets)}"
+            )

@@ -19,7 +19,7 @@ from harness import artifacts, provenance
 from harness.augment import LEVELS, Level, batch_transform, image_transform
 from harness.backbones import BACKBONES, Classifier, build_classifier, set_trainable
 from harness.config import Phase, Profile
-from harness.data import Dataset, oversample, resize_batch, stratified_split
+from harness.data import MIN_TRAIN_PER_CLASS, DataError, Dataset, oversample, resize_batch, stratified_split
 from harness.rundir import ModelId, training_state
 from harness.timing import clock
 from harness.validate import ConfigError
@@ -41,6 +41,15 @@ class TrainData:
 def prepare_data(ds: Dataset, profile: Profile) -> TrainData:
     labels = ds.labels
     tr, va = stratified_split(labels, profile.val_fraction, profile.split_seed)
+    unseen = [c for c in range(len(ds.classes)) if not any(labels[i] == c for i in va)]
+    if unseen:  # load_train refuses these; a Dataset made another way must not validate on nothing (loss 0.0)
+        counts = ", ".join(
+            f"{ds.classes[c]!r} ({labels.count(c)} photo{'' if labels.count(c) == 1 else 's'})" for c in unseen
+        )
+        raise DataError(
+            f"training set {ds.name!r}: no validation photo of class {counts}: the epoch with the best validation "
+            f"loss could not be chosen on it; every class needs at least {MIN_TRAIN_PER_CLASS} photos"
+        )
     tr_labels = [labels[i] for i in tr]
     epoch = oversample(tr_labels, range(len(tr)), profile.split_seed) if profile.oversample else list(range(len(tr)))
     images = resize_batch([s.image for s in ds.samples], profile.image_size)
@@ -141,6 +150,8 @@ def fit(
 
     freeze_bn keeps the backbone's batch-norm statistics fixed while it fine-tunes (for pretrained backbones).
     """
+    if len(data.val_x) == 0:  # a validation loss over nothing would be 0.0: the first epoch always "best"
+        raise DataError("the validation part of the training split is empty; see harness.train.prepare_data")
     torch.manual_seed(seed)
     order_rng = np.random.default_rng(seed)
     model.to(device).to(memory_format=torch.channels_last)  # faster on GPU and ~2x on CPU (depthwise convs)

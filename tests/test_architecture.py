@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "harness"
-# Imports that may stay inside functions: optional extras (ray) and matplotlib, which costs a second at import
+# Imports that may stay inside functions: optional extras (ray, mlflow) and matplotlib, which costs a second at import
 # and is needed only when a figure is drawn.
-LAZY_ALLOWED = ("ray", "matplotlib")
+LAZY_ALLOWED = ("ray", "matplotlib", "mlflow")
 # (module, import) pairs that stay inside a function on purpose, each with its reason
 LAZY_EXCEPTIONS = {
     # the public API's check_model: harness/__init__.py runs on every `import harness.<module>`, and harness.check

@@ -247,8 +247,8 @@ def test_mcnemar_clause_small_drop_many_flips() -> None:
     base = make_report({GATED: [True] * n}, n=n)
     base["verdicts"] = []
     new = copy.deepcopy(base)
-    for p in new["variants"][f"{GATED}-s0"]["test_sets"][SPLIT]["predictions"][:6]:
-        p.update(soft_correct=False, strict_correct=False)
+    for i, p in enumerate(new["variants"][f"{GATED}-s0"]["test_sets"][SPLIT]["predictions"][:6]):
+        p.update(prediction(i, False))  # the model now answers these 6 photos wrong
     recount(new)
     res = compare(base, new)  # drop 0.03 <= 0.05, but 6 vs 0 discordant: exact p = 2 * 0.5**6 = 0.03125 < 0.05
     assert row(res)["soft"]["paired"]["p"] == pytest.approx(0.03125)
@@ -391,7 +391,11 @@ def test_cli_exit_codes_output_and_default_out_dir(tmp_path: Path, capsys) -> No
     new = save(weaker(make_report()), tmp_path / "runs" / "night-2")
     assert main(["compare", str(base), str(base / "report.json")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == ["compare: OK", f"report: {base / 'compare-night-1' / 'compare.html'}"]
+    assert out == [
+        f"compare: OK (both sides are one run: {base / 'report.json'} is compared with itself; there is nothing to "
+        "compare)",
+        f"report: {base / 'compare-night-1' / 'compare.html'}",
+    ]
 
     assert main(["compare", str(base), str(new)]) == 1
     out = capsys.readouterr().out.splitlines()

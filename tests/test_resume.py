@@ -367,34 +367,14 @@ def test_summary_prints_gated_verdicts_and_counts_the_ablations(capsys):
 
 
 def test_the_gate_run_has_a_folder_of_its_own(tmp_path, monkeypatch):
-    """suites/conftest.py's plan for `pytest suites --profile P` without --out: a folder under reports/gate/, so
-    point_latest leaves `latest` (the user's main run) alone."""
-    import importlib.util
-
+    """The pytest gate's plan for `pytest --harness-profile P` (suites: --profile P) without --out: a folder under
+    reports/gate/, so point_latest leaves `latest` (the user's main run) alone."""
+    from harness.gate import make_plan
+    from harness.pytest_plugin import GateOptions
     from harness.rundir import default_run_dir, point_latest
 
-    spec = importlib.util.spec_from_file_location("gate_conftest", REPO / "suites" / "conftest.py")
-    gate_conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gate_conftest)  # a module of its own: its plan cache is not the gate session's
-
-    class Config:
-        options = {
-            "--run-dir": None,
-            "--profile": "smoke",
-            "--harness-set": TINY,
-            "--backbone": None,
-            "--thresholds": None,
-            "--data": tmp_path / "data",
-            "--variants": None,
-            "--seeds": None,
-            "--out": None,
-        }
-
-        def getoption(self, name):
-            return self.options[name]
-
     monkeypatch.chdir(tmp_path)
-    gate = Path(gate_conftest._make_plan(Config())["run_dir"])
+    gate = Path(make_plan(GateOptions(profile="smoke", sets=tuple(TINY), data=tmp_path / "data")).run_dir)
     assert gate.parent == Path("reports") / "gate" and gate.name.endswith("-smoke-vgg16")
     gate.mkdir(parents=True)
     assert point_latest(gate) is None and not Path("reports/latest").exists()

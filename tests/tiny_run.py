@@ -1,4 +1,5 @@
-"""A tiny dataset and a tiny trained-looking variant, laid out as harness.data and harness.train do (for tests)."""
+"""A tiny dataset and a tiny trained-looking variant, laid out as harness.data and harness.train do, and a run
+directory of one model's evidence as harness run leaves it (for tests)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from PIL import Image
 from harness import artifacts
 from harness.backbones import build_classifier
 from harness.config import load_profile
+from harness.report.build import build_report, write_reports
+from harness.seal import make_seal
+from tests.split_evidence import split_entry
 
 CLASSES = ("background", "bayes", "geeks")
 SIZE = 32
@@ -101,3 +105,42 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {
         str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
     }
+
+
+EVIDENCE_MODEL = "vgg16-imagenet-all-s0"
+EVIDENCE_GATE = {"gated": ["imagenet-all"], "accuracy": {"test_difficult": {"soft_min": 0.9, "strict_min": 0.4}}}
+
+
+def evidence_run(
+    run: Path,
+    soft_k: int = 15,
+    strict_k: int = 12,
+    thresholds: dict | None = None,
+    sealed: bool = True,
+    report: bool = True,
+) -> Path:
+    """A run directory with the evidence of one model as harness run leaves it, without training anything: run.json
+    (sealed as harness run seals it, unless `sealed` is False: an older harness), vgg16-imagenet-all-s0/ holding
+    config.json, a stand-in model.onnx, export.json and metrics.json that record its sha256 (16 images of
+    test_difficult, soft_k / strict_k right, the best constant answer 6 / 4), and (`report`) report.json with its
+    manifest. The thresholds gate imagenet-all with soft_min 0.9 unless given. Returns the model folder."""
+    d = run / EVIDENCE_MODEL
+    d.mkdir(parents=True)
+    proto = {
+        "profile": {"test_sets": ["test_difficult"], "backbone": "vgg16"},
+        "variants": ["imagenet-all"],
+        "seeds": [0],
+        "thresholds": EVIDENCE_GATE if thresholds is None else thresholds,
+    }
+    (run / "run.json").write_text(json.dumps(proto | ({"seal": make_seal(proto)} if sealed else {})))
+    (d / "config.json").write_text(json.dumps({"variant": "imagenet-all", "seed": 0, "backbone": "vgg16"}))
+    (d / "model.onnx").write_bytes(b"the model that was evaluated" * 100)
+    sha = artifacts.sha256_file(d / "model.onnx")
+    export = {"sha256": sha, "inputs": {"model_sha256": "pt"}, "parity": {"cpu": {"max_abs": 1e-6}}}
+    (d / "export.json").write_text(json.dumps(export))
+    entry = split_entry(16, soft_k, strict_k, constant_soft_k=6, constant_strict_k=4)
+    metrics = {"test_sets": {"test_difficult": entry}, "inputs": {"onnx_sha256": sha}, "model": {"sha256": sha}}
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    if report:
+        write_reports(run, build_report(run))
+    return d

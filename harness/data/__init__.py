@@ -6,9 +6,11 @@ from __future__ import annotations
 from harness.data.coco import load_coco
 from harness.data.imagefolder import (
     IMAGE_SUFFIXES,
+    MIN_TRAIN_PER_CLASS,
     NOT_TEST_SETS,
     class_folders,
     discover_test_sets,
+    ignored_note,
     load_test,
     load_train,
     oversample,
@@ -20,6 +22,7 @@ from harness.data.types import DataError, Dataset, Region, Sample
 __all__ = [
     "DEFAULT_SHORT_SIDE",
     "IMAGE_SUFFIXES",
+    "MIN_TRAIN_PER_CLASS",
     "NOT_TEST_SETS",
     "DataError",
     "Dataset",
@@ -28,6 +31,7 @@ __all__ = [
     "class_folders",
     "decode_image",
     "discover_test_sets",
+    "ignored_note",
     "load_coco",
     "load_test",
     "load_train",

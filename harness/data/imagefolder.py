@@ -13,18 +13,53 @@ from harness.data.coco import load_coco
 from harness.data.images import DEFAULT_SHORT_SIDE
 from harness.data.types import DataError, Dataset, Sample, inside
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# what a class folder's photos may be (Pillow decodes each; a multi-frame GIF, WebP or TIFF gives its first frame)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+# files an operating system leaves in folders: skipped like hidden files (and counted)
+SYSTEM_FILES = ("Thumbs.db", "desktop.ini")
 
 
-def _image_files(folder: Path, root: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    for f in files:
-        if not inside(root, f):
+def _skipped(p: Path) -> bool:
+    """Hidden files (.x.png, macOS's ._x.jpg resource forks, .DS_Store) and system files are never photos."""
+    return p.name.startswith(".") or p.name in SYSTEM_FILES
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and not _skipped(p) and p.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _image_files(folder: Path, root: Path) -> tuple[list[Path], list[Path]]:
+    """(photos, skipped) of a class folder: every file that is not hidden is a photo, and one that is not an image
+    format harness reads is a DataError naming it (never dropped silently); hidden and system files are skipped
+    (the caller counts them). A photo that resolves outside the dataset root is a DataError."""
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    skipped = [p for p in files if _skipped(p)]
+    photos = [p for p in files if not _skipped(p)]
+    for f in photos:
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
             raise DataError(
-                f"{f}: resolves to {f.resolve()}, outside the dataset root {root}; copy the image into "
-                f"the dataset instead of linking it"
+                f"{f}: not an image harness reads (suffix {f.suffix or '(none)'!r}; it reads "
+                f"{', '.join(IMAGE_SUFFIXES)}), and every file in a class folder is read as a photo; convert it "
+                f"to JPEG or PNG, or move it out of {folder}"
             )
-    return files
+        _check_inside(root, f)
+    return photos, skipped
+
+
+def _check_inside(root: Path, f: Path) -> None:
+    if not inside(root, f):
+        raise DataError(
+            f"{f}: resolves to {f.resolve()}, outside the dataset root {root}; copy the image into "
+            f"the dataset instead of linking it"
+        )
+
+
+def ignored_note(ds: Dataset) -> str | None:
+    """One line for the log: the hidden files `ds` skipped, counted and the first few named; None when none."""
+    if not ds.ignored:
+        return None
+    n, names = len(ds.ignored), ", ".join(ds.ignored[:3]) + (", ..." if len(ds.ignored) > 3 else "")
+    return f"{ds.name}: ignored {n} hidden file{'' if n == 1 else 's'} ({names})"
 
 
 def class_folders(split_dir: Path) -> list[Path]:
@@ -36,8 +71,14 @@ def _sample(root: Path, f: Path, label: str, max_short_side: int | None) -> Samp
     return Sample(f.relative_to(root).as_posix(), image, label, frozenset({label}), (), scale, size)
 
 
-def load_train(root: Path, max_short_side: int | None = DEFAULT_SHORT_SIDE) -> Dataset:
-    """ImageFolder layout `root/train/<class>/*.jpg`; classes are the sorted folder names."""
+MIN_TRAIN_PER_CLASS = 2  # one to validate on, one to train on
+
+
+def load_train(root: Path, max_short_side: int | None = DEFAULT_SHORT_SIDE, min_per_class: int = 1) -> Dataset:
+    """ImageFolder layout `root/train/<class>/*.jpg`; classes are the sorted folder names. Every class needs at
+    least `min_per_class` photos, counted before any photo is decoded: training asks for MIN_TRAIN_PER_CLASS (a
+    class without a validation photo would go unseen by the choice of the best epoch; with none at all the validation
+    loss would be 0.0 and the first epoch always "best"); reading the set for anything else, for 1."""
     root = Path(root)
     split_dir = root / "train"
     if not split_dir.is_dir():
@@ -45,15 +86,26 @@ def load_train(root: Path, max_short_side: int | None = DEFAULT_SHORT_SIDE) -> D
     folders = class_folders(split_dir)
     if len(folders) < 2:
         raise DataError(f"{split_dir}: need at least 2 class folders, found {[f.name for f in folders]}")
-    samples = []
-    for folder in folders:
-        files = _image_files(folder, root)
+    listed = {folder: _image_files(folder, root) for folder in folders}  # every folder listed before any decoding
+    short = []
+    for folder, (files, _) in listed.items():
         if not files:
             raise DataError(
                 f"{folder}: class folder has no images ({', '.join(IMAGE_SUFFIXES)}); add images or remove it"
             )
-        samples += [_sample(root, f, folder.name, max_short_side) for f in files]
-    return Dataset("train", tuple(f.name for f in folders), tuple(samples), has_regions=False)
+        if len(files) < min_per_class:
+            short.append(f"{folder} ({len(files)} photo{'' if len(files) == 1 else 's'})")
+    if short:
+        raise DataError(
+            f"class folder{'s' if len(short) > 1 else ''} {', '.join(short)}: training holds out at least one photo "
+            f"of every class for validation (the epoch with the best validation loss is the one kept) and trains on "
+            f"the rest, so each class needs at least {min_per_class} photos; add photos to "
+            f"{'them' if len(short) > 1 else 'it'}"
+        )
+    samples = [_sample(root, f, folder.name, max_short_side) for folder, (files, _) in listed.items() for f in files]
+    ignored = [p for _, skipped in listed.values() for p in skipped]
+    names = tuple(p.relative_to(root).as_posix() for p in ignored)
+    return Dataset("train", tuple(f.name for f in folders), tuple(samples), has_regions=False, ignored=names)
 
 
 NOT_TEST_SETS = ("train", "annotations")  # folders beside the test sets that are never one
@@ -79,7 +131,13 @@ def _coco_splits(root: Path) -> set[str]:
 
 def _has_labelled_images(split_dir: Path, root: Path) -> bool:
     """True when `split_dir` holds a class folder (not hidden) with at least one image (not hidden)."""
-    return any(any(not f.name.startswith(".") for f in _image_files(c, root)) for c in class_folders(split_dir))
+    for c in class_folders(split_dir):
+        images = [f for f in c.iterdir() if _is_image(f)]
+        for f in images:
+            _check_inside(root, f)
+        if images:
+            return True
+    return False
 
 
 def discover_test_sets(root: Path) -> tuple[str, ...]:
@@ -127,15 +185,17 @@ def load_test(
     folders = class_folders(split_dir)
     if not folders:
         raise DataError(f"{split_dir}: no annotation file {ann} and no <class>/ subfolders; cannot label the images")
-    samples = []
+    samples, ignored = [], []
     for folder in folders:
         if folder.name not in classes:
             raise DataError(f"{folder}: unknown class {folder.name!r}; the model's classes are {list(classes)}")
-        files = _image_files(folder, root)
+        files, skipped = _image_files(folder, root)
+        ignored += skipped
         if not files:
             raise DataError(f"{folder}: class folder has no images")
         samples += [_sample(root, f, folder.name, max_short_side) for f in files]
-    return Dataset(split, tuple(classes), tuple(samples), has_regions=False)
+    names = tuple(p.relative_to(root).as_posix() for p in ignored)
+    return Dataset(split, tuple(classes), tuple(samples), has_regions=False, ignored=names)
 
 
 def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -39,6 +39,7 @@ class Dataset:
     classes: tuple[str, ...]
     samples: tuple[Sample, ...]
     has_regions: bool  # False for plain ImageFolder test sets: localization checks are skipped
+    ignored: tuple[str, ...] = ()  # hidden files skipped in its class folders (.x.png, macOS ._x.jpg, .DS_Store)
 
     @property
     def labels(self) -> list[int]:

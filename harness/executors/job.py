@@ -22,6 +22,7 @@ from harness.config import Profile
 from harness.data import Dataset, load_train, working_short_side
 from harness.evaluate import evaluate_variant
 from harness.export import export_variant
+from harness.robustness.step import variant_robustness
 from harness.rundir import ModelId, is_current, read_variant_config
 from harness.saliency.blackbox_step import variant_blackbox
 from harness.saliency.gradcam_step import cam_variant
@@ -174,6 +175,7 @@ def run_steps(ctx: JobContext, job: Job, ds: Dataset | None = None) -> None:
     cam_variant(vdir, force=ctx.force, data_root=ctx.data_root, tests=tests)  # redoes itself when stale
     for method in ctx.black_box:
         variant_blackbox(vdir, method, force=ctx.force, data_root=ctx.data_root, tests=tests)
+    variant_robustness(vdir, force=ctx.force, data_root=ctx.data_root, tests=tests)  # corruptions, masking, maps
 
 
 def run_job(ctx: JobContext, job: Job, ds: Dataset | None = None, complete: bool = False) -> JobResult:

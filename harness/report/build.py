@@ -10,8 +10,12 @@ from typing import Any
 from scipy.stats import spearmanr
 
 from harness import artifacts
+from harness.audit.statements import audit_report
 from harness.report.evidence import evidence
 from harness.report.html import render_html
+from harness.report.markdown import SUMMARY, run_summary
+from harness.report.model_card import write_cards
+from harness.robustness.summary import robustness_section
 from harness.rundir import JOBS_FILE, ModelId, complete_jobs
 from harness.saliency.registry import GRADCAM, method_info
 from harness.thresholds import Thresholds, check_applies, parse_thresholds
@@ -20,6 +24,7 @@ from harness.verdicts import Verdict, judge, judged_table, overall
 from harness.verdicts.collect import SeedRun, collect
 from harness.verdicts.criteria import CRITERIA, LOCALIZATION, SANITY
 from harness.verdicts.readers import split_metrics
+from harness.verdicts.recheck import trusted_splits
 from harness.verify import manifest
 
 
@@ -122,7 +127,10 @@ def _variant_entry(
     cam: dict | None,
     export: dict | None,
     others: dict[str, dict | None] | None = None,
+    test_sets: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A model folder's entry in the report; `test_sets`: its metrics.json's test sets as recheck.trusted_splits
+    recomputed them from the per-image predictions (never the file's stored summaries)."""
     config = artifacts.read_json(folder / "config.json")
     history_path = folder / "history.json"
     history = artifacts.read_json(history_path) if history_path.exists() else {"epochs": [], "seconds": None}
@@ -154,9 +162,9 @@ def _variant_entry(
             "cuda": (export.get("parity") or {}).get("cuda"),
         }
     if metrics:
-        entry["test_sets"] = metrics.get("test_sets", {})
-        entry["latency"] = metrics.get("latency", {})
-        entry["runtime"] = metrics.get("runtime", {})
+        entry["test_sets"] = dict(test_sets or {})
+        entry["latency"] = metrics["latency"] if isinstance(metrics.get("latency"), dict) else {}
+        entry["runtime"] = metrics["runtime"] if isinstance(metrics.get("runtime"), dict) else {}
     if cam:
         entry["cam"] = _saliency_entry(folder, cam)
     entry["saliency"] = {prefix: _saliency_entry(folder, ev) for prefix, ev in (others or {}).items() if ev}
@@ -206,10 +214,11 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
                 for kind in ("soft", "strict")
             }
         for r in runs:
-            variants[r.folder.name] = _variant_entry(r.folder, r.metrics, r.cam, r.export, r.saliency) | {
-                "problems": dict(r.problems)
+            trusted, left_out = trusted_splits(r)
+            variants[r.folder.name] = _variant_entry(r.folder, r.metrics, r.cam, r.export, r.saliency, trusted) | {
+                "problems": dict(r.problems) | {f"metrics.json {s}": why for s, why in left_out.items() if why}
             }
-    gated_models = sorted({v.model for v in verdicts if v.gated})
+    gated_models = sorted({v.model for v in verdicts if v.gated and v.model})
     strength = evidence({"variants": variants, "protocol": proto}, gated_models, thresholds.selective.target)
     return {
         "schema": 1,
@@ -225,9 +234,11 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
         "protocol": proto | {"thresholds": thresholds.to_dict()},
         "thresholds_notes": list(proto.get("thresholds_notes") or []),
         "localization": localization_table(verdicts),
+        "robustness": robustness_section(groups, verdicts),  # corruptions, object masking, faithfulness
         "variants": variants,
         "failed_jobs": failed_jobs(run_dir, proto),
         "models": model_table(verdicts, groups, proto),
+        "audit": audit_report(run_dir, thresholds),  # can the test sets be trusted? (harness.audit, audit.json)
     }
 
 
@@ -291,7 +302,8 @@ def model_table(verdicts: list[Verdict], groups: dict[str, list[SeedRun]], proto
     one), its seeds in the run and whether it is gated. Readers of report.json use these, never the key's parts."""
     models: dict[str, tuple[str, str, bool]] = {}
     for v in verdicts:
-        models.setdefault(v.model, (v.backbone, v.variant, v.gated))
+        if v.model:  # not the run's own verdicts (protocol)
+            models.setdefault(v.model, (v.backbone, v.variant, v.gated))
     for key, runs in groups.items():
         models.setdefault(key, (runs[0].backbone, runs[0].variant, False))
     out: dict[str, Any] = {}
@@ -320,9 +332,11 @@ def model_table(verdicts: list[Verdict], groups: dict[str, list[SeedRun]], proto
 
 def write_reports(run_dir: Path, report: dict[str, Any]) -> tuple[Path, Path | None]:
     """report.json always, with the manifest of the files it stands on (harness.verify); report.html when the HTML
-    renderer is available."""
+    renderer is available; summary.md and the gated models' model cards."""
     run_dir = Path(run_dir)
     report["manifest"] = manifest(run_dir)
     json_path = artifacts.write_json(run_dir / "report.json", report)
     html_path = artifacts.write_text(run_dir / "report.html", render_html(report, run_dir))
+    write_cards(run_dir, report)  # cards/<model>/model-card.md of each gated model, then summary.md (CI summaries)
+    artifacts.write_text(run_dir / SUMMARY, run_summary(report, run_dir))
     return json_path, html_path

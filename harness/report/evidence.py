@@ -1,5 +1,10 @@
 """The strength of each claim, from the per-image predictions in every model's metrics.json: paired McNemar tests,
-binomial tests against the constant answer, calibration and selective prediction (report.json's 'evidence')."""
+binomial tests against the constant answer, calibration and selective prediction (report.json's 'evidence').
+
+Every count is taken from the per-image predictions (an image is right when its predicted label is one of its
+acceptable labels, strictly right when it is its primary label), never from a stored summary or a stored correctness
+flag; the chance level is the entry's `baselines`, which harness.report.build recomputes from the same predictions
+(harness.verdicts.recheck.trusted_splits)."""
 
 from __future__ import annotations
 
@@ -25,6 +30,13 @@ def _predictions(entry: Mapping[str, Any], split: str) -> list[Mapping[str, Any]
     return list(((entry.get("test_sets") or {}).get(split) or {}).get("predictions") or [])
 
 
+def correct(p: Mapping[str, Any], kind: str) -> bool:
+    """Whether one per-image prediction is right: soft (one of its acceptable labels) or strict (its primary label)."""
+    if kind == "strict":
+        return p.get("predicted") == p.get("primary")
+    return p.get("predicted") in (p.get("acceptable") or ())
+
+
 def confidence(p: Mapping[str, Any]) -> float:
     probs = p.get("probabilities") or {}
     return float(max(probs.values())) if probs else 0.0
@@ -44,8 +56,8 @@ def paired_runs(
         pairs = [(p, pb[p["image"]]) for p in _predictions(a, split) if p["image"] in pb]
         if pairs:
             seeds.append(a.get("seed"))
-            a_ok += [bool(x[f"{kind}_correct"]) for x, _ in pairs]
-            b_ok += [bool(y[f"{kind}_correct"]) for _, y in pairs]
+            a_ok += [correct(x, kind) for x, _ in pairs]
+            b_ok += [correct(y, kind) for _, y in pairs]
     if not a_ok:
         return None
     return stats.paired(a_ok, b_ok) | {"seeds": seeds}
@@ -93,20 +105,15 @@ def evidence(report: Mapping[str, Any], gated: Sequence[str], target: float = 0.
     for model, runs in models.items():
         for split in splits:
             per_seed = [((e.get("test_sets") or {}).get(split) or {}) for e in runs]
-            per_seed = [s for s in per_seed if s.get("n")]
+            per_seed = [s for s in per_seed if s.get("predictions")]
             for kind in KINDS:
                 ps = []
                 for s in per_seed:
                     const = ((s.get("baselines") or {}).get(f"constant_{kind}") or {}).get("value")
+                    preds_k = [correct(p, kind) for p in s["predictions"]]
+                    k, n = sum(preds_k), len(preds_k)
                     if const is not None:
-                        ps.append(
-                            (
-                                stats.binomial_vs_constant(int(s[kind]["k"]), int(s["n"]), float(const)),
-                                int(s[kind]["k"]),
-                                int(s["n"]),
-                                float(const),
-                            )
-                        )
+                        ps.append((stats.binomial_vs_constant(k, n, float(const)), k, n, float(const)))
                 if ps:
                     worst = max(ps)
                     binomial.append(
@@ -124,7 +131,7 @@ def evidence(report: Mapping[str, Any], gated: Sequence[str], target: float = 0.
             preds = [p for e in runs for p in _predictions(e, split)]
             if preds:
                 conf = [confidence(p) for p in preds]
-                ok = [bool(p["soft_correct"]) for p in preds]
+                ok = [correct(p, "soft") for p in preds]
                 calibration.setdefault(model, {})[split] = stats.ece(conf, ok, bins=15)
                 rc = stats.risk_coverage(conf, ok)
                 op = stats.operating_point(conf, ok, target)

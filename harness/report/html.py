@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.report import sections
+from harness.report import model_card, sections
+from harness.report.audit import audit_section
 from harness.report.format import NA, dig, split_label
 from harness.report.jinja import template_env
 from harness.report.localization import localization_rows, saliency_section
 from harness.report.models import gated_models, identities, model_of, model_order, protocol_models, seed_runs
 from harness.report.protocol import protocol
+from harness.report.robustness import robustness_view
 from harness.report.wording import WORDS, criteria_meanings, is_book_dataset
 from harness.saliency.registry import GRADCAM, METHODS
 
@@ -57,6 +59,7 @@ def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
         "cam": saliency(GRADCAM),
         "blackbox": [sec for m, info in METHODS.items() if info.black_box and (sec := saliency(m))["available"]],
         "localization": localization_rows(report),
+        "robustness": robustness_view(report, run_dir, order, gated),  # corruptions, masking, faithfulness
         "evidence": sections.evidence_view(report, order, gated, book),
         "notes": [str(n) for n in report.get("thresholds_notes") or []],
         "failed_jobs": [
@@ -77,7 +80,9 @@ def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
             for m, t in (report.get("judged") or {}).items()
             if isinstance(t, Mapping)
         ],
+        "model_cards": model_card.html_cards(report, run_dir),  # the gated models' cards (report/model_card.py)
         "protocol": protocol(report),
+        "audit": audit_section(report, run_dir),  # can the test sets be trusted? (report/audit.py)
         "words": WORDS[book],
         "NA": NA,
     }

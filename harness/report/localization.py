@@ -9,6 +9,7 @@ from typing import Any
 
 from harness.report.format import NA, data_uri, dig, fmt_acc, is_num, split_label
 from harness.report.models import model_of
+from harness.report.robustness import faithfulness_cells
 from harness.report.wording import NO_REGIONS, WORDS, method_title
 from harness.saliency.registry import GRADCAM, MethodInfo
 from harness.verdicts.criteria import ENERGY, POINTING, localization_criterion
@@ -188,5 +189,6 @@ def localization_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "sanity_status": r.get("sanity_status") or "",
                 "note": r.get("energy_detail") or r.get("pointing_detail") or "",
             }
+            | faithfulness_cells(report, r)  # deletion / insertion AUC beside a random map's
         )
     return rows

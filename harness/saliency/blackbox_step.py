@@ -26,6 +26,7 @@ from harness.artifacts import sha256_file
 from harness.data import Dataset, Sample
 from harness.preprocess import make_forward, map_to_image, prepare
 from harness.provenance import dataset_fingerprint
+from harness.robustness.maps import MapStore, maps_file
 from harness.rundir import is_current, read_variant_config
 from harness.saliency.perturbation import Forward
 from harness.saliency.registry import get_method, resolve_params, saliency
@@ -84,9 +85,11 @@ def blackbox_evidence(
     sanity_forward: Forward | None = None,
     sanity_layers: Sequence[str] = (),
     log: Callable[[str], None] | None = None,
+    store: MapStore | None = None,
 ) -> dict[str, Any]:
     """Maps, localization scores, chance levels, overlays (under `staging`/<method>/<split>/, when given) and the
-    sanity check of one black-box method over `datasets`. Returns the JSON content (without 'inputs')."""
+    sanity check of one black-box method over `datasets`; the maps also go to `store` when given (the faithfulness
+    curves read them). Returns the JSON content (without 'inputs')."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     m = get_method(method)
     classes = list(classes)
@@ -125,6 +128,8 @@ def blackbox_evidence(
             passes_total += res.passes + 1
             h, w = sample.image.shape[1:]
             maps = {classes[i]: map_to_image(spec, mp, (h, w)) for i, mp in res.maps.items()}
+            if store is not None:
+                store.add(split, sample.name, {classes[i]: mp for i, mp in res.maps.items()})
             rec = image_record(sample, classes, res.probabilities, maps, ds.has_regions)
             rec["passes"] = res.passes + 1
             if rec["status"] == "scored" and len(kept) < want:
@@ -228,6 +233,7 @@ def evidence_step(
     sanity = settings.sanity_inputs()
     staging = folder / f".cam-staging-{method}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
+    store = MapStore(spec.size)
     try:
         sanity_forward, names = (None, list[str]())
         if sanity:
@@ -251,6 +257,7 @@ def evidence_step(
             sanity=sanity if sanity_forward is not None else None,
             sanity_forward=sanity_forward,
             sanity_layers=names,
+            store=store,
         )
         if sanity and sanity_forward is None:
             content["sanity"] = {
@@ -259,6 +266,7 @@ def evidence_step(
                 "skipped": "the model has no final weight initializer to randomise",
             }
         content = {"variant": folder.name, "backbone": backbone, "inputs": inputs, "spec": spec.to_dict(), **content}
+        store.save(folder / maps_file(method))  # before the JSON, which marks completion
         write_evidence(folder, method, content, staging if overlays else None)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

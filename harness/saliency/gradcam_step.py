@@ -19,6 +19,7 @@ from harness.artifacts import sha256_file
 from harness.backbones import get_backbone
 from harness.data import Dataset, Sample, resize_batch
 from harness.provenance import dataset_fingerprint
+from harness.robustness.maps import MapStore, maps_file
 from harness.rundir import is_current, read_variant_config, variant_dirs
 from harness.saliency.gradcam import gradcam_maps
 from harness.saliency.sanity import map_rank_correlation, randomize_torch_head
@@ -165,6 +166,7 @@ def cam_variant(
     staging = vdir / f".cam-staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     kept: list[tuple[Sample, dict[str, np.ndarray]]] = []  # maps of the first scored images, for the sanity check
+    store = MapStore((int(meta["image_size"]), int(meta["image_size"])))  # the maps, for the faithfulness curves
     try:
         n_images, overlay_seconds = 0, 0.0
         for split, ds in datasets.items():
@@ -175,6 +177,7 @@ def cam_variant(
                 )
                 if sanity and rec["status"] == "scored" and len(kept) < sanity["images"]:
                     kept.append((sample, {c: sanity_thumb(maps[c]) for c in rec["classes"]}))
+                store.add(split, sample.name, maps)
                 if overlays:
                     overlay_seconds += write_overlay(staging, overlay_path(split, sample.name), sample, rec, maps)
                 records.append(rec)
@@ -192,6 +195,7 @@ def cam_variant(
         result["seconds_per_image_overlays"] = overlay_seconds / max(n_images, 1)  # part of seconds_per_image
         # success: only now does the old evidence go (cam.json first, so a crash in between leaves "not done")
         out_json.unlink(missing_ok=True)
+        store.save(vdir / maps_file("cam"))
         if overlays:
             old = vdir / f".cam-old-{os.getpid()}"
             if (vdir / "cam").exists():

@@ -55,6 +55,58 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, str]:
     return obj, ""
 
 
+# the tables of each evidence file that its readers and the report index into: (file, key path, what it holds)
+SHAPES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("metrics.json", ("test_sets",), "dict"),
+    ("metrics.json", ("latency",), "dict"),
+    ("metrics.json", ("latency", "by_provider"), "dict of dicts of dicts"),
+    ("metrics.json", ("runtime",), "dict"),
+    ("metrics.json", ("model",), "dict"),
+    ("metrics.json", ("inputs",), "dict"),
+    ("export.json", ("parity",), "dict"),
+    ("export.json", ("parity", "cpu"), "dict"),
+    ("export.json", ("parity", "cpu", "test_sets"), "dict of dicts"),
+    ("export.json", ("inputs",), "dict"),
+    ("cam.json", ("summary",), "dict of dicts"),
+    ("cam.json", ("images",), "dict of lists of dicts"),
+    ("cam.json", ("sanity",), "dict"),
+    ("cam.json", ("inputs",), "dict"),
+)
+# a black-box saliency method's <method>.json: the same tables as cam.json
+SALIENCY_SHAPES = tuple((key, kind) for f, key, kind in SHAPES if f == "cam.json")
+
+
+def _holds(v: Any, kind: str) -> bool:
+    """Whether `v` is a `kind`: 'dict', 'dict of dicts', 'dict of dicts of dicts', 'dict of lists of dicts'."""
+    if not isinstance(v, dict):
+        return False
+    if kind == "dict":
+        return True
+    inner = kind.removeprefix("dict of ")
+    if inner == "lists of dicts":
+        return all(isinstance(x, list) and all(isinstance(r, dict) for r in x) for x in v.values())
+    return all(_holds(x, "dict" if inner == "dicts" else "dict of dicts") for x in v.values())
+
+
+def shape_problem(name: str, obj: dict[str, Any]) -> str:
+    """Why an evidence file's tables have the wrong shape (one line naming the file and the key), or ""."""
+    shapes = [(key, kind) for f, key, kind in SHAPES if f == name]
+    if name.removesuffix(".json") in BLACK_BOX:
+        shapes = list(SALIENCY_SHAPES)
+    for key, kind in shapes:
+        node: Any = obj
+        for k in key:
+            node = node.get(k) if isinstance(node, dict) else None
+        if node is not None and not _holds(node, kind):
+            text = repr(node)
+            text = text if len(text) <= 40 else text[:37] + "..."
+            return (
+                f"{name}: {'.'.join(key)} = {text} is not a {kind.replace('dict', 'table')}; the file was edited or "
+                f"is corrupt: rerun the step that writes it"
+            )
+    return ""
+
+
 def _consistency(
     folder: Path,
     config: dict,
@@ -180,6 +232,10 @@ def collect(run_dir: Path, run_profile: dict | None = None) -> dict[str, list[Se
         backbone, variant = str(config.get("backbone") or ""), str(config["variant"])
         names = ("metrics.json", "cam.json", "export.json", "history.json", *(f"{p}.json" for p in BLACK_BOX))
         files = {name: _read(folder / name) for name in names}
+        for name, (obj, why) in list(files.items()):
+            wrong = shape_problem(name, obj) if obj is not None and not why else ""
+            if wrong:
+                files[name] = (None, wrong)
         problems = {k: why for k, (_, why) in files.items() if why and k != "history.json"}
         metrics, cam, export = (files[k][0] for k in ("metrics.json", "cam.json", "export.json"))
         others = {p: files[f"{p}.json"][0] for p in BLACK_BOX}

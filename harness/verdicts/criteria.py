@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.robustness.readers import read_depends_on_object, read_faithfulness, read_robustness
 from harness.saliency.registry import METHODS, MethodInfo
 from harness.verdicts.readers import (
     Reader,
@@ -30,6 +31,9 @@ ACCURACY, JUDGED, SELECTIVE, LOCALIZATION, EXPORT, LATENCY = (
     "export",
     "latency",
 )
+ROBUSTNESS = "robustness"  # corruptions, object masking, faithfulness of the maps (harness.robustness)
+PROTOCOL = "protocol"  # the run as a whole: its sealed protocol, something gated, some model judged
+DATA = "data"  # the dataset itself (harness.audit): test sets independent of training, labels; no model
 # units: how a value is shown; RATE a share in [0, 1], MARGIN a signed difference of rates, LOGIT a tiny logit
 # difference (scientific notation), MS milliseconds, COUNT a whole number
 RATE, MARGIN, LOGIT, MS, COUNT = "rate", "margin", "logit", "ms", "count"
@@ -152,6 +156,37 @@ _TABLE: tuple[Criterion, ...] = (
         unit=COUNT,
     ),
     Criterion(
+        "protocol",
+        "<=",
+        None,
+        PROTOCOL,
+        "problems with the run's protocol (must be 0): run.json's gated models, thresholds and identity against the "
+        "hash recorded when the run was made, a run made gated that now gates nothing, a run with no model to judge",
+        unit=COUNT,
+    ),
+    Criterion(  # read by harness.audit.readers from audit.json (no model: reader None here)
+        "test_independence",
+        "<=",
+        None,
+        DATA,
+        "share of the test set's images that are near copies of a training image: exact or perceptual-hash copies, "
+        "or at least as close to it (frozen ImageNet features) as the median training image is to its nearest other "
+        "(high: the test set measures recall of seen images, not generalisation)",
+        "share of the test set's photos that are near copies of a training photo: exact or perceptual-hash copies, "
+        "or at least as close to it (frozen ImageNet features) as the median training photo is to its nearest other "
+        "(high: the test set measures recall of seen scenes, not generalisation)",
+    ),
+    Criterion(
+        "label_suspects",
+        "<=",
+        None,
+        DATA,
+        "share of a set's images whose label cleanlab flags (out-of-sample logistic regression on frozen ImageNet "
+        "features) and whose suggested label the image does not accept",
+        "share of a set's photos whose label cleanlab flags (out-of-sample logistic regression on frozen ImageNet "
+        "features) and whose suggested book the photo's labels do not accept",
+    ),
+    Criterion(
         "coverage_at_target",
         ">=",
         read_coverage_at_target,
@@ -160,6 +195,36 @@ _TABLE: tuple[Criterion, ...] = (
         "reaches the target",
     ),
     *(c for m in METHODS.values() for c in _localization(m)),
+    Criterion(
+        "robustness",
+        "<=",
+        read_robustness,
+        ROBUSTNESS,
+        "drop of soft accuracy when the test images are corrupted (noise, blur, light, JPEG...), from the same images "
+        "clean, at the worst judged severity",
+        "drop of soft accuracy when the test photos are corrupted (noise, blur, light, JPEG...), from the same photos "
+        "clean, at the worst judged severity",
+    ),
+    Criterion(
+        "depends_on_object",
+        ">",
+        read_depends_on_object,
+        ROBUSTNESS,
+        "how much more often the answer is lost when the labelled regions are hidden than when a region of the same "
+        "shape is hidden elsewhere (lower 95% bound of the difference)",
+        "how much more often the answer is lost when the book covers are hidden than when a region of the same shape "
+        "is hidden elsewhere (lower 95% bound of the difference)",
+        unit=MARGIN,
+    ),
+    Criterion(
+        "faithfulness",
+        ">",
+        read_faithfulness,
+        ROBUSTNESS,
+        "how much faster the answer falls when the map's most salient pixels are deleted, and rises when they are "
+        "inserted, than with a random map (insertion minus deletion AUC, minus the random map's)",
+        unit=MARGIN,
+    ),
     Criterion(
         "onnx_parity",
         "<=",

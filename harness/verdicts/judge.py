@@ -3,11 +3,14 @@ compared with its threshold (PASS / FAIL), or ERROR / SKIP with the reason."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.audit import verdicts as data_audit  # a module import: harness.audit imports harness.verdicts
+from harness.robustness.judging import robustness_verdicts
 from harness.saliency.registry import METHODS
 from harness.thresholds import EVERY_MODEL, AccuracyRule, CamRule, Thresholds, is_gated
 from harness.verdicts.collect import SeedRun, collect, evidence_of
@@ -20,6 +23,7 @@ from harness.verdicts.criteria import (
     judges_a_test_set,
     localization_criterion,
 )
+from harness.verdicts.protocol import protocol_verdict
 from harness.verdicts.readers import split_metrics
 from harness.verdicts.verdict import ERROR, FAIL, PASS, SKIP, Verdict, model_key
 
@@ -186,7 +190,36 @@ def _accuracy_verdicts(
             const_soft,
             "Wilson 95% lower bound of soft accuracy minus the best constant answer's" + default,
         )
-    return out
+    return [_impossible(v, split, base) for v in out]
+
+
+ABOVE_CONSTANT = {"soft_above_constant": "soft", "wilson_above_constant": "soft", "strict_above_constant": "strict"}
+
+
+def _impossible(v: Verdict, split: str, base: dict[str, Any]) -> Verdict:
+    """A bar no model can reach is ERROR saying why, never a FAIL against an unexplained 1.1: above a best constant
+    answer that already scores 1.0 (a test set of one class), or an accuracy bar above 1 (constant answer + margin)."""
+    kind = ABOVE_CONSTANT.get(v.criterion, "soft" if v.criterion == "accuracy" else None)
+    const = (base.get(f"constant_{kind}") or {}) if kind else {}
+    if not isinstance(const.get("value"), (int, float)) or v.status not in (PASS, FAIL):
+        return v
+    if v.criterion == "accuracy" and (v.threshold or 0.0) <= 1.0 + 1e-12:
+        return v
+    if v.criterion != "accuracy" and const["value"] < 1.0 - 1e-12:
+        return v
+    label, value = const.get("label"), round(float(const["value"]), 4)
+    said = f"the best constant answer ({label!r}) already scores {value} {kind} accuracy on {split}"
+    if value >= 1.0 - 1e-12:
+        why = (
+            f"{said}, so no model can score above it: {split} cannot be judged above the constant answer (it cannot "
+            f"tell the model from one that always answers {label!r}); add photos of other classes to {split}"
+        )
+    else:
+        why = (
+            f"{said}, so the bar {v.threshold:.4g} (its score + soft_margin) is above 1 and no model can reach it; "
+            f"lower soft_margin, or name {split} in [thresholds.accuracy.{split}] with a soft_min"
+        )
+    return dataclasses.replace(v, status=ERROR, detail=f"{why}; {v.detail}")
 
 
 def _localization_splits(runs: Sequence[SeedRun], prefix: str, rule: CamRule, test_sets: Sequence[str]) -> list[str]:
@@ -382,7 +415,7 @@ def judge(
 
     A gated (or named) variant with no trained seed in the run yields ERROR verdicts: it can never pass by absence.
     Every test set of the run is judged (named rule or the chance checks), and each variant gets a
-    `test_sets_judged` verdict counting them. Gated variants come first.
+    `test_sets_judged` verdict counting them. Gated variants come first; the run's `protocol` verdict comes last.
     """
     run_dir = Path(run_dir)
     groups = collect(run_dir, run_profile) if run_dir.is_dir() else {}
@@ -424,6 +457,9 @@ def judge(
                 or (not info.black_box and not any(r.kind == "check" for r in runs))
             ):
                 mine += _localization_verdicts(method, variant, b, runs, rule, test_sets, gated, how, run_dir)
+        mine += robustness_verdicts(
+            variant, b, runs, thresholds.robustness, test_sets, gated, how, run_dir, run_profile, _judge
+        )
         mine.append(
             _judge(
                 "onnx_parity",
@@ -455,6 +491,8 @@ def judge(
             )
         )
         out += mine
+    out += data_audit.audit_verdicts(run_dir, thresholds, test_sets)  # the data itself: harness.audit
+    out.append(protocol_verdict(run_dir, thresholds.gated))  # the run as a whole: sealed protocol, gated, judged
     return out
 
 

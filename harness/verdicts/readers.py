@@ -121,7 +121,9 @@ def read_localization(run: SeedRun, arg: tuple[str, str, str, CamRule]) -> Readi
     margin = rule.energy_share_margin if what == "energy" else rule.pointing_margin
     if margin is not None and summary.get(f"{what}_chance_mean") is None:
         return None, file, f"{file} has no chance level for {split}; rerun its step"
-    return summary.get(key), file, ""
+    if summary.get(key) is None:
+        return None, file, ""
+    return _number(summary[key], file, f"summary.{split}.{key}", "rerun its step")
 
 
 def read_sanity(run: SeedRun, arg: tuple[str, str]) -> Reading:
@@ -137,7 +139,7 @@ def read_sanity(run: SeedRun, arg: tuple[str, str]) -> Reading:
         return None, file, f"{file} has no sanity check; rerun its step"
     if sanity.get("spearman_mean") is None:
         return None, file, f"skipped: {sanity.get('skipped') or 'no map was compared'}"
-    return sanity["spearman_mean"], file, ""
+    return _number(sanity["spearman_mean"], file, "sanity.spearman_mean", "rerun its step")
 
 
 def read_coverage_at_target(run: SeedRun, arg: tuple[str, float]) -> Reading:
@@ -170,7 +172,7 @@ def read_parity(run: SeedRun, _: str) -> Reading:
         return None, "export.json", _absent(run, "export.json", "no CPU parity record in export.json")
     if cpu.get("test_sets") and any(t.get("top1_mismatches") for t in cpu["test_sets"].values()):
         return float("inf"), "export.json", "top-1 differs between PyTorch and onnxruntime"
-    return cpu["max_abs"], "export.json", ""
+    return _number(cpu["max_abs"], "export.json", "parity.cpu.max_abs", "rerun harness export --force")
 
 
 def read_latency(run: SeedRun, batch: str) -> Reading:
@@ -178,4 +180,12 @@ def read_latency(run: SeedRun, batch: str) -> Reading:
     cpu = by.get("CPUExecutionProvider", {}).get(batch)
     if cpu is None:
         return None, "metrics.json", _absent(run, "metrics.json", f"no CPU latency at batch {batch}")
-    return cpu["median_ms"], "metrics.json", ""
+    key = f"latency.by_provider.CPUExecutionProvider.{batch}.median_ms"
+    return _number(cpu.get("median_ms"), "metrics.json", key, "rerun harness evaluate")
+
+
+def _number(value: Any, file: str, key: str, fix: str) -> Reading:
+    """(value, file, "") when it is a number that is not NaN (inf is a number here), else (None, file, why)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None, file, f"{file}: {key} = {value!r} is not a number; the file was edited or is corrupt: {fix}"
+    return float(value), file, ""

@@ -26,6 +26,12 @@ CHECKED: tuple[tuple[tuple[str | int, ...], bool], ...] = (
 )
 
 
+def _short(v: Any) -> str:
+    """A value as a message quotes it: its repr, cut to 40 characters."""
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _key(split: str, path: tuple[str | int, ...]) -> str:
     return f"test_sets.{split}" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
 
@@ -60,21 +66,73 @@ def _labels(preds: Any, split: str) -> tuple[list[str], list[list[str]], list[st
                 f"metrics.json: {_key(split, ('predictions', i))} is malformed (needs predicted, primary and a list of "
                 f"acceptable labels); {RERUN}"
             )
+        wrong = _row_problem(p)
+        if wrong:
+            return f"metrics.json: {_key(split, ('predictions', i, wrong))}; {RERUN}"
         predicted.append(p["predicted"])
         acceptable.append(acc)
         primary.append(p["primary"])
     return predicted, acceptable, primary
 
 
+def _row_problem(p: dict[str, Any]) -> str:
+    """What is wrong with the rest of one per-image prediction ("" when nothing): its image name, its correctness
+    flags (they must say what predicted / acceptable / primary say) and its probabilities (finite, in [0, 1])."""
+    if "image" in p and not isinstance(p["image"], str):
+        return f"image = {p['image']!r} is not a file name"
+    for key, right in (
+        ("soft_correct", p["predicted"] in p["acceptable"]),
+        ("strict_correct", p["predicted"] == p["primary"]),
+    ):
+        if key in p and p[key] is not right:
+            return f"{key} = {p[key]!r} but predicted {p['predicted']!r} says {right}"
+    probs = p.get("probabilities")
+    if probs is None:
+        return ""
+    if not isinstance(probs, dict) or not probs:
+        return f"probabilities = {probs!r} is not a table of class -> probability"
+    for c, v in probs.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
+            return f"probabilities.{c} = {v!r} is not a number in [0, 1]"
+    return ""
+
+
+def trusted_splits(run: SeedRun) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """({test set: its entry as the report shows it}, {test set: why it was left out}) of a seed run's metrics.json:
+    every figure recomputed from the per-image predictions (accuracy, intervals, confusion matrix, baselines, each
+    image's correctness), as harness evaluate computes them; the per-image probabilities carried over (checked)."""
+    sets = (run.metrics or {}).get("test_sets")
+    out: dict[str, dict[str, Any]] = {}
+    left_out: dict[str, str] = {}
+    for split in sets if isinstance(sets, dict) else {}:
+        summary, why = checked_split(run, str(split))
+        if summary is None:
+            left_out[str(split)] = why
+            continue
+        base = summary["baselines"]
+        for kind in ("soft", "strict"):
+            summary[kind]["baselines"] = {"uniform": base[f"uniform_{kind}"], "constant": base[f"constant_{kind}"]}
+        summary["predictions"] = [
+            {k: p[k] for k in ("image", "primary", "acceptable", "predicted", "probabilities") if k in p}
+            | {"soft_correct": p["predicted"] in p["acceptable"], "strict_correct": p["predicted"] == p["primary"]}
+            for p in summary["predictions"]
+        ]
+        out[str(split)] = summary
+    return out, left_out
+
+
 def checked_split(run: SeedRun, split: str) -> tuple[dict[str, Any] | None, str]:
     """(the test set's accuracy summary recomputed from its per-image predictions, with those predictions, "") or
     (None, why it cannot be trusted); (None, "") when metrics.json has no entry for the test set."""
     metrics = run.metrics or {}
-    stored = (metrics.get("test_sets") or {}).get(split) if isinstance(metrics.get("test_sets"), dict) else None
-    if stored is None:
+    sets = metrics.get("test_sets")
+    if "test_sets" in metrics and not isinstance(sets, dict):
+        return None, f"metrics.json: test_sets = {_short(sets)} is not a table of test sets; {RERUN}"
+    if not isinstance(sets, dict) or split not in sets:
         return None, ""
+    stored = sets[split]
     if not isinstance(stored, dict):
-        return None, f"metrics.json: {_key(split, ())} is not an object; {RERUN}"
+        return None, f"metrics.json: {_key(split, ())} = {_short(stored)} is not a table; {RERUN}"
     labels = _labels(stored.get("predictions"), split)
     if isinstance(labels, str):
         return None, labels
@@ -91,7 +149,7 @@ def checked_split(run: SeedRun, split: str) -> tuple[dict[str, Any] | None, str]
         value, truth = _get(stored, path), _get(summary, path)
         key = _key(split, path)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return None, f"metrics.json: {key} = {value!r} is not a finite number; {RERUN}"
+            return None, f"metrics.json: {key} = {_short(value)} is not a finite number; {RERUN}"
         if rate and not 0.0 <= value <= 1.0:
             return None, f"metrics.json: {key} = {value!r} is not a number in [0, 1]; {RERUN}"
         if abs(value - truth) > TOLERANCE:

@@ -32,7 +32,9 @@ class Verdict:
 
     @property
     def id(self) -> str:
-        return f"{self.model}-{self.subject}" if self.subject else self.model
+        """'<model>-<test set>', '<model>', '<test set>' for a verdict about the data (no model: harness.audit), or
+        'run' for a verdict about the run as a whole (no model, no subject)."""
+        return "-".join(p for p in (self.model, self.subject) if p) or "run"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"id": self.id, "model": self.model}
