@@ -215,8 +215,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"FAILED JOB {job['id']}: {job['error']}")
     if failed:
         print(f"{len(failed)} job(s) failed (tracebacks in jobs.json); rerun the same command to retry them")
-    print(f"report: {Path(args.out or shown(Path(report['run_dir']))) / 'report.html'}")
-    _integrations(args, Path(report["run_dir"]), report)
+    where = Path(args.out or shown(Path(report["run_dir"])))
+    print(f"report: {where / 'report.html'}")
+    _integrations(args, Path(report["run_dir"]), report, where)
     return 1 if report["verdict"] in ("FAIL", "ERROR") or failed else 0
 
 
@@ -227,7 +228,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     _print_verdicts(report)
     print(f"report: {run_dir / 'report.html'}")
-    _integrations(args, Path(run_dir), report)
+    _integrations(args, Path(run_dir), report, Path(run_dir))
     return 1 if report["verdict"] in ("FAIL", "ERROR") else 0
 
 
@@ -325,9 +326,10 @@ def _check_integrations(args: argparse.Namespace) -> None:
         mlflow_client(tracking_uri())
 
 
-def _integrations(args: argparse.Namespace, run_dir: Path, report: dict) -> None:
-    """Once a run's report is written: the owner's card into it (cards rewritten), and MLflow (--mlflow). (Its
-    summary.md goes to a CI job page with `harness report RUN --format markdown`.)"""
+def _integrations(args: argparse.Namespace, run_dir: Path, report: dict, shown_as: Path) -> None:
+    """Once a run's report is written: the owner's card into it (cards rewritten), and MLflow (--mlflow); the last
+    line names summary.md as the report line names the run (`shown_as`). (summary.md goes to a CI job page with
+    `harness report RUN --format markdown`.)"""
     if args.card is not None:
         with runlock.hold(run_dir):
             keep_card(run_dir, args.card)
@@ -339,7 +341,7 @@ def _integrations(args: argparse.Namespace, run_dir: Path, report: dict) -> None
             f"mlflow: {'updated' if logged.reused else 'logged'} run {logged.run_id} ({len(logged.models)} model "
             f"run(s)) in {logged.tracking_uri}"
         )
-    print(f"summary: {run_dir / SUMMARY}")
+    print(f"summary: {shown_as / SUMMARY}")
 
 
 def cmd_weights_list(args: argparse.Namespace) -> int:

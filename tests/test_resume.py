@@ -133,8 +133,12 @@ def test_ctrl_c_mid_matrix_then_the_same_command_resumes_without_retraining(proj
     assert re.search(r"^== \[1/2\] scratch-none seed 0 \(\d+:\d\d elapsed; already complete\)$", err, re.M)
     # the end of the run: no gated verdicts here, one line counting the rest, the verdict, where the report is
     lines = out.strip().splitlines()
-    assert re.fullmatch(r"ablations: \d+ verdicts \(.*\); details in report\.html", lines[-3]), lines
-    assert lines[-2:] == ["verdict: UNGATED", f"report: reports/runs/{run_id}/report.html"]
+    assert re.fullmatch(r"ablations: \d+ verdicts \(.*\); details in report\.html", lines[-4]), lines
+    assert lines[-3:] == [
+        "verdict: UNGATED",
+        f"report: reports/runs/{run_id}/report.html",
+        f"summary: reports/runs/{run_id}/summary.md",
+    ]
 
     # a complete run is not resumed: the same command starts a fresh one (interrupted at once here, for speed)
     _interrupt_at_once(monkeypatch)

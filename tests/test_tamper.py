@@ -21,7 +21,7 @@ from harness.verdicts import ERROR, FAIL, PASS, judge, overall
 from tests.split_evidence import split_entry
 from tests.test_check import SMALL, _classes_set, colour_model
 from tests.test_check import boxes_root as boxes_root  # the fixture, shared
-from tests.tiny_run import EVIDENCE_MODEL, evidence_run
+from tests.tiny_run import AUDIT, EVIDENCE_MODEL, evidence_run
 
 GATE = {"gated": ["imagenet-all"], "accuracy": {"test_difficult": {"soft_min": 0.9, "strict_min": 0.4}}}
 ACCURACY = ("accuracy", "strict_accuracy", "soft_above_constant", "strict_above_constant")
@@ -122,6 +122,7 @@ def _hashed_run(run: Path) -> Path:
     (d / "export.json").write_text(json.dumps({"sha256": sha, "parity": {"cpu": {"max_abs": 1e-6}}}))
     m = json.loads((d / "metrics.json").read_text())
     (d / "metrics.json").write_text(json.dumps(m | {"inputs": {"onnx_sha256": sha}, "model": {"sha256": sha}}))
+    (run / "audit.json").write_text(json.dumps(AUDIT))  # the data audit of a run without a training set: SKIP
     write_reports(run, build_report(run))
     return d
 
@@ -137,9 +138,10 @@ def test_an_untouched_run_is_judged_as_before_and_verifies(tmp_path, capsys):
     v = _accuracy(tmp_path)
     assert all(v[c].status == PASS for c in ACCURACY) and v["overall"] == PASS
     code, out = _verify(tmp_path, capsys)
-    assert code == 0 and "verified 5 files" in out, out  # run.json, config.json, model.onnx, export.json, metrics.json
+    assert code == 0 and "verified 6 files" in out, out  # run.json, audit.json and the model's four
     assert set(json.loads((tmp_path / "report.json").read_text())["manifest"]) == {
         "run.json",
+        "audit.json",
         *(f"{MODEL}/{f}" for f in ("config.json", "model.onnx", "export.json", "metrics.json")),
     }
 

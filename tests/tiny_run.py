@@ -21,6 +21,10 @@ CLASSES = ("background", "bayes", "geeks")
 SIZE = 32
 
 
+# the data audit of a run made without a training set or a label probe (harness.audit): its verdicts are SKIP
+AUDIT = {"inputs": {"test": {}}, "has_train": False, "labels": {"skipped": "not probed in this hand-made run"}}
+
+
 def make_dataset(root: Path, splits=("test_easy", "test_difficult")) -> Path:
     """test_easy as ImageFolder (4 images), test_difficult as COCO with acceptable labels (5 images); 40x30 px."""
     rng = np.random.default_rng(0)
