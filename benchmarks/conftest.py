@@ -404,11 +404,33 @@ class Ratios:
 
 
 _RATIOS = Ratios()
+_SPEEDUPS: list[dict[str, Any]] = []  # test_speedups.py's rows: one per (backbone, device, path)
 
 
 @pytest.fixture(scope="session")
 def ratios() -> Ratios:
     return _RATIOS
+
+
+@pytest.fixture(scope="session")
+def speedups() -> list[dict[str, Any]]:
+    return _SPEEDUPS
+
+
+def _speedup_table(tr) -> None:
+    tr.section("training speed-ups (test_speedups.py: paths alternated in one process; ratio > 1: faster)")
+    tr.write_line(
+        f"{'backbone':20} {'device':6} {'px':>4} {'batch':>5} {'path':20} {'img/s':>7} {'ratio':>6}  vs / decision"
+    )
+    for r in _SPEEDUPS:
+        decision = (
+            f"vs {r['reference']}; registry channels_last={r['channels_last']}, cpu bf16 from {r['bf16_from']} px; "
+            f"auto -> {r['auto']}"
+        )
+        tr.write_line(
+            f"{r['backbone']:20} {r['device']:6} {r['size']:>4} {r['batch']:>5} {r['path']:20} "
+            f"{r['images_per_s']:>7.2f} {r['ratio']:>6.2f}  {decision} ({r['rounds']} rounds)"
+        )
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
@@ -418,6 +440,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         tr.section("harness benchmarks")
         for line in notes:
             tr.write_line(line)
+    if _SPEEDUPS:
+        _speedup_table(tr)
     rows = [(k, v) for k, v in _RATIOS.medians.items() if "torch" in v and "onnxruntime" in v]
     if not rows:
         return

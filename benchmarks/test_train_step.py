@@ -1,7 +1,9 @@
 """One training step (forward, backward, optimizer step) per backbone and training phase, as harness.train.fit runs it.
 
-The step is fit()'s inner loop without the augmentation (benchmarked on its own in test_augment.py): channels_last
-input already on the device, bf16 autocast on CUDA, cross-entropy on probability targets with the profile's label
+The step is fit()'s inner loop without the augmentation (benchmarked on its own in test_augment.py): the backbone's
+memory format (Backbone.channels_last), input already on the device, the precision `precision = "auto"` resolves to
+here (harness.precision: bf16 autocast on CUDA, and on a CPU with AMX / AVX512-BF16 for a backbone that gains from
+it), cross-entropy on probability targets with the profile's label
 smoothing, the phase's optimizer over its trainable parameters (harness.train.train_step), then `loss.item()`.
 Image and batch size come from the backbone's benchmark profile (--bench-vgg16-profile / --bench-lite0-profile).
 """
@@ -13,23 +15,26 @@ def test_train_step(benchmark, timer, make_model, sync_device, train_case, devic
     import torch
     import torch.nn.functional as F
 
-    from harness.backbones import set_trainable
+    from harness.backbones import get_backbone, set_trainable
+    from harness.precision import resolve
     from harness.train import _optimizer, _set_train_mode, train_step  # fit()'s own pieces: the step cannot drift
 
     backbone, profile, init, phase = train_case
     size, bs, classes = profile.image_size, profile.batch_size, 6
     model = make_model(backbone, profile)  # init does not change the cost; the phase's trainable set does
     trainable = set_trainable(model, backbone, phase.train_from)
-    model.to(device).to(memory_format=torch.channels_last)
+    fmt = get_backbone(backbone).memory_format
+    model.to(device).to(memory_format=fmt)
     opt = _optimizer(phase, [p for p in model.parameters() if p.requires_grad])
     _set_train_mode(model, phase, freeze_bn=profile.freeze_bn and init == "imagenet")
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(bs, 3, size, size, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(bs, 3, size, size, generator=g).to(device).contiguous(memory_format=fmt)
     target = F.one_hot(torch.randint(0, classes, (bs,), generator=g), classes).float().to(device)
     dev = torch.device(device)
+    precision = resolve(profile.precision, backbone, dev, size)
 
     def step():
-        value = train_step(model, opt, x, target, dev, profile.label_smoothing)[0].item()
+        value = train_step(model, opt, x, target, dev, profile.label_smoothing, precision)[0].item()
         sync_device(device)
         return value
 
@@ -45,7 +50,8 @@ def test_train_step(benchmark, timer, make_model, sync_device, train_case, devic
         optimizer=phase.optimizer,
         trainable_params=trainable,
         device=device,
-        autocast="bfloat16" if device == "cuda" else None,
+        precision=precision.resolved,
+        channels_last=get_backbone(backbone).channels_last,
         torch_threads=torch.get_num_threads(),
     )
     median = timer(benchmark, step)

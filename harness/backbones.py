@@ -35,6 +35,16 @@ class Backbone:
     # weights_file -> the checkpoint file an `imagenet` init reads offline; raises WeightsUnavailable (cheap: no load).
     locate_weights: Callable[[Path | None], Path] | None = None
     min_weights_bytes: int = 0  # smaller checkpoint files are truncated or something else (fp16 size, roughly)
+    # Training speed, measured (benchmarks/test_speedups.py prints the ratios): train in channels_last (NHWC) memory
+    # format; and the image size from which bf16 autocast was measured faster on a CPU with AMX / AVX512-BF16 (None:
+    # never; precision = "auto" reads it: harness.precision). Neither changes what is exported: model.pt and ONNX
+    # stay float32 and contiguous.
+    channels_last: bool = True
+    cpu_bf16_min_size: int | None = None
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
 # --- VGG16 (torchvision) -------------------------------------------------------------------------------------------
@@ -150,6 +160,12 @@ BACKBONES: dict[str, Backbone] = {
             finetune_points={"top": "block5_conv1", "upper": "block4_conv1", "middle": "block3_conv1"},
             locate_weights=vgg16_weights_file,
             min_weights_bytes=250_000_000,  # 138 M parameters: 553 MB in float32, 277 MB even in float16
+            # bf16 autocast vs fp32 (fwd+bwd+AdamW, batch 16, channels_last, 2 cores with AMX): issue 25 4.0x at
+            # 224 px; here, on a machine shared with CI, 0.9x-3.4x at 224 px (bf16 steps 4.6-29 s, fp32 12-15 s) and
+            # 0.6x at 112 px twice (weight casts and reorders outweigh the smaller convs): auto uses it from 224 px.
+            # channels_last vs contiguous fp32: 1.1x at 112 px, 1.2x at 224 px.
+            channels_last=True,
+            cpu_bf16_min_size=224,
         ),
         Backbone(
             name="efficientnet_lite0",
@@ -163,6 +179,10 @@ BACKBONES: dict[str, Backbone] = {
             finetune_points={"top": "blocks.6", "upper": "blocks.5", "middle": "blocks.3"},
             locate_weights=lite0_checkpoint_file,
             min_weights_bytes=8_000_000,  # 4.7 M parameters: 19 MB in float32
+            # measured here (as VGG16, 224 px, batch 16): channels_last 2.0x contiguous in fp32 (issue: 1.33x, depthwise
+            # convs); bf16 autocast 0.4x-1.0x channels_last fp32 (issue: gained nothing): never bf16 on a CPU
+            channels_last=True,
+            cpu_bf16_min_size=None,
         ),
     )
 }

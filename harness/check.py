@@ -26,6 +26,7 @@ import numpy as np
 
 from harness import artifacts, provenance, runlock, runtime, verify
 from harness.audit.step import audit_step, training_set
+from harness.baselines.step import baselines_step, feature_choice, promise
 from harness.config import apply_overrides, read_profile_toml
 from harness.data import DataError, class_folders, discover_test_sets, ignored_note, load_test, working_short_side
 from harness.evaluate import split_metrics, write_metrics
@@ -264,12 +265,14 @@ def check_model(
             "onnxruntime_providers": session.get_providers(),
             "versions": provenance.versions(),
             "argv": sys.argv,
+            "baselines": promise(feature_choice()),  # the ladder on the shipped backbone's features
         }
         artifacts.write_json(run_dir / "run.json", proto | {"seal": make_seal(proto, run_dir / "run.json")})
         point_latest(run_dir, reports)
         for note in notes:
             log(f"note: {note}")
         audit_step(run_dir, train, datasets, data_root, {"test": test_fp}, log=log)  # can the data be trusted?
+        baselines_step(run_dir, train, datasets, classes, {"test": test_fp}, log=log)  # the ladder: probe, kNN
         artifacts.write_json(
             folder / "config.json",
             {
@@ -324,7 +327,9 @@ def check_model(
         sanity = settings.sanity_inputs()
         for method in settings.black_box:
             params = dict(settings.params.get(method) or {})
-            inputs = evidence_inputs(model_sha, datasets, method, params, sanity, spec.to_dict())
+            inputs = evidence_inputs(
+                model_sha, datasets, method, params, sanity, spec.to_dict(), maps=settings.maps_inputs()
+            )
             path = folder / f"{method}.json"
             if is_current(path, inputs):
                 log(f"[{name}] {method}.json is current, skipping")

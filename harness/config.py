@@ -14,6 +14,7 @@ from typing import Any
 from harness.augment import LEVELS, AugmentParams
 from harness.backbones import BACKBONES, get_backbone, train_from_names
 from harness.data import discover_test_sets
+from harness.precision import PRECISIONS
 from harness.robustness.settings import RobustnessSettings, parse_robustness
 from harness.saliency.settings import SaliencySettings, parse_saliency
 from harness.thresholds import parse_thresholds
@@ -80,6 +81,7 @@ class Profile:
     hidden: int = 256
     dropout: float = 0.0
     device: str = "auto"
+    precision: str = "auto"  # training: "auto" | "fp32" | "bf16" autocast (harness.precision); export stays fp32
     saliency: SaliencySettings = field(default_factory=SaliencySettings)  # [saliency]: methods, parameters, sanity
     robustness: RobustnessSettings = field(default_factory=RobustnessSettings)  # [robustness]: corruptions, masking
     thresholds: Mapping[str, Any] = field(default_factory=dict)
@@ -228,6 +230,7 @@ PROFILE_FIELDS: dict[str, Reader] = {
     "hidden": lambda v, k, w: read_int(v, k, w, min=1),
     "dropout": lambda v, k, w: read_num(v, k, w, 0, 1, max_open=True),
     "device": lambda v, k, w: read_choice(v, k, w, DEVICES),
+    "precision": lambda v, k, w: read_choice(v, k, w, PRECISIONS, "auto: bf16 autocast only where it is fast"),
     "saliency": lambda v, k, w: parse_saliency(v, w),
     "robustness": lambda v, k, w: parse_robustness(v, w),
 }

@@ -82,7 +82,11 @@ def profile_train_fields(profile: Mapping[str, Any] | Profile, init: str) -> dic
     return json.loads(json.dumps(out, default=list))  # tuples -> lists, so recorded and fresh compare equal
 
 
-def train_inputs(profile: Profile, variant: str, seed: int, train_fingerprint: str, weights: str | None) -> dict:
+def train_inputs(
+    profile: Profile, variant: str, seed: int, train_fingerprint: str, weights: str | None, precision: str
+) -> dict:
+    """What one model is trained from; `precision` is the resolved one ("fp32" | "bf16", harness.precision), so a
+    model trained in another precision is stale whatever the profile asked for ("auto" resolves per machine)."""
     init, level = split_variant(variant)
     return {
         "backbone": profile.backbone,
@@ -93,6 +97,7 @@ def train_inputs(profile: Profile, variant: str, seed: int, train_fingerprint: s
         "profile": profile_train_fields(profile, init),
         "train_data": train_fingerprint,
         "weights": weights if init == "imagenet" else None,
+        "precision": precision,
     }
 
 

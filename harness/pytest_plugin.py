@@ -160,7 +160,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     run_dir = Path(gate.plan.run_dir)
     where = f"harness {__version__} from {Path(__file__).resolve().parent}"
     if gate.report:
-        terminalreporter.write_sep("=", f"harness gate: {gate.report['verdict']}")
+        # an ablation standing on missing evidence (ERROR) fails its test though the report's verdict counts only the
+        # gated criteria: the banner says so, so that it never reads PASS above a failed session
+        errors = [v for v in gate.report.get("verdicts") or [] if v.get("status") == "ERROR" and not v.get("gated")]
+        also = (
+            f" (and {len(errors)} ablation verdict(s) ERROR: evidence missing or unreadable, their tests fail)"
+            if errors
+            else ""
+        )
+        terminalreporter.write_sep("=", f"harness gate: {gate.report['verdict']}{also}")
         terminalreporter.write_line(
             f"run: {run_dir}  report: {run_dir / 'report.html'}  summary: {run_dir / 'summary.md'}  ({where})"
         )

@@ -15,10 +15,13 @@ from tqdm import tqdm
 from harness import artifacts, provenance, runlock, verify
 from harness.audit.step import audit_step
 from harness.backbones import check_weights_available
+from harness.baselines.step import baselines_step, feature_choice, promise
 from harness.config import Profile, with_test_sets
 from harness.data import MIN_TRAIN_PER_CLASS, Dataset, ignored_note, load_test, load_train, working_short_side
 from harness.executors import FAILED, SKIPPED, ExecutorOptions, Job, JobContext, JobResult, get_executor, run_job
 from harness.export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS
+from harness.precision import Precision
+from harness.precision import resolve as resolve_precision
 from harness.report.build import build_report, write_reports
 from harness.rundir import (
     JOBS_FILE,
@@ -80,9 +83,15 @@ def protocol(
         "exporter": {"default": DEFAULT_EXPORTER, "available": list(EXPORTERS), "opset": DEFAULT_OPSET},
         "onnxruntime_providers": select_providers("auto"),
         "device": provenance.device_info(pick_device(profile.device)),
+        "precision": training_precision(profile).to_dict(),  # what training runs in here, and why
         "versions": provenance.versions(),
         "argv": sys.argv,
     }
+
+
+def training_precision(profile: Profile) -> Precision:
+    """The profile's precision resolved for this machine's training device and the profile's backbone."""
+    return resolve_precision(profile.precision, profile.backbone, pick_device(profile.device), profile.image_size)
 
 
 def fit_profile(
@@ -111,7 +120,7 @@ def preflight(
     check_applies(
         thresholds, profile.test_sets, variants, thresholds.source or profile.source, backbones=[profile.backbone]
     )
-    pick_device(profile.device)
+    training_precision(profile)  # a GPU asked for bf16 without it fails here, before anything is written
     if any(split_variant(v)[0] == "imagenet" for v in variants):
         check_weights_available(profile.backbone, weights_file)
         check_weights_file(profile.backbone, weights_file)  # its keys and shapes: a foreign file never trains
@@ -149,7 +158,12 @@ def check_not_stale(
             variant, seed = mine[vdir.name]
             init = split_variant(variant)[0]
             inputs = provenance.train_inputs(
-                profile, variant, seed, train_fp, provenance.weights_identity(profile.backbone, init, weights_file)
+                profile,
+                variant,
+                seed,
+                train_fp,
+                provenance.weights_identity(profile.backbone, init, weights_file),
+                training_precision(profile).resolved,
             )
             state, why = training_state(vdir, inputs)
             if state == STALE and not force:
@@ -169,6 +183,9 @@ def check_not_stale(
         )
         if recorded.get("train_data") != train_fp:
             changes.append("train_data: another training set")
+        precision = training_precision(profile).resolved
+        if recorded.get("precision", precision) != precision:
+            changes.append(f"precision: {recorded.get('precision')} -> {precision}")
         if changes:
             problems.append(
                 f"{vdir} (not in this matrix) was trained with other settings "
@@ -245,12 +262,14 @@ def run_matrix(
         try:
             check_not_stale(run_dir, profile, jobs, train_fp, weights_file, force)
             with verify.recording(run_dir):  # what this run writes goes into the ledger of harness's writes
-                made = proto | {"executor": executor.to_dict()}
+                features = feature_choice(profile.backbone, profile.image_size, weights_file)  # the probe's
+                made = proto | {"executor": executor.to_dict(), "baselines": promise(features)}
                 artifacts.write_json(run_dir / "run.json", made | {"seal": make_seal(made, run_dir / "run.json")})
                 for note in notes:
                     tqdm.write(f"note: {note}", file=sys.stderr)
                 point_latest(run_dir, reports)
                 audit_step(run_dir, ds, tests, data_root, data, force=force, log=_say)  # first: can the data be trusted
+                baselines_step(run_dir, ds, tests, ds.classes, data, features, force, _say)  # the ladder: probe, kNN
                 show = sys.stderr.isatty() if progress is None else progress
                 execute_matrix(
                     run_dir, profile, ds, data_root, jobs, weights_file, train_fp, force, show, executor, run_one

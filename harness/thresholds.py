@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.backbones import BACKBONES
+from harness.baselines.rules import FIELDS as PROBE_FIELDS
+from harness.baselines.rules import ProbeRule
 from harness.robustness.rules import FIELDS as ROBUSTNESS_FIELDS
 from harness.robustness.rules import RobustnessRule
 from harness.saliency.registry import METHODS, method_info
@@ -139,6 +141,7 @@ class Thresholds:
     selective: SelectiveRule = field(default_factory=SelectiveRule)
     robustness: RobustnessRule = field(default_factory=RobustnessRule)  # corruptions, object masking, faithfulness
     audit: AuditRule = field(default_factory=AuditRule)  # the data audit: test sets' independence, labels
+    probe: ProbeRule = field(default_factory=ProbeRule)  # beats_probe: each model against the linear probe
     parity_atol: float = 1e-4
     parity_rtol: float = 1e-3
     latency_batch: int = 1
@@ -258,6 +261,7 @@ THRESHOLDS_FIELDS: dict[str, Reader] = {
     ),
     "robustness": _rule(RobustnessRule, ROBUSTNESS_FIELDS),
     "audit": _rule(AuditRule, AUDIT_FIELDS),
+    "probe": _rule(ProbeRule, PROBE_FIELDS),
     "parity_atol": lambda v, k, w: read_num(v, k, w, min=0, min_open=True),
     "parity_rtol": lambda v, k, w: read_num(v, k, w, min=0),
     "latency_batch": lambda v, k, w: read_int(v, k, w, min=1),

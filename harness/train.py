@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import sys
 import time
 from dataclasses import dataclass
@@ -17,9 +16,10 @@ from tqdm import tqdm
 
 from harness import artifacts, provenance
 from harness.augment import LEVELS, Level, batch_transform, image_transform
-from harness.backbones import BACKBONES, Classifier, build_classifier, set_trainable
+from harness.backbones import BACKBONES, Classifier, build_classifier, get_backbone, set_trainable
 from harness.config import Phase, Profile
 from harness.data import MIN_TRAIN_PER_CLASS, DataError, Dataset, oversample, resize_batch, stratified_split
+from harness.precision import Precision, autocast, resolve
 from harness.rundir import ModelId, training_state
 from harness.timing import clock
 from harness.validate import ConfigError
@@ -107,9 +107,12 @@ def train_step(
     target: torch.Tensor,
     device: torch.device,
     label_smoothing: float = 0.0,
+    precision: Precision | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step on a batch (probability targets); returns (loss, logits), both left on the device."""
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    """One optimisation step on a batch (probability targets); returns (loss, logits), both left on the device.
+
+    `precision` (harness.precision.resolve) turns bf16 autocast on; None trains in float32."""
+    with autocast(device, precision):
         logits = model(xb).float()
     loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
     opt.zero_grad(set_to_none=True)
@@ -120,14 +123,20 @@ def train_step(
 
 @torch.no_grad()
 def _evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    batch: int,
+    precision: Precision | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[float, float]:
     model.eval()
     losses, correct = 0.0, 0
     for i in range(0, len(x), batch):
-        xb = x[i : i + batch].to(device).float().div_(255)
+        xb = x[i : i + batch].to(device).float().div_(255).contiguous(memory_format=memory_format)
         yb = y[i : i + batch].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device, precision):
             logits = model(xb).float()
         losses += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
@@ -145,16 +154,22 @@ def fit(
     label: str = "",
     progress: bool | None = None,
     freeze_bn: bool = False,
+    precision: Precision | None = None,
 ) -> list[dict[str, Any]]:
     """Train through the phases; after each phase the weights with the best validation loss are restored.
 
     freeze_bn keeps the backbone's batch-norm statistics fixed while it fine-tunes (for pretrained backbones).
+    precision: bf16 autocast or float32 (None: the profile's `precision` resolved for this device and backbone). The
+    model and the batches are in the backbone's memory format (Backbone.channels_last) while it trains; the model is
+    contiguous again when fit returns (export, Grad-CAM and parity expect plain float32 contiguous weights).
     """
     if len(data.val_x) == 0:  # a validation loss over nothing would be 0.0: the first epoch always "best"
         raise DataError("the validation part of the training split is empty; see harness.train.prepare_data")
     torch.manual_seed(seed)
     order_rng = np.random.default_rng(seed)
-    model.to(device).to(memory_format=torch.channels_last)  # faster on GPU and ~2x on CPU (depthwise convs)
+    precision = precision or resolve(profile.precision, profile.backbone, device, profile.image_size)
+    fmt = get_backbone(profile.backbone).memory_format
+    model.to(device).to(memory_format=fmt)  # channels_last: faster on GPU and on CPU (oneDNN, depthwise convs)
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)  # the whole set fits on the device
     per_image = image_transform(level, profile.augment, profile.image_size)
     per_batch = batch_transform(level, profile.augment, len(data.classes))
@@ -185,15 +200,15 @@ def fit(
                 idx = torch.as_tensor(order[start : start + bs], device=device)
                 xb = torch.stack([per_image(img) for img in train_x[idx]])
                 xb, target = per_batch(xb, train_y[idx])
-                xb = xb.contiguous(memory_format=torch.channels_last)
-                loss, logits = train_step(model, opt, xb, target, device, profile.label_smoothing)
+                xb = xb.contiguous(memory_format=fmt)
+                loss, logits = train_step(model, opt, xb, target, device, profile.label_smoothing, precision)
                 if sched is not None:
                     sched.step()
                 loss_sum += loss * len(idx)
                 correct += (logits.argmax(1) == target.argmax(1)).sum()
                 seen += len(idx)
             epoch_loss, epoch_correct = loss_sum.item(), int(correct.item())
-            val_loss, val_acc = _evaluate(model, data.val_x, data.val_y, device, bs * 2)
+            val_loss, val_acc = _evaluate(model, data.val_x, data.val_y, device, bs * 2, precision, fmt)
             row = {
                 "phase": phase.name,
                 "epoch": epoch,
@@ -209,7 +224,10 @@ def fit(
             if val_loss < best_loss:
                 best_loss, best_state = (
                     val_loss,
-                    copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}),
+                    {
+                        k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+                        for k, v in model.state_dict().items()
+                    },
                 )
             done_epochs, phase_seconds = done_epochs + 1, phase_seconds + row["seconds"]
             left = total_epochs - done_epochs
@@ -223,6 +241,7 @@ def fit(
             )
         if best_state is not None:
             model.load_state_dict(best_state)
+    model.to(memory_format=torch.contiguous_format)
     return history
 
 
@@ -254,8 +273,15 @@ def train_variant(
     vdir = Path(run_dir) / ModelId.of(profile.backbone, variant, seed).folder
     ckpt = vdir / "model.pt"
     fp = train_fingerprint or provenance.dataset_fingerprint(ds)
+    device = pick_device(profile.device)
+    precision = resolve(profile.precision, profile.backbone, device, profile.image_size)
     inputs = provenance.train_inputs(
-        profile, variant, seed, fp, provenance.weights_identity(profile.backbone, init, weights_file)
+        profile,
+        variant,
+        seed,
+        fp,
+        provenance.weights_identity(profile.backbone, init, weights_file),
+        precision.resolved,
     )
     state, why = training_state(vdir, inputs)
     if state == "current" and not force:
@@ -263,7 +289,6 @@ def train_variant(
         return vdir
     if state == "stale" and not force:
         raise provenance.StaleRunError(stale_message(vdir, why))
-    device = pick_device(profile.device)
     data = prepare_data(ds, profile)
     torch.manual_seed(seed)  # scratch initialisation is part of what the seed fixes
     model = build_classifier(profile.backbone, init, len(ds.classes), profile.hidden, profile.dropout, weights_file)
@@ -277,6 +302,7 @@ def train_variant(
         "data_root": str(Path(data_root).resolve()),
         "weights_file": str(weights_file) if weights_file else None,
         "device": provenance.device_info(device),
+        "precision": precision.to_dict(),
         "versions": provenance.versions(),
         "split": {"train": list(data.train_names), "val": list(data.val_names)},
         "inputs": inputs,
@@ -296,14 +322,15 @@ def train_variant(
         seed,
         vdir.name,
         progress,
-        freeze_bn=profile.freeze_bn and init == "imagenet",
-    )  # scratch BN statistics must learn
+        freeze_bn=profile.freeze_bn and init == "imagenet",  # scratch BN statistics must learn
+        precision=precision,
+    )
     seconds = time.perf_counter() - t0
     artifacts.write_csv(vdir / "history.csv", history)
     artifacts.save_torch(
         ckpt,
         {
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
             "backbone": profile.backbone,
             "classes": list(ds.classes),
             "image_size": profile.image_size,

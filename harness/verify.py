@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import artifacts
+from harness.baselines.files import BASELINES_FILE
 from harness.robustness.files import EVIDENCE_FILES
 from harness.saliency.registry import METHODS
 from harness.seal import protocol_problems, sealed_sha
@@ -36,7 +37,8 @@ FOLDER_FILES = (
 
 def _files(run_dir: Path) -> list[str]:
     """The manifest-able files of a run that exist now, as paths relative to the run directory (/-separated)."""
-    names = [n for n in ("run.json", AUDIT) if (run_dir / n).is_file()]  # AUDIT: the data audit (harness.audit)
+    # AUDIT: the data audit (harness.audit); BASELINES_FILE: the baseline ladder (harness.baselines)
+    names = [n for n in ("run.json", AUDIT, BASELINES_FILE) if (run_dir / n).is_file()]
     for cfg in sorted(run_dir.glob("*/config.json")):
         names += [f"{cfg.parent.name}/{n}" for n in FOLDER_FILES if (cfg.parent / n).is_file()]
     return names
@@ -45,7 +47,7 @@ def _files(run_dir: Path) -> list[str]:
 def _allowed(rel: str) -> bool:
     """Whether a manifest entry names a file the manifest records (run.json or <folder>/<evidence file>)."""
     parts = rel.split("/")
-    if parts in (["run.json"], [AUDIT]):
+    if parts in (["run.json"], [AUDIT], [BASELINES_FILE]):
         return True
     return len(parts) == 2 and parts[0] not in ("", ".", "..") and parts[1] in FOLDER_FILES
 

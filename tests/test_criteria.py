@@ -36,6 +36,7 @@ EVERYTHING = {
     },
     "selective": {"target": 0.9, "coverage_at_target_min": 0.5},
     "robustness": {"gated": ["*"], "object_gated": True, "faithfulness_gated": True},
+    "probe": {"gated": True},
     **{m.thresholds_key: RULE for m in METHODS.values()},
 }
 

@@ -302,7 +302,7 @@ def test_a_non_finite_output_on_a_later_image_is_an_error_naming_it(tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2, err
     assert "test_plain/c/c_black.png" in err and "NaN or infinite" in err
-    assert "soft " not in err  # no accuracy printed from them
+    assert "test_plain: soft " not in err  # no accuracy of the model printed from them
     assert not list(out.rglob("metrics.json"))
 
 

@@ -136,6 +136,18 @@ def test_a_failing_gated_model_fails_the_session(pytester, tmp_path):
     result.stdout.fnmatch_lines(["*harness gate: FAIL*", "FAILED *::test_accuracy?vgg16-imagenet-all-test_difficult?*"])
 
 
+def test_a_passing_run_whose_ablations_lack_evidence_fails_and_the_banner_says_why(pytester, tmp_path):
+    run = tmp_path / "run"
+    tiny_run(run)
+    (run / "audit.json").unlink()  # the data audit's ablations now stand on nothing: ERROR
+    write_reports(run, build_report(run))
+    result = pytester.runpytest("-p", "no:cacheprovider", "--harness-run-dir", str(run))
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        ["*harness gate: PASS (and 3 ablation verdict(s) ERROR: evidence missing or unreadable, their tests fail)*"]
+    )
+
+
 @pytest.mark.parametrize("host", ["here", "elsewhere"])
 def test_a_locked_run_is_refused_naming_its_holder(pytester, tmp_path, host):
     run = tiny_run(tmp_path / "run")

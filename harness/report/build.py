@@ -11,6 +11,7 @@ from scipy.stats import spearmanr
 
 from harness import artifacts
 from harness.audit.statements import audit_report
+from harness.baselines.judging import ladder
 from harness.report.evidence import evidence
 from harness.report.html import render_html
 from harness.report.markdown import SUMMARY, run_summary
@@ -239,6 +240,7 @@ def build_report(run_dir: Path, thresholds: Thresholds | None = None) -> dict[st
         "failed_jobs": failed_jobs(run_dir, proto),
         "models": model_table(verdicts, groups, proto),
         "audit": audit_report(run_dir, thresholds),  # can the test sets be trusted? (harness.audit, audit.json)
+        "ladder": ladder(run_dir, groups, test_sets),  # constant -> kNN -> linear probe -> each model (baselines.json)
     }
 
 

@@ -11,6 +11,7 @@ from harness.report import model_card, sections
 from harness.report.audit import audit_section
 from harness.report.format import NA, dig, split_label
 from harness.report.jinja import template_env
+from harness.report.ladder import ladder_view
 from harness.report.localization import localization_rows, saliency_section
 from harness.report.models import gated_models, identities, model_of, model_order, protocol_models, seed_runs
 from harness.report.protocol import protocol
@@ -53,6 +54,7 @@ def context(report: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
         "verdicts": sections.verdict_rows(verdicts, book),
         "criteria": [(k, v) for k, v in meanings.items() if any(r.get("criterion") == k for r in verdicts)],
         "matrix": sections.accuracy_matrix(report, splits, ids, in_run, gated, book),
+        "ladder": ladder_view(report),  # constant -> kNN -> linear probe -> each model (report/ladder.py)
         "curves": sections.curves(order, runs, gated),
         "confusion": sections.confusion(order, runs, gated, splits, primary),
         "confusion_split": split_label(primary),

@@ -120,6 +120,23 @@ def artefacts(report: Mapping[str, Any], run_dir: Path | None) -> list[str]:
     return [f"- [{f}]({f})" + (f": {what[f]}" if f in what else "") for f in files]
 
 
+def ladder_lines(report: Mapping[str, Any]) -> list[str]:
+    """One line per test set: the soft accuracy of the linear probe and of kNN on frozen ImageNet features
+    (report.json's `ladder`), the rungs a model must beat before its training earns its cost."""
+    ladder = report.get("ladder")
+    if not isinstance(ladder, Mapping) or not ladder.get("available"):
+        return []
+    out = []
+    for split, entry in (ladder.get("test_sets") or {}).items():
+        rungs = {ln.get("name"): ln for ln in (entry or {}).get("lines") or [] if isinstance(ln, Mapping)}
+        if "probe" in rungs and "knn" in rungs:
+            out.append(
+                f"- {split}: linear probe soft {num(rungs['probe']['soft']['value'])}, kNN soft "
+                f"{num(rungs['knn']['soft']['value'])} (frozen ImageNet features; beats_probe compares each model)"
+            )
+    return [*out, ""] if out else []
+
+
 def run_summary(report: Mapping[str, Any], run_dir: Path | None = None) -> str:
     """summary.md of a run: verdict, gated criteria, accuracy matrix beside the baselines, artefacts."""
     verdicts = [v for v in report.get("verdicts") or [] if isinstance(v, Mapping)]
@@ -148,6 +165,7 @@ def run_summary(report: Mapping[str, Any], run_dir: Path | None = None) -> str:
         "",
         accuracy_matrix(report),
         "",
+        *ladder_lines(report),
     ]
     failed = report.get("failed_jobs") or []
     if failed:

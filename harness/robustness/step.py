@@ -156,7 +156,16 @@ def faithfulness_evidence(
         except ValueError as exc:
             methods[key] = {"skipped": str(exc)}
             continue
-        methods[key] = {"maps_file": path.name, "maps": len(stores[key])}
+        photos: dict[str, set[str]] = {}
+        for split, image, _ in stores[key]:
+            photos.setdefault(split, set()).add(image)
+        # a black-box method maps only a few example photos of a set without regions (saliency.all_maps): its curves
+        # are over the photos it has a map of, counted here per test set
+        methods[key] = {
+            "maps_file": path.name,
+            "maps": len(stores[key]),
+            "photos": {split: len(names) for split, names in sorted(photos.items())},
+        }
     out: dict[str, Any] = {
         "classes": list(classes),
         "protocol": {

@@ -47,7 +47,8 @@ from harness.spec import ModelSpec, resolve_spec
 from harness.testsets import load_test_sets
 
 # Bumped whenever a <method>.json changes meaning or content, so an older one is redone.
-EVIDENCE_PROTOCOL = 1
+# 2: on a test set without labelled regions only the example images' maps (saliency.all_maps, saliency.examples).
+EVIDENCE_PROTOCOL = 2
 
 
 def evidence_inputs(
@@ -57,15 +58,18 @@ def evidence_inputs(
     params: Mapping[str, Any],
     sanity: Mapping[str, Any] | None,
     spec: Mapping[str, Any],
+    *,
+    maps: Mapping[str, Any],
 ) -> dict[str, Any]:
     """What a <method>.json is made from: the ONNX file, the test images, the method, its parameters, the sanity
-    settings and the model's input/output contract."""
+    settings, which maps a set without regions gets (SaliencySettings.maps_inputs) and the model's I/O contract."""
     return {
         "onnx_sha256": onnx_sha256,
         "test_data": {s: dataset_fingerprint(ds) for s, ds in datasets.items()},
         "method": method,
         "params": dict(params),
         "sanity": dict(sanity) if sanity else None,
+        "maps": dict(maps),
         "spec": dict(spec),
         "protocol": EVIDENCE_PROTOCOL,
     }
@@ -86,10 +90,14 @@ def blackbox_evidence(
     sanity_layers: Sequence[str] = (),
     log: Callable[[str], None] | None = None,
     store: MapStore | None = None,
+    examples: int | None = None,
 ) -> dict[str, Any]:
     """Maps, localization scores, chance levels, overlays (under `staging`/<method>/<split>/, when given) and the
     sanity check of one black-box method over `datasets`; the maps also go to `store` when given (the faithfulness
-    curves read them). Returns the JSON content (without 'inputs')."""
+    curves read them). Returns the JSON content (without 'inputs').
+
+    `examples`: on a test set without labelled regions (nothing to score) only this many photos get a map and a
+    record (example_indices: the report's overlays); None computes every photo's. Sets with regions get every map."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     m = get_method(method)
     classes = list(classes)
@@ -120,7 +128,8 @@ def blackbox_evidence(
     want = int(sanity["images"]) if sanity else 0
     for split, ds in datasets.items():
         records = []
-        for sample in ds.samples:
+        chosen = example_indices(ds, examples) if examples is not None and not ds.has_regions else None
+        for sample in ds.samples if chosen is None else [ds.samples[i] for i in chosen]:
             x = prepare(spec, [sample.image])[0]
             probs0 = forward(x[None])[0]
             targets = sorted({classes.index(r.label) for r in sample.regions} | {int(np.argmax(probs0))})
@@ -139,7 +148,12 @@ def blackbox_evidence(
                 overlay_seconds += write_overlay(staging, rel, sample, rec, maps, tag=method)
             records.append(rec)
         n_images += len(records)
-        out["summary"][split] = split_summary(records, ds)
+        out["summary"][split] = split_summary(records, ds) | {
+            "images_in_set": len(ds.samples),
+            "maps": "every photo"
+            if chosen is None
+            else f"{len(records)} example photos (no labelled regions to score; saliency.all_maps = true for all)",
+        }
         out["images"][split] = records
     out["sanity"] = (
         _sanity(method, params, kept, sanity, sanity_forward, sanity_layers)
@@ -157,6 +171,21 @@ def blackbox_evidence(
         f"({out['passes_per_image']:.0f} passes); " + headline(out)
     )
     return out
+
+
+def example_indices(ds: Dataset, n: int) -> list[int]:
+    """The first `n` photos of a test set taking one class at a time (round robin over the classes in the order they
+    first appear), so the examples show several classes; in the set's order."""
+    by_class: dict[str, list[int]] = {}
+    for i, s in enumerate(ds.samples):
+        by_class.setdefault(s.label, []).append(i)
+    queues = list(by_class.values())
+    picked: list[int] = []
+    while len(picked) < min(n, len(ds.samples)):
+        for q in queues:
+            if q and len(picked) < n:
+                picked.append(q.pop(0))
+    return sorted(picked)
 
 
 def _sanity(
@@ -258,6 +287,7 @@ def evidence_step(
             sanity_forward=sanity_forward,
             sanity_layers=names,
             store=store,
+            examples=None if settings.all_maps else settings.examples,
         )
         if sanity and sanity_forward is None:
             content["sanity"] = {
@@ -315,7 +345,9 @@ def variant_blackbox(
     session = runtime.create_session(onnx_path, [runtime.CPU])
     spec = resolve_spec(onnx_path, {}, classes, session=session)
     sanity = settings.sanity_inputs()
-    made_from = evidence_inputs(sha256_file(onnx_path), datasets, method, params, sanity, spec.to_dict())
+    made_from = evidence_inputs(
+        sha256_file(onnx_path), datasets, method, params, sanity, spec.to_dict(), maps=settings.maps_inputs()
+    )
     out_json = vdir / f"{method}.json"
     if not force and is_current(out_json, made_from):
         print(f"[{vdir.name}] {method}.json is current, skipping (--force to redo)", file=sys.stderr)

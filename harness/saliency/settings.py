@@ -6,6 +6,8 @@ methods = ["gradcam", "occlusion"]   # gradcam needs the PyTorch model (harness 
 sanity = true                        # Adebayo et al. 2018: maps of the model with its last layer(s) randomised
 sanity_layers = 1
 sanity_images = 20                   # at most this many scored images per method (the sweep is repeated for each)
+all_maps = false                     # black-box methods on a test set without labelled regions: only `examples` maps
+examples = 6                         # (the report's overlays); true computes every photo's map
 [saliency.occlusion]                 # overrides of the method's defaults (harness.saliency.registry)
 window = 32
 stride = 16
@@ -33,6 +35,11 @@ class SaliencySettings:
     sanity_layers: int = 1
     sanity_seed: int = 0
     sanity_images: int = 20
+    # A black-box map costs hundreds of forward passes; on a test set without labelled regions nothing is scored, so
+    # only the report's example overlays are computed (6 by default: 8 models x 6 stay under the report's 60 embedded
+    # overlays) unless all_maps. Sets with regions always get every map (they are scored).
+    all_maps: bool = False
+    examples: int = 6
 
     @property
     def black_box(self) -> tuple[str, ...]:
@@ -44,6 +51,10 @@ class SaliencySettings:
         if not self.sanity:
             return None
         return {"layers": self.sanity_layers, "seed": self.sanity_seed, "images": self.sanity_images}
+
+    def maps_inputs(self) -> dict[str, Any]:
+        """Which black-box maps are computed on a test set without regions (recorded in the evidence's inputs)."""
+        return {"all_maps": self.all_maps, "examples": self.examples}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -58,6 +69,11 @@ SANITY_FIELDS: dict[str, Reader] = {
     "sanity_images": lambda v, k, w: read_int(v, k, w, min=1),
 }
 
+MAPS_FIELDS: dict[str, Reader] = {
+    "all_maps": read_bool,
+    "examples": lambda v, k, w: read_int(v, k, w, min=1, max=1000),
+}
+
 
 def parse_saliency(raw: Any, where: str) -> SaliencySettings:
     """Validate a [saliency] table (or SaliencySettings.to_dict() output, as recorded in a run)."""
@@ -67,7 +83,7 @@ def parse_saliency(raw: Any, where: str) -> SaliencySettings:
         for k, v in read_table(recorded, "saliency.params", where).items():
             d.setdefault(k, v)
     black_box = sorted(known_methods(black_box=True))
-    known = ["methods", *SANITY_FIELDS, *black_box]
+    known = ["methods", *SANITY_FIELDS, *MAPS_FIELDS, *black_box]
     check_keys(d, known, "saliency", where)
     methods = read_str_list(d.get("methods", SaliencySettings.methods), "saliency.methods", where, known_methods())
     params: dict[str, dict[str, Any]] = {}
@@ -80,5 +96,6 @@ def parse_saliency(raw: Any, where: str) -> SaliencySettings:
                 f"{where}: saliency.{m} sets parameters of {m!r}, which saliency.methods = "
                 f"{list(methods)} does not run; add it to saliency.methods or remove the table"
             )
-    sanity = {k: v for k, v in d.items() if k in SANITY_FIELDS}
-    return from_table(SaliencySettings, sanity, where, "saliency", SANITY_FIELDS, methods=methods, params=params)
+    own = {k: v for k, v in d.items() if k in SANITY_FIELDS or k in MAPS_FIELDS}
+    fields = {**SANITY_FIELDS, **MAPS_FIELDS}
+    return from_table(SaliencySettings, own, where, "saliency", fields, methods=methods, params=params)

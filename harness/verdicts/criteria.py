@@ -34,6 +34,7 @@ ACCURACY, JUDGED, SELECTIVE, LOCALIZATION, EXPORT, LATENCY = (
 ROBUSTNESS = "robustness"  # corruptions, object masking, faithfulness of the maps (harness.robustness)
 PROTOCOL = "protocol"  # the run as a whole: its sealed protocol, something gated, some model judged
 DATA = "data"  # the dataset itself (harness.audit): test sets independent of training, labels; no model
+BASELINE = "baseline"  # the model against the baseline ladder's linear probe (harness.baselines)
 # units: how a value is shown; RATE a share in [0, 1], MARGIN a signed difference of rates, LOGIT a tiny logit
 # difference (scientific notation), MS milliseconds, COUNT a whole number
 RATE, MARGIN, LOGIT, MS, COUNT = "rate", "margin", "logit", "ms", "count"
@@ -185,6 +186,20 @@ _TABLE: tuple[Criterion, ...] = (
         "features) and whose suggested label the image does not accept",
         "share of a set's photos whose label cleanlab flags (out-of-sample logistic regression on frozen ImageNet "
         "features) and whose suggested book the photo's labels do not accept",
+    ),
+    Criterion(  # judged by harness.baselines.judging from baselines.json and metrics.json (no reader here)
+        "beats_probe",
+        ">=",
+        None,
+        BASELINE,
+        "soft accuracy minus that of a linear probe on frozen ImageNet features trained on the same training split "
+        "(at least 0, or minus [thresholds.probe] soft_margin, and not significantly worse by the exact McNemar test "
+        "on the images where they disagree)",
+        "soft accuracy minus that of a linear probe on frozen ImageNet features trained on the same training photos "
+        "(at least 0, or minus [thresholds.probe] soft_margin, and not significantly worse by the exact McNemar test "
+        "on the photos where they disagree)",
+        unit=MARGIN,
+        worst=True,
     ),
     Criterion(
         "coverage_at_target",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.audit import verdicts as data_audit  # a module import: harness.audit imports harness.verdicts
+from harness.baselines import judging as ladder  # likewise: harness.baselines imports harness.verdicts
 from harness.robustness.judging import robustness_verdicts
 from harness.saliency.registry import METHODS
 from harness.thresholds import EVERY_MODEL, AccuracyRule, CamRule, Thresholds, is_gated
@@ -457,6 +458,7 @@ def judge(
                 or (not info.black_box and not any(r.kind == "check" for r in runs))
             ):
                 mine += _localization_verdicts(method, variant, b, runs, rule, test_sets, gated, how, run_dir)
+        mine += ladder.probe_verdicts(variant, b, runs, thresholds.probe, test_sets, gated, run_dir)  # beats_probe
         mine += robustness_verdicts(
             variant, b, runs, thresholds.robustness, test_sets, gated, how, run_dir, run_profile, _judge
         )
