@@ -29,7 +29,7 @@ def test_smoke_profile_all_eight_vgg16_variants(tmp_path, capsys, monkeypatch):
     code = main(["run", "--profile", "smoke", "--data", str(DATA), "--weights-file", str(weights), "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0, printed  # smoke gates nothing: UNGATED is not a failure
-    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    folders = sorted(p.name for p in out.iterdir() if (p / "config.json").is_file())  # model folders (not audit/)
     expected = sorted(f"vgg16-{i}-{l}-s0" for i in ("scratch", "imagenet") for l in ("none", "usual", "mixup", "all"))
     assert folders == expected
     for name in folders:
