@@ -142,7 +142,8 @@ def test_the_data_audit_and_robustness_are_read_where_the_run_has_them(tmp_path)
     }
     _, body = split_card(to_markdown(build_card(report, MODEL, CardInfo())))
     assert (
-        "- test_difficult: test_difficult: 3 of 16 images are near copies (near copies of a training image: 0.188)"
+        "- test_difficult: test_difficult: 3 of 16 images are near copies "
+        "(share of near copies of a training image: 19%)"
         in body
     )
     assert "- train: 1 suspect label(s) flagged by cleanlab, e.g. train/b/x.jpg" in body

@@ -192,7 +192,9 @@ def _audit(report: Mapping[str, Any]) -> list[Table | Bullets | Para]:
     for split, s in _d(audit.get("sets")).items():
         s = _d(s)
         share = s.get("near_copy_share")
-        share_text = f" (near copies of a training image: {num(share)})" if isinstance(share, (int, float)) else ""
+        share_text = (
+            f" (share of near copies of a training image: {share:.0%})" if isinstance(share, (int, float)) else ""
+        )
         items.append(f"{split}: {s.get('statement') or s.get('kind') or 'measured'}{share_text}")
     for split, s in _d(audit.get("suspects")).items():
         top = _l(_d(s).get("top"))
