@@ -143,8 +143,7 @@ def test_the_data_audit_and_robustness_are_read_where_the_run_has_them(tmp_path)
     _, body = split_card(to_markdown(build_card(report, MODEL, CardInfo())))
     assert (
         "- test_difficult: test_difficult: 3 of 16 images are near copies "
-        "(share of near copies of a training image: 19%)"
-        in body
+        "(share of near copies of a training image: 19%)" in body
     )
     assert "- train: 1 suspect label(s) flagged by cleanlab, e.g. train/b/x.jpg" in body
     assert "- 2 images under 64 px" in body and "Why the audit gates or not: gated" in body
