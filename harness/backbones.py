@@ -266,7 +266,9 @@ def check_weights_available(backbone: str, weights_file: Path | None) -> str:
 class Classifier(nn.Module):
     """Normalise -> backbone features -> global average pooling -> Dense(hidden, ReLU) -> Dense(classes).
 
-    Input: RGB float32 in [0, 1], N x 3 x H x W. Output: logits. Normalisation is inside, so ONNX gets it too.
+    hidden = 0: a single linear layer on the pooled features (Dropout -> Dense(classes)), the head a linear probe's
+    solution can be written into (harness.probe_head). Input: RGB float32 in [0, 1], N x 3 x H x W. Output: logits.
+    Normalisation is inside, so ONNX gets it too.
     """
 
     mean: torch.Tensor  # buffers, registered in __init__
@@ -280,9 +282,33 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.features = features
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+        self.head = (
+            nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
+            if hidden == 0
+            else nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(channels, hidden),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, num_classes),
+            )
         )
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled backbone features the head reads (N x channels)."""
+        return torch.flatten(self.pool(self.features((x - self.mean) / self.std)), 1)
+
+    @property
+    def last_linear(self) -> nn.Linear:
+        """The head's final Dense(classes) layer."""
+        last = self.head[-1]
+        assert isinstance(last, nn.Linear)
+        return last
+
+    @property
+    def linear_head(self) -> bool:
+        """True when the head is a single linear layer on the pooled features (hidden = 0)."""
+        return sum(isinstance(m, nn.Linear) for m in self.head) == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.features((x - self.mean) / self.std)))

@@ -38,7 +38,7 @@ from harness.validate import (
 )
 from harness.variants import INITS
 
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "probe")  # probe: the head fitted as a linear probe (probe_head)
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds
@@ -227,7 +227,7 @@ PROFILE_FIELDS: dict[str, Reader] = {
     "label_smoothing": lambda v, k, w: read_num(v, k, w, 0, 1, max_open=True),
     "freeze_bn": read_bool,
     "tta_hflip": read_bool,
-    "hidden": lambda v, k, w: read_int(v, k, w, min=1),
+    "hidden": lambda v, k, w: read_int(v, k, w, min=0, note="0: a single linear layer on the pooled features"),
     "dropout": lambda v, k, w: read_num(v, k, w, 0, 1, max_open=True),
     "device": lambda v, k, w: read_choice(v, k, w, DEVICES),
     "precision": lambda v, k, w: read_choice(v, k, w, PRECISIONS, "auto: bf16 autocast only where it is fast"),
@@ -269,7 +269,7 @@ def validate(raw: Mapping[str, Any], source: str = "<profile>") -> Profile:
     thresholds = read_table(raw.get("thresholds", {}), "thresholds", where)
     parse_thresholds(thresholds, where)  # fail at the edge, not after training; the raw table is what is recorded
     own = {k: v for k, v in raw.items() if k not in ("backbone", "inits", "phases", "thresholds")}
-    return from_table(
+    profile = from_table(
         Profile,
         own,
         where,
@@ -282,6 +282,39 @@ def validate(raw: Mapping[str, Any], source: str = "<profile>") -> Profile:
         thresholds=thresholds,
         source=source,
     )
+    _check_probe_phases(profile, where)
+    return profile
+
+
+def _check_probe_phases(profile: Profile, where: str) -> None:
+    """A phase with optimizer = "probe" fits the head as a linear probe on the frozen backbone (LP-FT's first step):
+    it needs a linear head (hidden = 0), train_from = "head", one pass (epochs 1, or 0 to skip it), and comes first."""
+    for init, plist in profile.phases.items():
+        for n, phase in enumerate(plist):
+            if phase.optimizer != "probe":
+                continue
+            key = f"phases.{init}[{n}]"
+            if profile.hidden != 0:
+                fail(
+                    where,
+                    "hidden",
+                    profile.hidden,
+                    "0",
+                    f"{key}.optimizer = 'probe' writes a linear probe's solution into the head, which needs a single "
+                    f"linear layer on the pooled features (hidden = 0)",
+                )
+            if phase.train_from != "head":
+                fail(where, f"{key}.train_from", phase.train_from, "'head'", "a probe is fitted on the frozen backbone")
+            if phase.epochs > 1:
+                fail(where, f"{key}.epochs", phase.epochs, "1 (or 0 to skip the phase)", "a probe is fitted in one go")
+            if n != 0:
+                fail(
+                    where,
+                    f"{key}.optimizer",
+                    phase.optimizer,
+                    "another optimizer",
+                    "the probe phase must come first: it replaces the head's weights",
+                )
 
 
 def load_profile(name_or_path: str, overrides: Sequence[str] = ()) -> Profile:

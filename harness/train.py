@@ -20,6 +20,7 @@ from harness.backbones import BACKBONES, Classifier, build_classifier, get_backb
 from harness.config import Phase, Profile
 from harness.data import MIN_TRAIN_PER_CLASS, DataError, Dataset, oversample, resize_batch, stratified_split
 from harness.precision import Precision, autocast, resolve
+from harness.probe_head import fit_head_probe
 from harness.rundir import ModelId, training_state
 from harness.timing import clock
 from harness.validate import ConfigError
@@ -177,15 +178,23 @@ def fit(
     history: list[dict[str, Any]] = []
     bs = profile.batch_size
     total_epochs, done_epochs, t_fit = sum(p.epochs for p in phases), 0, time.perf_counter()
+    start: tuple[float, dict[str, torch.Tensor]] | None = None  # a probed head: the next phase's first candidate
     for phase in phases:
         if phase.epochs == 0:
+            continue
+        if phase.optimizer == "probe":  # LP-FT's first step: the head fitted as a linear probe, backbone frozen
+            row = _probe_phase(model, data, profile, phase, device, precision, fmt, label)
+            history.append(row)
+            start = (row["val_loss"], _snapshot(model))
+            done_epochs += 1
             continue
         phase_seconds = 0.0  # the remaining time is estimated from this phase's epochs (phases differ in speed)
         set_trainable(model, profile.backbone, phase.train_from)
         opt = _optimizer(phase, [p for p in model.parameters() if p.requires_grad])
         steps = phase.epochs * ((len(data.epoch_index) + bs - 1) // bs)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if phase.schedule == "cosine" else None
-        best_loss, best_state = float("inf"), None
+        best_loss, best_state = start if start is not None else (float("inf"), None)
+        start = None
         for epoch in range(1, phase.epochs + 1):
             t0 = time.perf_counter()
             _set_train_mode(model, phase, freeze_bn)
@@ -222,13 +231,7 @@ def fit(
             }
             history.append(row)
             if val_loss < best_loss:
-                best_loss, best_state = (
-                    val_loss,
-                    {
-                        k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
-                        for k, v in model.state_dict().items()
-                    },
-                )
+                best_loss, best_state = val_loss, _snapshot(model)
             done_epochs, phase_seconds = done_epochs + 1, phase_seconds + row["seconds"]
             left = total_epochs - done_epochs
             eta = f", ~{clock(phase_seconds / epoch * left)} left" if left else ""
@@ -243,6 +246,49 @@ def fit(
             model.load_state_dict(best_state)
     model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A contiguous CPU copy of the model's weights (a best-validation candidate)."""
+    return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
+
+
+def _probe_phase(
+    model: Classifier,
+    data: TrainData,
+    profile: Profile,
+    phase: Phase,
+    device: torch.device,
+    precision: Precision | None,
+    fmt: torch.memory_format,
+    label: str,
+) -> dict[str, Any]:
+    """A phase with optimizer = "probe": the head fitted as a linear probe on the frozen backbone's features of the
+    training part (harness.probe_head), then scored on the validation part like an epoch; its history row."""
+    t0 = time.perf_counter()
+    set_trainable(model, profile.backbone, "head")
+    probe = fit_head_probe(model, data.train_x, data.train_y, data.classes, device)
+    val_loss, val_acc = _evaluate(model, data.val_x, data.val_y, device, profile.batch_size * 2, precision, fmt)
+    row = {
+        "phase": phase.name,
+        "epoch": 1,
+        "loss": probe["train_loss"],
+        "accuracy": probe["train_accuracy"],
+        "val_loss": val_loss,
+        "val_accuracy": val_acc,
+        "lr": 0.0,
+        "seconds": time.perf_counter() - t0,
+        "images": len(data.train_x),
+        "probe_C": probe["C"],
+        "probe_folds": probe["folds"],
+    }
+    tqdm.write(
+        f"[{label}] {phase.name}: linear probe on frozen features (C = {probe['C']:g} by {probe['folds']}-fold "
+        f"cross-validation) train acc {row['accuracy']:.3f} val_loss {val_loss:.4f} val_acc {val_acc:.3f} "
+        f"{row['seconds']:.1f}s",
+        file=sys.stderr,
+    )
+    return row
 
 
 def stale_message(vdir: Path, why: str) -> str:

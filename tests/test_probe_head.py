@@ -1,0 +1,133 @@
+"""LP-FT's first step (harness.probe_head): the probe's solution folded into a linear head gives the probe's own
+decision function; a probe phase validates at the edge; fine-tuning can only replace the probed model by one with a
+lower validation loss."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from harness.backbones import Classifier
+from harness.baselines.fit import fit_probe
+from harness.config import load_profile
+from harness.data import load_train
+from harness.probe_head import fit_head_probe, fold_probe, pooled_features
+from harness.train import load_checkpoint, train_variant
+from harness.validate import ConfigError
+
+PROBE = '{name="probe",epochs=1,optimizer="probe",train_from="head"}'
+TINY = ["image_size=32", "batch_size=4", "val_fraction=0.4", "device=cpu", "hidden=0"]
+
+
+def blobs(n_classes: int, per_class: int, dim: int, seed: int, spread: float = 0.3):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, size=(n_classes, dim))
+    x = np.concatenate([c + rng.normal(0, spread, size=(per_class, dim)) for c in centres])
+    y = [f"c{k}" for k in range(n_classes) for _ in range(per_class)]
+    return x, y
+
+
+@settings(max_examples=10, deadline=None)
+@given(n_classes=st.integers(2, 5), dim=st.integers(3, 12), seed=st.integers(0, 10_000))
+def test_folded_head_is_the_probes_decision_function(n_classes, dim, seed):
+    x, y = blobs(n_classes, 6, dim, seed)
+    fitted = fit_probe(x, y)
+    classes = [f"c{k}" for k in range(n_classes)]
+    weight, bias = fold_probe(fitted.estimator, classes)
+    logits = x @ weight.T + bias
+    proba = np.exp(logits - logits.max(1, keepdims=True))
+    proba /= proba.sum(1, keepdims=True)
+    # the same class probabilities as the fitted pipeline (binary: softmax of (0, s) is the sigmoid of s)
+    np.testing.assert_allclose(proba, fitted.estimator.predict_proba(x), rtol=1e-6, atol=1e-9)
+    # separable generated features: the probe is perfect, and so is the head it became
+    assert [classes[i] for i in logits.argmax(1)] == y
+
+
+def test_a_class_the_probe_never_saw_is_never_predicted():
+    x, y = blobs(3, 6, 4, seed=1)
+    fitted = fit_probe(x, y)
+    weight, bias = fold_probe(fitted.estimator, ["c0", "c1", "missing", "c2"])
+    logits = x @ weight.T + bias
+    assert not np.any(weight[2]) and (logits.argmax(1) != 2).all()
+
+
+class Colour(nn.Module):
+    """A fixed 'backbone': the per-channel mean, three channels of 1x1 features (solid colours are separable)."""
+
+    def forward(self, x):
+        return x.mean((2, 3), keepdim=True)
+
+
+def test_fit_head_probe_writes_a_perfect_probe_into_the_model():
+    gen = torch.Generator().manual_seed(0)
+    colours = torch.tensor([[250, 10, 10], [10, 250, 10], [10, 10, 250]], dtype=torch.float32)
+    labels = torch.arange(3).repeat_interleave(6)
+    images = colours[labels].view(-1, 3, 1, 1) + torch.randint(-8, 8, (18, 3, 8, 8), generator=gen)
+    images = images.clamp(0, 255).to(torch.uint8)
+    model = Classifier(Colour(), 3, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), hidden=0)
+    record = fit_head_probe(model, images, labels, ("red", "green", "blue"), torch.device("cpu"))
+    assert record["train_accuracy"] == 1.0 and record["folds"] == 5 and record["C"] > 0
+    with torch.no_grad():
+        model.eval()
+        assert (model(images.float() / 255).argmax(1) == labels).all()
+    feats = pooled_features(model, images, torch.device("cpu"))
+    assert feats.shape == (18, 3)
+
+
+def test_fit_head_probe_refuses_a_hidden_layer():
+    model = Classifier(Colour(), 3, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), hidden=4)
+    with pytest.raises(ValueError, match="hidden = 0"):
+        fit_head_probe(model, torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]), "ab", torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["hidden=16"], r"hidden = 16 must be 0 \(phases.scratch\[0\].optimizer = 'probe'"),
+        (['phases.scratch=[{name="probe",epochs=1,optimizer="probe",train_from="all"}]'], r"train_from = 'all'"),
+        (['phases.scratch=[{name="probe",epochs=3,optimizer="probe",train_from="head"}]'], r"epochs = 3 must be 1"),
+        (
+            ['phases.scratch=[{name="a",epochs=1}, ' + PROBE + "]"],
+            r"phases.scratch\[1\].optimizer = 'probe'.*must come first",
+        ),
+    ],
+)
+def test_a_probe_phase_is_checked_at_the_edge(overrides, message):
+    base = ["hidden=0", f"phases.scratch=[{PROBE}]"]
+    with pytest.raises(ConfigError, match=message):
+        load_profile("smoke", base + overrides)
+
+
+def test_the_cpu_profile_trains_imagenet_variants_by_lp_ft():
+    profile = load_profile("cpu")
+    probe, finetune = profile.phases["imagenet"]
+    assert profile.hidden == 0 and probe.optimizer == "probe" and probe.train_from == "head"
+    assert finetune.train_from == "all" and finetune.lr < 3e-4  # smaller than the 2018-style head-then-FT recipe
+    full = load_profile("full")
+    assert "probe" not in [p.optimizer for p in full.phases["imagenet"]]  # the published recipe stays as it was
+
+
+@pytest.mark.slow
+def test_fine_tuning_never_ends_worse_on_validation_than_its_probe(tiny_root, tmp_path):
+    """A fine-tuning phase that wrecks the model (a huge learning rate) leaves the probed model in place: the probe is
+    its first best-validation candidate."""
+    wreck = '{name="ft",epochs=2,optimizer="sgd",lr=1e4,train_from="all"}'
+    profile = load_profile("smoke", TINY + [f"phases.scratch=[{PROBE}, {wreck}]"])
+    vdir = train_variant(tmp_path, profile, load_train(tiny_root), tiny_root, "scratch-none", 0, progress=False)
+    history = json.loads((vdir / "history.json").read_text())["epochs"]
+    assert history[0]["phase"] == "probe" and history[0]["probe_C"] > 0
+    assert [r["phase"] for r in history] == ["probe", "ft", "ft"]
+    probe_val = history[0]["val_loss"]
+    assert all(not r["val_loss"] < probe_val for r in history[1:])  # the wrecked epochs never beat it
+    model, _ = load_checkpoint(vdir / "model.pt")
+    profile_probe_only = load_profile("smoke", TINY + [f"phases.scratch=[{PROBE}]"])
+    vdir2 = train_variant(
+        tmp_path / "p", profile_probe_only, load_train(tiny_root), tiny_root, "scratch-none", 0, progress=False
+    )
+    probed, _ = load_checkpoint(vdir2 / "model.pt")
+    for (k, a), (_, b) in zip(model.state_dict().items(), probed.state_dict().items()):
+        assert torch.equal(a, b), k
