@@ -6,9 +6,9 @@ model's linear head (hidden = 0), so that the model's logits equal the probe's d
 
     logits = W ((x - mu) / sigma) + b = (W / sigma) x + (b - W mu / sigma)
 
-A phase with optimizer = "probe" (harness.config) runs it; harness.train.fit makes the probed model the starting
-candidate of the next phase's best-validation checkpoint, so fine-tuning can only replace it by a model with a lower
-validation loss."""
+A phase with optimizer = "probe" (harness.config) runs it; fine-tuning starts from the probed model, and with the
+profile's probe_interpolation > 0 (WiSE-FT, Wortsman et al., CVPR 2022) the final weights are the average
+(1 - a) * fine-tuned + a * probed (harness.train.interpolate_weights)."""
 
 from __future__ import annotations
 

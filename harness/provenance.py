@@ -42,6 +42,7 @@ TRAIN_FIELDS = (
     "tta_hflip",
     "hidden",
     "dropout",
+    "probe_interpolation",
 )
 
 

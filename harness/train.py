@@ -178,14 +178,14 @@ def fit(
     history: list[dict[str, Any]] = []
     bs = profile.batch_size
     total_epochs, done_epochs, t_fit = sum(p.epochs for p in phases), 0, time.perf_counter()
-    start: tuple[float, dict[str, torch.Tensor]] | None = None  # a probed head: the next phase's first candidate
+    probed: dict[str, torch.Tensor] | None = None  # the probed model's weights (WiSE-FT interpolates towards them)
     for phase in phases:
         if phase.epochs == 0:
             continue
         if phase.optimizer == "probe":  # LP-FT's first step: the head fitted as a linear probe, backbone frozen
             row = _probe_phase(model, data, profile, phase, device, precision, fmt, label)
             history.append(row)
-            start = (row["val_loss"], _snapshot(model))
+            probed = _snapshot(model)
             done_epochs += 1
             continue
         phase_seconds = 0.0  # the remaining time is estimated from this phase's epochs (phases differ in speed)
@@ -193,8 +193,8 @@ def fit(
         opt = _optimizer(phase, [p for p in model.parameters() if p.requires_grad])
         steps = phase.epochs * ((len(data.epoch_index) + bs - 1) // bs)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if phase.schedule == "cosine" else None
-        best_loss, best_state = start if start is not None else (float("inf"), None)
-        start = None
+        best_loss, best_state = float("inf"), None  # fine-tuning's own epochs only: label smoothing raises their
+        # validation loss above an accurate probe's, so the probed model is never a candidate here (WiSE-FT mixes it in)
         for epoch in range(1, phase.epochs + 1):
             t0 = time.perf_counter()
             _set_train_mode(model, phase, freeze_bn)
@@ -244,8 +244,55 @@ def fit(
             )
         if best_state is not None:
             model.load_state_dict(best_state)
+    if probed is not None and profile.probe_interpolation > 0 and len(history) > 1:
+        history.append(_interpolate(model, probed, profile, data, device, precision, fmt, label))
     model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def interpolate_weights(
+    tuned: dict[str, torch.Tensor], probed: dict[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """WiSE-FT's weight-space average (1 - alpha) * tuned + alpha * probed of floating-point tensors; integer buffers
+    (batch-norm step counters) are the tuned model's."""
+    return {
+        k: torch.lerp(v.float(), probed[k].to(v.device).float(), alpha).to(v.dtype) if v.is_floating_point() else v
+        for k, v in tuned.items()
+    }
+
+
+def _interpolate(
+    model: Classifier,
+    probed: dict[str, torch.Tensor],
+    profile: Profile,
+    data: TrainData,
+    device: torch.device,
+    precision: Precision | None,
+    fmt: torch.memory_format,
+    label: str,
+) -> dict[str, Any]:
+    """Replace the fine-tuned weights by their average with the probed ones (profile.probe_interpolation); the
+    history row of the result, scored on the validation part."""
+    t0 = time.perf_counter()
+    alpha = profile.probe_interpolation
+    model.load_state_dict(interpolate_weights(model.state_dict(), probed, alpha))
+    val_loss, val_acc = _evaluate(model, data.val_x, data.val_y, device, profile.batch_size * 2, precision, fmt)
+    tqdm.write(
+        f"[{label}] WiSE-FT: weights = {1 - alpha:g} x fine-tuned + {alpha:g} x probed: val_loss {val_loss:.4f} "
+        f"val_acc {val_acc:.3f}",
+        file=sys.stderr,
+    )
+    return {
+        "phase": "interpolate",
+        "epoch": 1,
+        "loss": None,  # not trained: a weight average
+        "accuracy": None,
+        "val_loss": val_loss,
+        "val_accuracy": val_acc,
+        "lr": 0.0,
+        "seconds": time.perf_counter() - t0,
+        "images": 0,
+    }
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
