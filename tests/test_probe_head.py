@@ -81,7 +81,8 @@ def test_fit_head_probe_writes_a_perfect_probe_into_the_model():
 def test_fit_head_probe_refuses_a_hidden_layer():
     model = Classifier(Colour(), 3, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), hidden=4)
     with pytest.raises(ValueError, match="hidden = 0"):
-        fit_head_probe(model, torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]), "ab", torch.device("cpu"))
+        images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+        fit_head_probe(model, images, torch.tensor([0, 1]), "ab", torch.device("cpu"))
 
 
 @pytest.mark.parametrize(
@@ -146,10 +147,10 @@ def test_wise_ft_averages_the_best_fine_tuned_model_with_the_probed_one(tiny_roo
     for name, extra in (("probe", [f"phases.scratch=[{PROBE}]"]), ("ft", [f"phases.scratch=[{PROBE}, {ft}]"])):
         for alpha in (0.0, 0.5) if name == "ft" else (0.0,):
             profile = load_profile("smoke", TINY + extra + [f"probe_interpolation={alpha}"] * (alpha > 0))
-            vdir = train_variant(
-                tmp_path / f"{name}{alpha}", profile, load_train(tiny_root), tiny_root, "scratch-none", 0, progress=False
+            out = tmp_path / f"{name}{alpha}"
+            runs[name, alpha] = train_variant(
+                out, profile, load_train(tiny_root), tiny_root, "scratch-none", 0, progress=False
             )
-            runs[name, alpha] = vdir
     history = json.loads((runs["ft", 0.5] / "history.json").read_text())["epochs"]
     assert [r["phase"] for r in history] == ["probe", "ft", "ft", "interpolate"]
     assert history[-1]["loss"] is None and history[-1]["val_loss"] > 0
