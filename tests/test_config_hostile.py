@@ -67,7 +67,7 @@ def _error(override: str, profile: str = "smoke") -> str:
         ("dropout=abc", r"dropout = 'abc' must be a number in \[0, 1\)"),
         ("label_smoothing=true", r"label_smoothing = True must be a number"),
         ("val_fraction=1", r"val_fraction = 1 must be a number in \(0, 1\)"),
-        ("hidden=0", r"hidden = 0 must be an integer >= 1"),
+        ("hidden=-1", r"hidden = -1 must be an integer >= 0"),
         ("oversample=yes", r"oversample = 'yes' must be true or false"),
         ("freeze_bn=1", r"freeze_bn = 1 must be true or false"),
         ("device=gpu", r"device = 'gpu' must be one of \['auto', 'cpu', 'cuda'\]"),
