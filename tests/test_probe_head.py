@@ -107,7 +107,7 @@ def test_the_cpu_profile_trains_imagenet_variants_by_lp_ft():
     profile = load_profile("cpu")
     probe, finetune = profile.phases["imagenet"]
     assert profile.hidden == 0 and probe.optimizer == "probe" and probe.train_from == "head"
-    assert finetune.train_from == "all" and finetune.lr < 3e-4  # smaller than the 2018-style head-then-FT recipe
+    assert finetune.train_from == "all" and profile.probe_interpolation == 0.5
     full = load_profile("full")
     assert "probe" not in [p.optimizer for p in full.phases["imagenet"]]  # the published recipe stays as it was
 
