@@ -80,6 +80,8 @@ def profile_train_fields(profile: Mapping[str, Any] | Profile, init: str) -> dic
     d = profile.to_dict() if isinstance(profile, Profile) else dict(profile)
     out = {k: d.get(k) for k in TRAIN_FIELDS}
     out["phases"] = (d.get("phases") or {}).get(init)
+    if not any(isinstance(p, Mapping) and p.get("optimizer") == "probe" for p in out["phases"] or []):
+        out.pop("probe_interpolation")  # it averages towards a probed model: an init without a probe phase ignores it
     return json.loads(json.dumps(out, default=list))  # tuples -> lists, so recorded and fresh compare equal
 
 

@@ -107,7 +107,7 @@ def test_the_cpu_profile_trains_imagenet_variants_by_lp_ft():
     profile = load_profile("cpu")
     probe, finetune = profile.phases["imagenet"]
     assert profile.hidden == 0 and probe.optimizer == "probe" and probe.train_from == "head"
-    assert finetune.train_from == "all" and profile.probe_interpolation == 0.5
+    assert finetune.train_from == "all" and 0 < profile.probe_interpolation < 1
     full = load_profile("full")
     assert "probe" not in [p.optimizer for p in full.phases["imagenet"]]  # the published recipe stays as it was
 
@@ -160,3 +160,11 @@ def test_wise_ft_averages_the_best_fine_tuned_model_with_the_probed_one(tiny_roo
     for k, v in wise.items():
         if v.is_floating_point():
             torch.testing.assert_close(v, (tuned[k] + probed[k]) / 2)
+
+
+def test_probe_interpolation_is_a_training_input_only_of_inits_with_a_probe_phase():
+    from harness.provenance import profile_train_fields
+
+    a, b = load_profile("cpu"), load_profile("cpu", ["probe_interpolation=0.75"])
+    assert profile_train_fields(a, "scratch") == profile_train_fields(b, "scratch")  # scratch models stay current
+    assert profile_train_fields(a, "imagenet") != profile_train_fields(b, "imagenet")  # imagenet ones go stale
