@@ -83,7 +83,8 @@ class Profile:
     device: str = "auto"
     precision: str = "auto"  # training: "auto" | "fp32" | "bf16" autocast (harness.precision); export stays fp32
     # WiSE-FT (Wortsman et al., CVPR 2022): after a probe phase and fine-tuning, the weights become
-    # (1 - a) * fine-tuned + a * probed; 0: the fine-tuned weights as they are
+    # (1 - a) * fine-tuned + a * probed; 0: the fine-tuned weights as they are. Inits whose phases do not start with a
+    # probe ignore it (so overriding the phases of a profile that sets it needs no second override)
     probe_interpolation: float = 0.0
     saliency: SaliencySettings = field(default_factory=SaliencySettings)  # [saliency]: methods, parameters, sanity
     robustness: RobustnessSettings = field(default_factory=RobustnessSettings)  # [robustness]: corruptions, masking
@@ -293,16 +294,6 @@ def validate(raw: Mapping[str, Any], source: str = "<profile>") -> Profile:
 def _check_probe_phases(profile: Profile, where: str) -> None:
     """A phase with optimizer = "probe" fits the head as a linear probe on the frozen backbone (LP-FT's first step):
     it needs a linear head (hidden = 0), train_from = "head", one pass (epochs 1, or 0 to skip it), and comes first."""
-    if profile.probe_interpolation > 0 and not any(
-        p.optimizer == "probe" for init in profile.inits for p in profile.phases[init]
-    ):
-        fail(
-            where,
-            "probe_interpolation",
-            profile.probe_interpolation,
-            "0 when no init starts with a probe phase",
-            'it averages the fine-tuned weights with the probed ones: add { optimizer = "probe", ... } first',
-        )
     for init, plist in profile.phases.items():
         for n, phase in enumerate(plist):
             if phase.optimizer != "probe":
