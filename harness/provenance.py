@@ -8,6 +8,7 @@ export / evaluate / cam differ -> the step reruns by itself (they are cheap and 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -127,9 +128,31 @@ def versions() -> dict[str, str]:
     }
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name (/proc/cpuinfo; else platform.processor(); else "unknown"): figures of the same seed can
+    differ by a photo between CPUs, so every run records which one it ran on."""
+    try:
+        for line in Path(cpuinfo).read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def device_info(device: torch.device) -> dict[str, Any]:
-    """The machine a step ran on: device type, platform, torch's CPU threads and the GPU's name."""
-    info = {"type": device.type, "platform": platform.platform(), "cpu_threads": torch.get_num_threads()}
+    """The machine a step ran on: device type, platform, CPU model and its bfloat16 flags, torch's CPU threads and the
+    GPU's name."""
+    from harness.precision import cpu_bf16_flags
+
+    info = {
+        "type": device.type,
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_bf16_flags": list(cpu_bf16_flags()),
+        "cpu_threads": torch.get_num_threads(),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -167,3 +167,13 @@ def test_probe_interpolation_is_a_training_input_only_of_inits_with_a_probe_phas
     a, b = load_profile("cpu"), load_profile("cpu", ["probe_interpolation=0.75"])
     assert profile_train_fields(a, "scratch") == profile_train_fields(b, "scratch")  # scratch models stay current
     assert profile_train_fields(a, "imagenet") != profile_train_fields(b, "imagenet")  # imagenet ones go stale
+
+
+def test_every_run_records_the_cpu_it_ran_on(tmp_path):
+    from harness.provenance import cpu_model, device_info
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU 9000 @ 1.0GHz\nflags\t\t: fpu avx512_bf16\n")
+    assert cpu_model(str(info)) == "Test CPU 9000 @ 1.0GHz"
+    recorded = device_info(torch.device("cpu"))
+    assert recorded["cpu"] and isinstance(recorded["cpu_bf16_flags"], list)
