@@ -24,6 +24,7 @@ import torchvision
 
 from harness.backbones import get_backbone
 from harness.config import Profile
+from harness.precision import cpu_bf16_flags
 from harness.validate import ConfigError
 from harness.variants import split_variant
 from harness.version import __version__
@@ -144,8 +145,6 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
 def device_info(device: torch.device) -> dict[str, Any]:
     """The machine a step ran on: device type, platform, CPU model and its bfloat16 flags, torch's CPU threads and the
     GPU's name."""
-    from harness.precision import cpu_bf16_flags
-
     info = {
         "type": device.type,
         "platform": platform.platform(),
