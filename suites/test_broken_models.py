@@ -79,8 +79,13 @@ def test_constant_answer_fails_the_gate(cpu_gate, tmp_path):
     vdir = train_variant(run_dir, profile, ds, DATA, "scratch-all", 0, progress=False)
     ckpt = torch.load(vdir / "model.pt", weights_only=True)
     bayes = ckpt["classes"].index("bayes")
-    ckpt["state_dict"]["head.4.weight"].zero_()
-    ckpt["state_dict"]["head.4.bias"].copy_(
+    # the head's last layer, whatever the profile's head (cpu: hidden = 0, one linear layer: head.2)
+    last = max(
+        (k[: -len(".weight")] for k in ckpt["state_dict"] if k.startswith("head.") and k.endswith(".weight")),
+        key=lambda k: int(k.split(".")[1]),
+    )
+    ckpt["state_dict"][f"{last}.weight"].zero_()
+    ckpt["state_dict"][f"{last}.bias"].copy_(
         torch.nn.functional.one_hot(torch.tensor(bayes), len(ckpt["classes"])) * 10.0
     )
     artifacts.save_torch(vdir / "model.pt", ckpt)
