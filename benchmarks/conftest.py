@@ -253,7 +253,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             p = bench_profile(config, bb)
             for init in p.inits:
                 for phase in p.phases[init]:
-                    if phase.epochs > 0:
+                    # a probe phase (LP-FT) takes no gradient step: it is one pass of feature extraction and a
+                    # scikit-learn fit (harness.probe_head), timed by test_probe_phase, not by test_train_step
+                    if phase.epochs > 0 and phase.optimizer != "probe":
                         tag = f"{bb}-{p.name}-{p.image_size}px-b{p.batch_size}-{init}-{phase.name}"
                         cases.append(pytest.param((bb, p, init, phase), id=tag))
         metafunc.parametrize("train_case", cases)

@@ -57,3 +57,34 @@ def test_train_step(benchmark, timer, make_model, sync_device, train_case, devic
     median = timer(benchmark, step)
     if median is not None:
         benchmark.extra_info["images_per_s"] = bs / median
+
+
+def test_probe_phase(benchmark, timer, make_model, prepared, model_case, device):
+    """A profile's probe phase (LP-FT's first step, harness.probe_head.fit_head_probe) on the training part of the
+    bundled books: pooled features of every training photo, the cross-validated logistic regression, the head
+    written; once per backbone whose profile starts an init with a probe phase (the cpu profile's imagenet)."""
+    import pytest
+    import torch
+
+    from harness.backbones import get_backbone, set_trainable
+    from harness.probe_head import fit_head_probe
+
+    backbone, profile = model_case
+    if not any(ph and ph[0].optimizer == "probe" and ph[0].epochs > 0 for ph in profile.phases.values()):
+        pytest.skip(f"profile {profile.name!r} has no probe phase for {backbone}")
+    data = prepared(profile)
+    model = make_model(backbone, profile)
+    set_trainable(model, backbone, "head")
+    model.to(device).to(memory_format=get_backbone(backbone).memory_format)
+    dev = torch.device(device)
+
+    def fit():
+        return fit_head_probe(model, data.train_x, data.train_y, data.classes, dev)["C"]
+
+    benchmark.group = f"probe phase {backbone} {profile.image_size}px"
+    benchmark.extra_info.update(
+        backbone=backbone, profile=profile.name, image_size=profile.image_size, photos=len(data.train_x), device=device
+    )
+    median = timer(benchmark, fit)
+    if median is not None:
+        benchmark.extra_info["photos_per_s"] = len(data.train_x) / median
