@@ -34,6 +34,7 @@ from harness.rundir import (
     find_resumable,
     matrix_progress,
     point_latest,
+    protocol_black_box,
     shown,
     training_state,
 )
@@ -306,7 +307,9 @@ def execute_matrix(
     run_one = run_one or run_job
     run_dir = Path(run_dir).resolve()
     black_box = profile.saliency.black_box if profile.saliency else ()
-    done_before = set() if force else complete_jobs(run_dir, profile.backbone, jobs, black_box)
+    # which variants get them, as run.json records the run (saliency.black_box_scope, thresholds.gated)
+    per_variant = protocol_black_box(artifacts.read_json(run_dir / "run.json"))
+    done_before = set() if force else complete_jobs(run_dir, profile.backbone, jobs, per_variant)
     ctx = JobContext(
         run_dir=run_dir,
         profile=profile,
@@ -316,6 +319,7 @@ def execute_matrix(
         run_json_sha256=artifacts.sha256_file(run_dir / "run.json"),
         force=force,
         black_box=tuple(black_box),
+        black_box_variants=tuple(sorted({v for v, _ in jobs if per_variant(v)})),
         progress=show,
     )
     log = JobsLog(run_dir, executor.to_dict())

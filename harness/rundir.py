@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from harness import artifacts, provenance, verify
 from harness.config import Profile, profile_from_dict, with_test_sets
 from harness.saliency.registry import GRADCAM
-from harness.variants import split_variant
+from harness.variants import gated_by, split_variant
 
 CURRENT, ABSENT, STALE = "current", "absent", "stale"
 REPORTS = Path("reports")
@@ -184,16 +184,41 @@ def run_identity(proto: dict) -> dict:
 
 
 def complete_jobs(
-    run_dir: Path, backbone: str, jobs: Sequence[tuple[str, int]], black_box: Sequence[str] = ()
+    run_dir: Path,
+    backbone: str,
+    jobs: Sequence[tuple[str, int]],
+    black_box: Sequence[str] | Callable[[str], Sequence[str]] = (),
 ) -> set[tuple[str, int]]:
     """The (variant, seed) jobs whose folder holds every STEP_OUTPUTS file and <method>.json for each black-box
-    saliency method (present; whether each is current is for its step to check)."""
-    outputs = STEP_OUTPUTS + tuple(f"{m}.json" for m in black_box)
+    saliency method it gets (`black_box`: the methods, or variant -> its methods; present, whether each is current
+    is for its step to check)."""
+
+    def outputs(variant: str) -> tuple[str, ...]:
+        methods = black_box(variant) if callable(black_box) else black_box
+        return STEP_OUTPUTS + tuple(f"{m}.json" for m in methods)
+
     return {
         (v, s)
         for v, s in jobs
-        if all((Path(run_dir) / ModelId.of(backbone, v, s).folder / f).is_file() for f in outputs)
+        if all((Path(run_dir) / ModelId.of(backbone, v, s).folder / f).is_file() for f in outputs(v))
     }
+
+
+def protocol_black_box(proto: Mapping[str, Any]) -> Callable[[str], tuple[str, ...]]:
+    """variant -> the black-box saliency methods its job computes, as a protocol (run.json) recorded them: the
+    profile's saliency.methods but Grad-CAM, for every variant or (saliency.black_box_scope = "gated") for the
+    variants its thresholds.gated names only."""
+    prof = proto.get("profile")
+    prof = prof if isinstance(prof, Mapping) else {}
+    saliency = prof.get("saliency")
+    saliency = saliency if isinstance(saliency, Mapping) else {}
+    methods = tuple(str(m) for m in saliency.get("methods") or () if m != GRADCAM)
+    thresholds = proto.get("thresholds")
+    gated = (thresholds.get("gated") if isinstance(thresholds, Mapping) else None) or ()
+    backbone = str(prof.get("backbone"))
+    if saliency.get("black_box_scope", "all") == "all":
+        return lambda variant: methods
+    return lambda variant: methods if gated_by([str(g) for g in gated], backbone, variant) else ()
 
 
 def matrix_progress(run_dir: Path, proto: dict) -> tuple[int, int]:
@@ -201,9 +226,8 @@ def matrix_progress(run_dir: Path, proto: dict) -> tuple[int, int]:
     prof = proto.get("profile")
     if not isinstance(prof, dict):
         prof = {}
-    methods = (prof.get("saliency") or {}).get("methods") or ()
     jobs = [(v, s) for s in proto.get("seeds") or () for v in proto.get("variants") or ()]
-    done = complete_jobs(run_dir, str(prof.get("backbone")), jobs, [m for m in methods if m != GRADCAM])
+    done = complete_jobs(run_dir, str(prof.get("backbone")), jobs, protocol_black_box(proto))
     return len(done), len(jobs)
 
 

@@ -32,7 +32,7 @@ from harness.validate import (
     read_table,
     read_toml,
 )
-from harness.variants import INITS, split_variant
+from harness.variants import EVERY_MODEL, INITS, gated_by, split_variant
 
 
 @dataclass(frozen=True)
@@ -160,9 +160,6 @@ class Thresholds:
         return rule
 
 
-EVERY_MODEL = "*"  # thresholds.gated = ["*"]: every model of the run is gated (harness check)
-
-
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in over.items():
@@ -191,7 +188,7 @@ def gated_entry(entry: str) -> tuple[str | None, str]:
 
 def is_gated(thresholds: Thresholds, backbone: str, variant: str) -> bool:
     """Whether `variant` ('imagenet-all') of `backbone` is gated: an entry 'imagenet-all' or 'vgg16-imagenet-all'."""
-    return EVERY_MODEL in thresholds.gated or variant in thresholds.gated or f"{backbone}-{variant}" in thresholds.gated
+    return gated_by(thresholds.gated, backbone, variant)
 
 
 def _gated(v: Any, key: str, where: str) -> tuple[str, ...]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 
 from harness.augment import LEVELS
 from harness.validate import ConfigError
@@ -25,3 +26,12 @@ def split_variant(variant: str) -> tuple[str, str]:
             f"variant {variant!r}: unknown augmentation level {level!r}; known levels: {sorted(LEVELS)}{hint}"
         )
     return init, level
+
+
+EVERY_MODEL = "*"  # thresholds.gated = ["*"]: every model of the run is gated (harness check)
+
+
+def gated_by(entries: Sequence[str], backbone: str, variant: str) -> bool:
+    """Whether `variant` ('imagenet-all') of `backbone` is named by a thresholds.gated list: an entry 'imagenet-all',
+    'vgg16-imagenet-all' or '*'."""
+    return EVERY_MODEL in entries or variant in entries or f"{backbone}-{variant}" in entries

@@ -9,28 +9,33 @@ from pathlib import Path
 import pytest
 
 from harness import artifacts
-from harness.config import load_profile
+from harness.config import Profile, load_profile
 from harness.data import images, load_train, working_short_side
 from harness.executors import DONE, Job, JobContext, run_job
 from harness.provenance import dataset_fingerprint
 from tests.test_trust import TINY  # one tiny profile (vgg16, 32 px, no epochs) for the tests that run a job
 
 
-@pytest.mark.slow
-def test_one_job_decodes_every_image_once(tiny_root, tmp_path, monkeypatch):
-    profile = load_profile("smoke", TINY)
+def tiny_job_context(tiny_root: Path, tmp_path: Path, profile: Profile, **fields) -> JobContext:
+    """A job context as the driver makes it, over a run directory tmp_path/run with its run.json."""
     run_dir = (tmp_path / "run").resolve()
     artifacts.write_json(run_dir / "run.json", {"written by": "the driver"})
     train = load_train(tiny_root, max_short_side=working_short_side(profile.image_size))
-    ctx = JobContext(
+    return JobContext(
         run_dir=run_dir,
         profile=profile,
         data_root=tiny_root.resolve(),
         weights_file=None,
         train_fingerprint=dataset_fingerprint(train),
         run_json_sha256=artifacts.sha256_file(run_dir / "run.json"),
-        black_box=("occlusion",),
+        **fields,
     )
+
+
+@pytest.mark.slow
+def test_one_job_decodes_every_image_once(tiny_root, tmp_path, monkeypatch):
+    ctx = tiny_job_context(tiny_root, tmp_path, load_profile("smoke", TINY), black_box=("occlusion",))
+    run_dir = ctx.run_dir
     decoded: Counter[str] = Counter()
     real = images.decode_image
 

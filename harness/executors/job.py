@@ -49,10 +49,20 @@ class JobContext:
     train_fingerprint: str
     run_json_sha256: str  # what run.json held when the driver submitted: a node that sees another (or none) fails
     force: bool = False
-    black_box: tuple[str, ...] = ()
+    black_box: tuple[str, ...] = ()  # the profile's black-box saliency methods...
+    black_box_variants: tuple[str, ...] | None = None  # ...computed for these variants (None: every variant)
     progress: bool = False
     threads: int | None = None  # torch + onnxruntime threads; None: leave the process defaults
     gpus: float | None = None  # the GPU share a Ray task was given (0: none, so it must not touch a GPU); None: serial
+
+    def black_box_for(self, variant: str) -> tuple[str, ...]:
+        """The black-box saliency methods `variant`'s job computes (saliency.black_box_scope)."""
+        return self.black_box if self.black_box_variants is None or variant in self.black_box_variants else ()
+
+    def saliency_for(self, variant: str) -> tuple[str, ...]:
+        """Every saliency method whose maps `variant`'s job stores (Grad-CAM and black_box_for)."""
+        black_box = self.black_box_for(variant)
+        return tuple(m for m in self.profile.saliency.methods if m not in self.black_box or m in black_box)
 
     def job_id(self, job: Job) -> str:
         return ModelId.of(self.profile.backbone, job.variant, job.seed).folder
@@ -173,9 +183,11 @@ def run_steps(ctx: JobContext, job: Job, ds: Dataset | None = None) -> None:
     if ctx.force or not is_current(vdir / "metrics.json", made_from, keys=("onnx_sha256", "test_data")):
         evaluate_variant(vdir, data_root=ctx.data_root, tests=tests)
     cam_variant(vdir, force=ctx.force, data_root=ctx.data_root, tests=tests)  # redoes itself when stale
-    for method in ctx.black_box:
+    for method in ctx.black_box_for(job.variant):
         variant_blackbox(vdir, method, force=ctx.force, data_root=ctx.data_root, tests=tests)
-    variant_robustness(vdir, force=ctx.force, data_root=ctx.data_root, tests=tests)  # corruptions, masking, maps
+    # corruptions, masking, and the faithfulness curves of the maps this job stored
+    methods = ctx.saliency_for(job.variant)
+    variant_robustness(vdir, force=ctx.force, data_root=ctx.data_root, tests=tests, methods=methods)
 
 
 def run_job(ctx: JobContext, job: Job, ds: Dataset | None = None, complete: bool = False) -> JobResult:

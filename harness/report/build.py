@@ -17,8 +17,8 @@ from harness.report.html import render_html
 from harness.report.markdown import SUMMARY, run_summary
 from harness.report.model_card import write_cards
 from harness.robustness.summary import robustness_section
-from harness.rundir import JOBS_FILE, ModelId, complete_jobs
-from harness.saliency.registry import GRADCAM, method_info
+from harness.rundir import JOBS_FILE, ModelId, complete_jobs, protocol_black_box
+from harness.saliency.registry import method_info
 from harness.thresholds import Thresholds, check_applies, parse_thresholds
 from harness.validate import ConfigError
 from harness.verdicts import Verdict, judge, judged_table, overall
@@ -259,9 +259,8 @@ def failed_jobs(run_dir: Path, proto: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     raw = proto.get("profile")
     prof: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    methods = [m for m in (prof.get("saliency") or {}).get("methods") or () if m != GRADCAM]
     jobs = [(str(e.get("variant")), int(e["seed"])) for e in entries if isinstance(e.get("seed"), int)]
-    complete = complete_jobs(run_dir, str(prof.get("backbone")), jobs, methods)
+    complete = complete_jobs(run_dir, str(prof.get("backbone")), jobs, protocol_black_box(proto))
     keep = ("id", "variant", "seed", "error", "host", "seconds", "finished")
     return [
         {k: e.get(k) for k in keep}

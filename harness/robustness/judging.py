@@ -156,8 +156,10 @@ def robustness_verdicts(
     if ev_f is not None:
         methods = list(ev_f.get("methods") or {})
     elif promised is not None and promised.faithfulness:
-        named = ((run_profile or {}).get("saliency") or {}).get("methods") or ()
-        methods = [METHODS[m].evidence for m in named if m in METHODS]
+        saliency = (run_profile or {}).get("saliency") or {}
+        named = saliency.get("methods") or ()
+        black_box_too = gated or saliency.get("black_box_scope", "all") == "all"  # what the job computed
+        methods = [METHODS[m].evidence for m in named if m in METHODS and (black_box_too or not METHODS[m].black_box)]
     else:
         methods = [m.evidence for m in METHODS.values()] if rule.faithfulness_gated else []
     for method in methods:

@@ -276,10 +276,16 @@ def headline(ev: Mapping[str, Any]) -> str:
 
 
 def variant_robustness(
-    vdir: Path, force: bool = False, data_root: Path | None = None, *, tests: Mapping[str, Dataset] | None = None
+    vdir: Path,
+    force: bool = False,
+    data_root: Path | None = None,
+    *,
+    tests: Mapping[str, Dataset] | None = None,
+    methods: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The robustness step of one harness-trained variant: its exported model.onnx through one onnxruntime session
-    (the spec from the export's metadata), its profile's [robustness] settings and saliency methods."""
+    (the spec from the export's metadata), its profile's [robustness] settings, the faithfulness curves of `methods`
+    (default: every saliency method of its profile; a job passes those it computed, saliency.black_box_scope)."""
     vdir = Path(vdir)
     config, profile = read_variant_config(vdir, data_root)
     settings = profile.robustness
@@ -302,6 +308,6 @@ def variant_robustness(
         settings,
         sha256_file(onnx_path),
         config.get("backbone"),
-        profile.saliency.methods,
+        profile.saliency.methods if methods is None else methods,
         force=force,
     )

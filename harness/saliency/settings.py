@@ -8,6 +8,7 @@ sanity_layers = 1
 sanity_images = 20                   # at most this many scored images per method (the sweep is repeated for each)
 all_maps = false                     # black-box methods on a test set without labelled regions: only `examples` maps
 examples = 6                         # (the report's overlays); true computes every photo's map
+black_box_scope = "all"              # "gated": black-box maps (and their sanity, faithfulness) of gated variants only
 [saliency.occlusion]                 # overrides of the method's defaults (harness.saliency.registry)
 window = 32
 stride = 16
@@ -22,9 +23,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.saliency.registry import GRADCAM, known_methods, method_info, resolve_params
-from harness.validate import ConfigError, Reader, check_keys, from_table, read_bool, read_int, read_str_list, read_table
+from harness.validate import (
+    ConfigError,
+    Reader,
+    check_keys,
+    from_table,
+    read_bool,
+    read_choice,
+    read_int,
+    read_str_list,
+    read_table,
+)
 
 MAX_SEED = 2**32 - 1
+BLACK_BOX_SCOPES = ("all", "gated")
 
 
 @dataclass(frozen=True)
@@ -40,11 +52,26 @@ class SaliencySettings:
     # overlays) unless all_maps. Sets with regions always get every map (they are scored).
     all_maps: bool = False
     examples: int = 6
+    # Which trained variants get the black-box methods (each map costs hundreds of onnxruntime passes, its sanity
+    # check as many again): "all", or "gated": only the variants thresholds.gated names; the others keep Grad-CAM
+    # (white-box, a few passes a photo), and their black-box criteria are reported SKIP, named as not computed.
+    # harness check judges one ONNX model, gated: it always gets them.
+    black_box_scope: str = "all"
 
     @property
     def black_box(self) -> tuple[str, ...]:
         """The methods that run through onnxruntime (every one but Grad-CAM)."""
         return tuple(m for m in self.methods if method_info(m).black_box)
+
+    def black_box_for(self, gated: bool) -> tuple[str, ...]:
+        """The black-box methods a trained variant gets: all of them, or none for a variant that is not gated when
+        black_box_scope = "gated"."""
+        return self.black_box if gated or self.black_box_scope == "all" else ()
+
+    def methods_for(self, gated: bool) -> tuple[str, ...]:
+        """Every saliency method a trained variant gets (Grad-CAM always, the black-box ones as black_box_for)."""
+        black_box = self.black_box_for(gated)
+        return tuple(m for m in self.methods if not method_info(m).black_box or m in black_box)
 
     def sanity_inputs(self) -> dict[str, Any] | None:
         """What a sanity check is made from (recorded in each saliency evidence file's inputs); None when off."""
@@ -72,6 +99,7 @@ SANITY_FIELDS: dict[str, Reader] = {
 MAPS_FIELDS: dict[str, Reader] = {
     "all_maps": read_bool,
     "examples": lambda v, k, w: read_int(v, k, w, min=1, max=1000),
+    "black_box_scope": lambda v, k, w: read_choice(v, k, w, BLACK_BOX_SCOPES),
 }
 
 

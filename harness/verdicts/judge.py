@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +235,26 @@ def _localization_splits(runs: Sequence[SeedRun], prefix: str, rule: CamRule, te
     return list(test_sets)
 
 
+def _skipped_localization(method: str, variant: str, backbone: str, gated: bool, why: str) -> list[Verdict]:
+    """SKIP verdicts of a method's energy and pointing criteria, saying why they were not judged."""
+    out = []
+    for what in (ENERGY, POINTING):
+        c = localization_criterion(method, what)
+        skipped = f"skipped: {why}"
+        out.append(Verdict(c.name, variant, "", c.comparison, None, None, SKIP, gated, (), skipped, backbone=backbone))
+    return out
+
+
+def _not_computed(run_profile: Mapping[str, Any] | None, method: str, gated: bool, runs: Sequence[SeedRun]) -> bool:
+    """A black-box method the run did not compute for this model by design: the recorded profile's
+    saliency.black_box_scope is "gated", the model is not gated and none of its seeds holds the method's evidence.
+    (A gated model without it is judged, and its missing evidence is an ERROR.)"""
+    info = METHODS[method]
+    saliency = (run_profile or {}).get("saliency")
+    scope = saliency.get("black_box_scope", "all") if isinstance(saliency, Mapping) else "all"
+    return info.black_box and scope == "gated" and not gated and not any(evidence_of(r, info.evidence) for r in runs)
+
+
 def _localization_verdicts(
     method: str,
     variant: str,
@@ -251,26 +271,9 @@ def _localization_verdicts(
     info = METHODS[method]
     prefix, name = info.evidence, info.title
     splits = _localization_splits(runs, prefix, rule, test_sets)
-    out: list[Verdict] = []
     if not splits:
-        for what in (ENERGY, POINTING):
-            c = localization_criterion(method, what)
-            out.append(
-                Verdict(
-                    c.name,
-                    variant,
-                    "",
-                    c.comparison,
-                    None,
-                    None,
-                    SKIP,
-                    gated,
-                    (),
-                    "skipped: no test set of this run has labelled regions",
-                    backbone=backbone,
-                )
-            )
-        return out
+        return _skipped_localization(method, variant, backbone, gated, "no test set of this run has labelled regions")
+    out: list[Verdict] = []
     for split in splits:
         ev = next((evidence_of(r, prefix) for r in runs if evidence_of(r, prefix)), None)
         summary = ((ev or {}).get("summary") or {}).get(split) or {}
@@ -452,7 +455,10 @@ def judge(
             rule = thresholds.localization(method)
             # a method that needs the PyTorch model (Grad-CAM) is reported for every trained model (SKIP when no
             # rule); a method no rule names and no evidence holds (Grad-CAM of a checked ONNX file) is left out
-            if (
+            if _not_computed(run_profile, method, gated, runs):
+                why = f"{info.title} maps are computed for gated models only (saliency.black_box_scope = 'gated')"
+                mine += _skipped_localization(method, variant, b, gated, why)
+            elif (
                 rule.configured
                 or any(evidence_of(r, info.evidence) for r in runs)
                 or (not info.black_box and not any(r.kind == "check" for r in runs))
