@@ -93,6 +93,18 @@ def test_a_variant_not_gated_is_skipped_by_design_and_a_gated_one_must_have_its_
     gated = [v for v in by["imagenet-all"] if v.criterion == "occlusion_energy"]  # the criterion with a threshold
     assert len(gated) == 1 and gated[0].status == ERROR and gated[0].gated  # missing evidence of a gated model
     assert "occlusion.json missing" in gated[0].detail
+    assert {v.criterion for v in by["scratch-all"]} == {"occlusion_energy", "occlusion_pointing"}
+    rise = [
+        v
+        for v in judge(
+            tmp_path,
+            parse_thresholds({"gated": ["imagenet-all"]}, "t"),
+            ["test_difficult"],
+            run_profile={"saliency": {"methods": ["gradcam", "occlusion"], "black_box_scope": "gated"}},
+        )
+        if v.criterion.startswith("rise_")
+    ]
+    assert rise == []  # a method the run does not compute at all is not reported, skipped or otherwise
     # every variant was meant to have them: missing maps of the ablation are an ERROR too, never a skip
     for scope in ("all", None):
         ablation = _occlusion_verdicts(tmp_path, scope)["scratch-all"]

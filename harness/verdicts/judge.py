@@ -246,13 +246,15 @@ def _skipped_localization(method: str, variant: str, backbone: str, gated: bool,
 
 
 def _not_computed(run_profile: Mapping[str, Any] | None, method: str, gated: bool, runs: Sequence[SeedRun]) -> bool:
-    """A black-box method the run did not compute for this model by design: the recorded profile's
-    saliency.black_box_scope is "gated", the model is not gated and none of its seeds holds the method's evidence.
-    (A gated model without it is judged, and its missing evidence is an ERROR.)"""
+    """A black-box method the run computes (the recorded profile's saliency.methods) but not for this model, by
+    design: saliency.black_box_scope is "gated", the model is not gated and none of its seeds holds the method's
+    evidence. (A gated model without it is judged, and its missing evidence is an ERROR.)"""
     info = METHODS[method]
     saliency = (run_profile or {}).get("saliency")
-    scope = saliency.get("black_box_scope", "all") if isinstance(saliency, Mapping) else "all"
-    return info.black_box and scope == "gated" and not gated and not any(evidence_of(r, info.evidence) for r in runs)
+    if not info.black_box or not isinstance(saliency, Mapping) or method not in (saliency.get("methods") or ()):
+        return False
+    scope = saliency.get("black_box_scope", "all")
+    return scope == "gated" and not gated and not any(evidence_of(r, info.evidence) for r in runs)
 
 
 def _localization_verdicts(
