@@ -63,16 +63,6 @@ class SaliencySettings:
         """The methods that run through onnxruntime (every one but Grad-CAM)."""
         return tuple(m for m in self.methods if method_info(m).black_box)
 
-    def black_box_for(self, gated: bool) -> tuple[str, ...]:
-        """The black-box methods a trained variant gets: all of them, or none for a variant that is not gated when
-        black_box_scope = "gated"."""
-        return self.black_box if gated or self.black_box_scope == "all" else ()
-
-    def methods_for(self, gated: bool) -> tuple[str, ...]:
-        """Every saliency method a trained variant gets (Grad-CAM always, the black-box ones as black_box_for)."""
-        black_box = self.black_box_for(gated)
-        return tuple(m for m in self.methods if not method_info(m).black_box or m in black_box)
-
     def sanity_inputs(self) -> dict[str, Any] | None:
         """What a sanity check is made from (recorded in each saliency evidence file's inputs); None when off."""
         if not self.sanity:
