@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from harness import artifacts, provenance, verify
 from harness.config import Profile, profile_from_dict, with_test_sets
 from harness.saliency.registry import GRADCAM
+from harness.saliency.settings import black_box_computed
 from harness.variants import gated_by, split_variant
 
 CURRENT, ABSENT, STALE = "current", "absent", "stale"
@@ -216,9 +217,8 @@ def protocol_black_box(proto: Mapping[str, Any]) -> Callable[[str], tuple[str, .
     thresholds = proto.get("thresholds")
     gated = (thresholds.get("gated") if isinstance(thresholds, Mapping) else None) or ()
     backbone = str(prof.get("backbone"))
-    if saliency.get("black_box_scope", "all") == "all":
-        return lambda variant: methods
-    return lambda variant: methods if gated_by([str(g) for g in gated], backbone, variant) else ()
+    entries = [str(g) for g in gated]
+    return lambda variant: methods if black_box_computed(saliency, gated_by(entries, backbone, variant)) else ()
 
 
 def matrix_progress(run_dir: Path, proto: dict) -> tuple[int, int]:

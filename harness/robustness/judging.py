@@ -25,6 +25,7 @@ from harness.robustness.readers import faithfulness_of, load, masking_of
 from harness.robustness.rules import RobustnessRule
 from harness.robustness.settings import RobustnessSettings, parse_robustness
 from harness.saliency.registry import METHODS
+from harness.saliency.settings import black_box_computed
 from harness.validate import ConfigError
 
 ROBUSTNESS, DEPENDS_ON_OBJECT, FAITHFULNESS = "robustness", "depends_on_object", "faithfulness"
@@ -158,7 +159,7 @@ def robustness_verdicts(
     elif promised is not None and promised.faithfulness:
         saliency = (run_profile or {}).get("saliency") or {}
         named = saliency.get("methods") or ()
-        black_box_too = gated or saliency.get("black_box_scope", "all") == "all"  # what the job computed
+        black_box_too = black_box_computed(saliency, gated)  # what the job computed
         methods = [METHODS[m].evidence for m in named if m in METHODS and (black_box_too or not METHODS[m].black_box)]
     else:
         methods = [m.evidence for m in METHODS.values()] if rule.faithfulness_gated else []

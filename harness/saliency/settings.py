@@ -79,6 +79,14 @@ class SaliencySettings:
         return d
 
 
+def black_box_computed(recorded: Any, gated: bool) -> bool:
+    """Whether a trained variant's job computed the black-box methods, from a recorded [saliency] table (run.json /
+    config.json form; a table from before black_box_scope, or none, means every variant): every variant under
+    "all", the gated ones under "gated". The one rule the driver, resume and the verdicts all read."""
+    scope = recorded.get("black_box_scope", "all") if isinstance(recorded, Mapping) else "all"
+    return gated or scope != "gated"
+
+
 SANITY_FIELDS: dict[str, Reader] = {
     "sanity": read_bool,
     "sanity_layers": lambda v, k, w: read_int(v, k, w, min=1, max=8),

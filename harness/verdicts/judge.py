@@ -13,6 +13,7 @@ from harness.audit import verdicts as data_audit  # a module import: harness.aud
 from harness.baselines import judging as ladder  # likewise: harness.baselines imports harness.verdicts
 from harness.robustness.judging import robustness_verdicts
 from harness.saliency.registry import METHODS
+from harness.saliency.settings import black_box_computed
 from harness.thresholds import EVERY_MODEL, AccuracyRule, CamRule, Thresholds, is_gated
 from harness.verdicts.collect import SeedRun, collect, evidence_of
 from harness.verdicts.criteria import (
@@ -253,8 +254,7 @@ def _not_computed(run_profile: Mapping[str, Any] | None, method: str, gated: boo
     saliency = (run_profile or {}).get("saliency")
     if not info.black_box or not isinstance(saliency, Mapping) or method not in (saliency.get("methods") or ()):
         return False
-    scope = saliency.get("black_box_scope", "all")
-    return scope == "gated" and not gated and not any(evidence_of(r, info.evidence) for r in runs)
+    return not black_box_computed(saliency, gated) and not any(evidence_of(r, info.evidence) for r in runs)
 
 
 def _localization_verdicts(
